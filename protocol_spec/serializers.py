@@ -1,0 +1,188 @@
+"""The three WAMP serializers: ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``.
+
+Each serializer turns a message object into a frame payload (``str`` for JSON, sent
+as a WebSocket text frame; ``bytes`` for msgpack and CBOR, sent as binary frames)
+and back. Binary values are Python ``bytes`` everywhere; JSON carries them as a
+string holding ``"\\u0000"`` followed by their base64 form (WAMP's convention), so
+sessions of different serializers exchange bytes unchanged.
+
+Decoding raises ``DecodeError`` for bytes that do not parse and ``ProtocolError``
+for a parsed value that is not a valid message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Final
+
+import cbor2
+import msgpack
+
+from .errors import DecodeError
+from .messages import decode_message
+
+__all__ = [
+    "Serializer",
+    "JsonSerializer",
+    "MsgpackSerializer",
+    "CborSerializer",
+    "SERIALIZERS",
+    "SUBPROTOCOLS",
+    "by_name",
+    "by_subprotocol",
+]
+
+
+class Serializer:
+    """Base class: ``encode`` a message to a frame payload, ``decode`` one back."""
+
+    name: str = ""
+    subprotocol: str = ""
+    binary: bool = True
+    rawsocket_id: int = 0
+
+    def dumps(self, obj: list[Any]) -> str | bytes:
+        """Serialize a plain list (a message's wire form)."""
+        raise NotImplementedError
+
+    def loads(self, data: str | bytes) -> Any:
+        """Parse a frame payload into plain Python values; raise ``DecodeError``."""
+        raise NotImplementedError
+
+    def encode(self, message: Any) -> str | bytes:
+        """Serialize a message object."""
+        return self.dumps(message.to_list())
+
+    def decode(self, data: str | bytes) -> Any:
+        """Parse and validate one message; raise ``ProtocolError`` when invalid."""
+        return decode_message(self.loads(data))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.subprotocol}>"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\x00" + base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"cannot serialize {type(value).__name__} to JSON")
+
+
+def _json_unwrap(value: Any) -> Any:
+    """Turn every ``"\\u0000"+base64`` string inside ``value`` back into bytes."""
+    if type(value) is str:
+        if value[:1] == "\x00":
+            try:
+                return base64.b64decode(value[1:], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise DecodeError("invalid base64 in a JSON binary string") from exc
+        return value
+    if type(value) is list:
+        return [_json_unwrap(item) for item in value]
+    if type(value) is dict:
+        return {key: _json_unwrap(item) for key, item in value.items()}
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise DecodeError(f"JSON constant {name} is not allowed")
+
+
+class JsonSerializer(Serializer):
+    """``wamp.2.json``: UTF-8 JSON text, binary as ``"\\u0000"``+base64 strings."""
+
+    name = "json"
+    subprotocol = "wamp.2.json"
+    binary = False
+    rawsocket_id = 1
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+        )
+        self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+    def dumps(self, obj: list[Any]) -> str:
+        return self._encoder.encode(obj)
+
+    def loads(self, data: str | bytes) -> Any:
+        try:
+            text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+            value = self._decoder.decode(text)
+        except DecodeError:
+            raise
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise DecodeError(f"invalid JSON: {exc}") from None
+        if "\\u0000" in text:
+            value = _json_unwrap(value)
+        return value
+
+
+class MsgpackSerializer(Serializer):
+    """``wamp.2.msgpack``: MessagePack with the bin type for bytes, str map keys."""
+
+    name = "msgpack"
+    subprotocol = "wamp.2.msgpack"
+    binary = True
+    rawsocket_id = 2
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+    def dumps(self, obj: list[Any]) -> bytes:
+        return self._packer.pack(obj)
+
+    def loads(self, data: str | bytes) -> Any:
+        if isinstance(data, str):
+            raise DecodeError("msgpack messages must arrive as binary frames")
+        try:
+            return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext)
+        except DecodeError:
+            raise
+        except Exception as exc:  # msgpack raises many unrelated types
+            raise DecodeError(f"invalid msgpack: {type(exc).__name__}") from None
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise DecodeError(f"msgpack extension type {code} is not allowed")
+
+
+class CborSerializer(Serializer):
+    """``wamp.2.cbor``: CBOR (RFC 8949), bytes as byte strings."""
+
+    name = "cbor"
+    subprotocol = "wamp.2.cbor"
+    binary = True
+    rawsocket_id = 3
+
+    def dumps(self, obj: list[Any]) -> bytes:
+        return cbor2.dumps(obj)
+
+    def loads(self, data: str | bytes) -> Any:
+        if isinstance(data, str):
+            raise DecodeError("CBOR messages must arrive as binary frames")
+        try:
+            return cbor2.loads(data)
+        except Exception as exc:  # cbor2 raises several exception types
+            raise DecodeError(f"invalid CBOR: {type(exc).__name__}") from None
+
+
+SERIALIZERS: Final[tuple[Serializer, ...]] = (
+    JsonSerializer(),
+    MsgpackSerializer(),
+    CborSerializer(),
+)
+SUBPROTOCOLS: Final[tuple[str, ...]] = tuple(s.subprotocol for s in SERIALIZERS)
+_BY_NAME: Final = {s.name: s for s in SERIALIZERS}
+_BY_SUBPROTOCOL: Final = {s.subprotocol: s for s in SERIALIZERS}
+
+
+def by_name(name: str) -> Serializer:
+    """Return the serializer called ``json``, ``msgpack`` or ``cbor``; ``KeyError`` if unknown."""
+    return _BY_NAME[name]
+
+
+def by_subprotocol(subprotocol: str) -> Serializer:
+    """Return the serializer for a WebSocket subprotocol name such as ``wamp.2.json``."""
+    return _BY_SUBPROTOCOL[subprotocol]

@@ -1,0 +1,1 @@
+"""Test support: real broker and redis-server processes on free loopback ports."""

@@ -1,0 +1,184 @@
+"""Start real broker (and redis-server) processes on 127.0.0.1 and stop them by PID.
+
+A broker started with ``--port 0`` logs ``listening on ws://HOST:PORT/ws``; we read
+the URL from that line instead of guessing a port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_LISTENING = re.compile(r"listening on (ws[s]?://[^\s]+)")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class BrokerProcess:
+    """A running ``python -m broker`` process and the URL it serves."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    args: list[str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+
+    @property
+    def http_base(self) -> str:
+        return self.url.replace("ws://", "http://", 1).rsplit("/ws", 1)[0]
+
+    def read_output(self, timeout: float = 0.0) -> str:
+        """Collect whatever the process printed so far (non-blocking by default)."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
+            if not ready:
+                break
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+        return "".join(self.output)
+
+    def wait_for_output(self, pattern: str, timeout: float = 10.0) -> str:
+        """Wait until a line matching ``pattern`` was printed; return all output."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while time.monotonic() < deadline:
+            text = self.read_output(timeout=0.1)
+            if rx.search(text):
+                return text
+            if self.proc.poll() is not None:
+                text = self.read_output(timeout=0.2)
+                if rx.search(text):
+                    return text
+                break
+        raise AssertionError(f"pattern {pattern!r} not printed; output:\n{self.read_output()}")
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait, then SIGKILL if needed; return the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.read_output(timeout=0.1)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def start_broker(
+    *extra_args: str,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+    timeout: float = 15.0,
+) -> BrokerProcess:
+    """Start ``python -m broker --host 127.0.0.1 --port PORT EXTRA...`` and wait for it."""
+    args = [sys.executable, "-m", "broker", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    full_env = dict(os.environ)
+    full_env["PYTHONUNBUFFERED"] = "1"
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+    )
+    broker = BrokerProcess(proc=proc, url="", args=args)
+    try:
+        text = broker.wait_for_output(_LISTENING.pattern, timeout=timeout)
+    except AssertionError:
+        broker.kill()
+        raise
+    match = _LISTENING.search(text)
+    assert match is not None
+    broker.url = match.group(1)
+    return broker
+
+
+@dataclass
+class RedisProcess:
+    """A real redis-server on a free loopback port, without persistence."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_redis(port: int | None = None, extra: Sequence[str] = ()) -> RedisProcess:
+    """Start redis-server on 127.0.0.1 (a free port unless given) and wait until it answers."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed (the test command installs it)")
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--protected-mode", "yes", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return RedisProcess(proc=proc, port=port)
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)  # polling a starting process, not synchronising test logic
+    proc.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
