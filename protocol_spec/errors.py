@@ -13,21 +13,19 @@ Error URIs (``wamp.error.*``) travel in ERROR and ABORT messages; close reasons
 from __future__ import annotations
 
 __all__ = [
-    "WampError",
-    "ProtocolError",
-    "DecodeError",
     "AUTHENTICATION_FAILED",
     "AUTHORIZATION_FAILED",
     "CANCELED",
     "CLOSE_CLOSE_REALM",
     "CLOSE_GOODBYE_AND_OUT",
     "CLOSE_KILLED",
-    "CLOSE_SYSTEM_SHUTDOWN",
     "CLOSE_NORMAL",
+    "CLOSE_SYSTEM_SHUTDOWN",
     "FEATURE_NOT_SUPPORTED",
     "INVALID_ARGUMENT",
     "INVALID_URI",
     "NETWORK_FAILURE",
+    "NOT_AUTHORIZED",
     "NO_AUTH_METHOD",
     "NO_ELIGIBLE_CALLEE",
     "NO_SUCH_PRINCIPAL",
@@ -37,15 +35,17 @@ __all__ = [
     "NO_SUCH_ROLE",
     "NO_SUCH_SESSION",
     "NO_SUCH_SUBSCRIPTION",
-    "NOT_AUTHORIZED",
     "PAYLOAD_SIZE_EXCEEDED",
     "PROCEDURE_ALREADY_EXISTS",
     "PROCEDURE_EXISTS_INVOCATION_POLICY_CONFLICT",
     "PROTOCOL_VIOLATION",
     "RUNTIME_ERROR",
+    "SLOW_CONSUMER",
     "TIMEOUT",
     "UNAVAILABLE",
-    "SLOW_CONSUMER",
+    "DecodeError",
+    "ProtocolError",
+    "WampError",
 ]
 
 

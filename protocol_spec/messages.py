@@ -16,40 +16,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar, Final, Union
+from typing import Any, ClassVar, Final
 
 from .errors import ProtocolError
 from .uri import is_valid_key
 
 __all__ = [
     "MAX_ID",
-    "MessageType",
-    "Message",
-    "Hello",
-    "Welcome",
+    "MESSAGE_CLASSES",
     "Abort",
-    "Challenge",
     "Authenticate",
-    "Goodbye",
-    "Error",
-    "Publish",
-    "Published",
-    "Subscribe",
-    "Subscribed",
-    "Unsubscribe",
-    "Unsubscribed",
-    "Event",
     "Call",
     "Cancel",
-    "Result",
+    "Challenge",
+    "Error",
+    "Event",
+    "Goodbye",
+    "Hello",
+    "Interrupt",
+    "Invocation",
+    "Message",
+    "MessageType",
+    "Publish",
+    "Published",
     "Register",
     "Registered",
+    "Result",
+    "Subscribe",
+    "Subscribed",
     "Unregister",
     "Unregistered",
-    "Invocation",
-    "Interrupt",
+    "Unsubscribe",
+    "Unsubscribed",
+    "Welcome",
     "Yield",
-    "MESSAGE_CLASSES",
     "decode_message",
 ]
 
@@ -324,9 +324,7 @@ class Call:
     kwargs: dict[str, Any] | None = None
 
     def to_list(self) -> list[Any]:
-        return [48, self.request, self.options, self.procedure] + _payload(
-            self.args, self.kwargs
-        )
+        return [48, self.request, self.options, self.procedure] + _payload(self.args, self.kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,32 +461,32 @@ class Yield:
         return [70, self.request, self.options] + _payload(self.args, self.kwargs)
 
 
-Message = Union[
-    Hello,
-    Welcome,
-    Abort,
-    Challenge,
-    Authenticate,
-    Goodbye,
-    Error,
-    Publish,
-    Published,
-    Subscribe,
-    Subscribed,
-    Unsubscribe,
-    Unsubscribed,
-    Event,
-    Call,
-    Cancel,
-    Result,
-    Register,
-    Registered,
-    Unregister,
-    Unregistered,
-    Invocation,
-    Interrupt,
-    Yield,
-]
+Message = (
+    Hello
+    | Welcome
+    | Abort
+    | Challenge
+    | Authenticate
+    | Goodbye
+    | Error
+    | Publish
+    | Published
+    | Subscribe
+    | Subscribed
+    | Unsubscribe
+    | Unsubscribed
+    | Event
+    | Call
+    | Cancel
+    | Result
+    | Register
+    | Registered
+    | Unregister
+    | Unregistered
+    | Invocation
+    | Interrupt
+    | Yield
+)
 
 MESSAGE_CLASSES: Final[dict[int, type[Any]]] = {
     cls.TYPE: cls
@@ -583,4 +581,3 @@ def decode_message(raw: Any) -> Any:
         raise ProtocolError(f"{name}: expected {required}..{len(spec)} elements, got {given}")
     values = [_check_field(spec[i], raw[i + 1], i + 1, name) for i in range(given)]
     return cls(*values)
-

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any, Final
 
 import cbor2
@@ -24,12 +25,12 @@ from .errors import DecodeError
 from .messages import decode_message
 
 __all__ = [
-    "Serializer",
-    "JsonSerializer",
-    "MsgpackSerializer",
-    "CborSerializer",
     "SERIALIZERS",
     "SUBPROTOCOLS",
+    "CborSerializer",
+    "JsonSerializer",
+    "MsgpackSerializer",
+    "Serializer",
     "by_name",
     "by_subprotocol",
 ]
@@ -89,6 +90,43 @@ def _reject_constant(name: str) -> Any:
     raise DecodeError(f"JSON constant {name} is not allowed")
 
 
+def _parse_finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf: as unwelcome as Infinity
+        raise DecodeError(f"JSON number {text[:20]} is out of range")
+    return value
+
+
+_PLAIN_LEAVES: Final = (type(None), bool, int, float, str, bytes)
+
+
+def _check_plain(value: Any) -> Any:
+    """Reject values JSON could not carry: exotic types, non-str map keys, shared containers.
+
+    CBOR decoders build datetimes, sets, tags, ``undefined`` and even cyclic lists
+    (shared references); msgpack allows bytes map keys. None of them can be forwarded
+    to a session using another serializer, so they are refused at the door.
+    """
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is list or kind is dict:
+            if id(item) in seen:
+                raise DecodeError("shared or cyclic containers are not allowed")
+            seen.add(id(item))
+            if kind is dict:
+                if not all(type(key) is str for key in item):
+                    raise DecodeError("map keys must be strings")
+                stack.extend(item.values())
+            else:
+                stack.extend(item)
+        elif kind not in _PLAIN_LEAVES:
+            raise DecodeError(f"values of type {kind.__name__} are not allowed")
+    return value
+
+
 class JsonSerializer(Serializer):
     """``wamp.2.json``: UTF-8 JSON text, binary as ``"\\u0000"``+base64 strings."""
 
@@ -101,7 +139,9 @@ class JsonSerializer(Serializer):
         self._encoder = json.JSONEncoder(
             separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
         )
-        self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
+        self._decoder = json.JSONDecoder(
+            parse_constant=_reject_constant, parse_float=_parse_finite_float
+        )
 
     def dumps(self, obj: list[Any]) -> str:
         return self._encoder.encode(obj)
@@ -110,12 +150,12 @@ class JsonSerializer(Serializer):
         try:
             text = data if isinstance(data, str) else bytes(data).decode("utf-8")
             value = self._decoder.decode(text)
+            if "\\u0000" in text:
+                value = _json_unwrap(value)
         except DecodeError:
             raise
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise DecodeError(f"invalid JSON: {exc}") from None
-        if "\\u0000" in text:
-            value = _json_unwrap(value)
         return value
 
 
@@ -131,17 +171,19 @@ class MsgpackSerializer(Serializer):
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
     def dumps(self, obj: list[Any]) -> bytes:
-        return self._packer.pack(obj)
+        packed: bytes = self._packer.pack(obj)
+        return packed
 
     def loads(self, data: str | bytes) -> Any:
         if isinstance(data, str):
             raise DecodeError("msgpack messages must arrive as binary frames")
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext)
+            value = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext)
         except DecodeError:
             raise
         except Exception as exc:  # msgpack raises many unrelated types
             raise DecodeError(f"invalid msgpack: {type(exc).__name__}") from None
+        return _check_plain(value)
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -163,9 +205,10 @@ class CborSerializer(Serializer):
         if isinstance(data, str):
             raise DecodeError("CBOR messages must arrive as binary frames")
         try:
-            return cbor2.loads(data)
+            value = cbor2.loads(data)
         except Exception as exc:  # cbor2 raises several exception types
             raise DecodeError(f"invalid CBOR: {type(exc).__name__}") from None
+        return _check_plain(value)
 
 
 SERIALIZERS: Final[tuple[Serializer, ...]] = (

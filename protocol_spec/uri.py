@@ -18,13 +18,13 @@ from typing import Final
 
 __all__ = [
     "MATCH_EXACT",
+    "MATCH_POLICIES",
     "MATCH_PREFIX",
     "MATCH_WILDCARD",
-    "MATCH_POLICIES",
     "RESERVED_PREFIX",
-    "is_valid_uri",
-    "is_valid_key",
     "is_reserved",
+    "is_valid_key",
+    "is_valid_uri",
     "wildcard_matches",
 ]
 
@@ -62,7 +62,7 @@ def is_valid_uri(uri: object, match: str = MATCH_EXACT, *, strict: bool = False)
     if match == MATCH_WILDCARD and "." not in uri:
         # A wildcard pattern needs at least two components to mean anything.
         return False
-    return rule.match(uri) is not None
+    return rule.fullmatch(uri) is not None  # fullmatch: "$" would accept a trailing "\n"
 
 
 def is_valid_key(key: object) -> bool:
@@ -71,7 +71,7 @@ def is_valid_key(key: object) -> bool:
     Spec keys match ``[a-z][a-z0-9_]{2,}``; implementation-specific keys
     ``_[a-z0-9_]{3,}``.
     """
-    return type(key) is str and _KEY.match(key) is not None
+    return type(key) is str and _KEY.fullmatch(key) is not None
 
 
 def is_reserved(uri: str) -> bool:
@@ -83,7 +83,7 @@ def wildcard_matches(pattern: tuple[str, ...], components: list[str]) -> bool:
     """Match URI components against a split wildcard pattern (empty = any)."""
     if len(pattern) != len(components):
         return False
-    for want, got in zip(pattern, components):
+    for want, got in zip(pattern, components, strict=False):
         if want and want != got:
             return False
     return True

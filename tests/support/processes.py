@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,12 +32,35 @@ def free_port() -> int:
 
 @dataclass
 class BrokerProcess:
-    """A running ``python -m broker`` process and the URL it serves."""
+    """A running ``python -m broker`` process and the URL it serves.
+
+    A reader thread drains the process's output into ``lines`` so the pipe never
+    fills up and no line is stuck in a buffer while we wait for it.
+    """
 
     proc: subprocess.Popen[str]
     url: str
     args: list[str]
-    output: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("")  # EOF marker
+            self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        return self.read_output()
 
     @property
     def port(self) -> int:
@@ -45,37 +68,30 @@ class BrokerProcess:
 
     @property
     def http_base(self) -> str:
-        return self.url.replace("ws://", "http://", 1).rsplit("/ws", 1)[0]
+        return self.url.replace("ws://", "http://", 1).rsplit("/", 1)[0]
 
     def read_output(self, timeout: float = 0.0) -> str:
-        """Collect whatever the process printed so far (non-blocking by default)."""
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
-            if not ready:
-                break
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-        return "".join(self.output)
+        """Everything the process printed so far."""
+        with self._cond:
+            return "".join(self.lines)
 
-    def wait_for_output(self, pattern: str, timeout: float = 10.0) -> str:
-        """Wait until a line matching ``pattern`` was printed; return all output."""
-        deadline = time.monotonic() + timeout
+    def wait_for_output(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
+        """Wait until a line (from index ``start``) matches ``pattern``; return all output."""
         rx = re.compile(pattern)
-        while time.monotonic() < deadline:
-            text = self.read_output(timeout=0.1)
-            if rx.search(text):
-                return text
-            if self.proc.poll() is not None:
-                text = self.read_output(timeout=0.2)
-                if rx.search(text):
-                    return text
-                break
-        raise AssertionError(f"pattern {pattern!r} not printed; output:\n{self.read_output()}")
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    if rx.search(line):
+                        return "".join(self.lines)
+                if self.lines and self.lines[-1] == "":
+                    break  # process ended
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            text = "".join(self.lines)
+        raise AssertionError(f"pattern {pattern!r} not printed; output:\n{text}")
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -90,7 +106,6 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        self.read_output(timeout=0.1)
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -163,8 +178,20 @@ def start_redis(port: int | None = None, extra: Sequence[str] = ()) -> RedisProc
         raise RuntimeError("redis-server is not installed (the test command installs it)")
     port = port or free_port()
     proc = subprocess.Popen(
-        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--protected-mode", "yes", *extra],
+        [
+            exe,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,0 +1,130 @@
+"""Read a process tree's CPU time and resident memory from ``/proc`` (Linux only).
+
+A router may be several processes (Crossbar: a controller plus a router worker; ours with
+``--workers N``), so every figure is summed over the given PIDs and all their descendants.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _read_stat(pid: int) -> tuple[int, float] | None:
+    """Return (ppid, utime+stime seconds) of ``pid``, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    ppid = int(fields[1])
+    utime, stime = int(fields[11]), int(fields[12])
+    return ppid, (utime + stime) / _TICKS
+
+
+def _read_rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def process_tree(pids: list[int]) -> list[int]:
+    """``pids`` plus every live descendant, found by scanning ``/proc/*/stat``."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = _read_stat(int(name))
+        if st is not None:
+            children.setdefault(st[0], []).append(int(name))
+    seen: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in seen or not os.path.exists(f"/proc/{pid}"):
+            continue
+        seen.append(pid)
+        todo.extend(children.get(pid, ()))
+    return sorted(seen)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of a process tree."""
+
+    at: float  # time.perf_counter()
+    cpu_s: float  # user + system seconds, summed
+    rss_kib: int  # VmRSS, summed
+    pids: tuple[int, ...]
+
+
+def sample(pids: list[int]) -> Sample:
+    """Read CPU seconds and RSS of ``pids`` and their descendants now."""
+    tree = process_tree(pids)
+    cpu = 0.0
+    rss = 0
+    for pid in tree:
+        st = _read_stat(pid)
+        if st is not None:
+            cpu += st[1]
+            rss += _read_rss_kib(pid)
+    return Sample(at=time.perf_counter(), cpu_s=cpu, rss_kib=rss, pids=tuple(tree))
+
+
+def delta(before: Sample | None, after: Sample | None) -> dict[str, object] | None:
+    """The broker figures for one measurement window (None when no PID was given)."""
+    if before is None or after is None:
+        return None
+    wall = max(after.at - before.at, 1e-9)
+    cpu = after.cpu_s - before.cpu_s
+    return {
+        "pids": list(after.pids),
+        "cpu_s": round(cpu, 3),
+        "cpu_util": round(cpu / wall, 3),
+        "rss_kib": after.rss_kib,
+        "rss_mib": round(after.rss_kib / 1024, 1),
+    }
+
+
+def system_busy_s() -> float:
+    """CPU seconds all CPUs spent not idle since boot (from the first line of /proc/stat)."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]
+    return busy / _TICKS
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The whole machine and the load generator itself, to tell who else used the CPUs."""
+
+    at: float
+    busy_s: float
+    client: Sample
+
+
+def machine() -> Machine:
+    return Machine(time.perf_counter(), system_busy_s(), sample([os.getpid()]))
+
+
+def noise(before: Machine, after: Machine, broker_cpu_s: float) -> dict[str, float]:
+    """CPU used in the window by the client, and by everything that is neither it nor the
+    broker (other processes on the machine: a busy neighbour makes the numbers noisy)."""
+    wall = max(after.at - before.at, 1e-9)
+    client = after.client.cpu_s - before.client.cpu_s
+    other = (after.busy_s - before.busy_s) - client - broker_cpu_s
+    return {
+        "client_cpu_util": round(client / wall, 3),
+        "other_cpu_util": round(max(0.0, other) / wall, 3),
+    }

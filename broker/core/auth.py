@@ -1,0 +1,92 @@
+"""Authentication outcomes and the authenticator interface the router calls.
+
+An authenticator handles one ``authmethod``. On HELLO it accepts, denies, or asks
+a CHALLENGE (keeping per-session state); on AUTHENTICATE it accepts or denies.
+The router tries the client's ``authmethods`` in the client's order and uses the
+first one the realm offers. Implementations live in broker/auth/ (security issue);
+the core ships the anonymous one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from protocol_spec import errors
+
+from .ids import random_id
+
+__all__ = [
+    "Accept",
+    "AnonymousAuthenticator",
+    "AskChallenge",
+    "Authenticator",
+    "Deny",
+    "Outcome",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Authentication succeeded: the identity the session gets (sent in WELCOME)."""
+
+    authid: str
+    authrole: str
+    authmethod: str
+    authprovider: str = "static"
+    authextra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AskChallenge:
+    """Send CHALLENGE(method, extra); ``state`` comes back to ``authenticate``."""
+
+    authmethod: str
+    extra: dict[str, Any]
+    state: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Authentication failed: ABORT with ``reason``; ``message`` must leak nothing."""
+
+    reason: str = errors.AUTHENTICATION_FAILED
+    message: str = "authentication failed"
+
+
+Outcome = Accept | AskChallenge | Deny
+
+
+class Authenticator(Protocol):
+    """Handles one authmethod for a realm."""
+
+    @property
+    def authmethod(self) -> str:
+        """The method name clients put in HELLO.Details.authmethods."""
+        ...
+
+    def hello(self, realm: str, session_id: int, details: dict[str, Any]) -> Outcome:
+        """React to HELLO."""
+        ...
+
+    def authenticate(self, state: Any, signature: str, extra: dict[str, Any]) -> Outcome:
+        """Check AUTHENTICATE against the state kept from ``hello``."""
+        ...
+
+
+class AnonymousAuthenticator:
+    """Lets anyone in with a random authid and a configured role."""
+
+    authmethod = "anonymous"
+
+    def __init__(self, role: str = "anonymous") -> None:
+        self.role = role
+
+    def hello(self, realm: str, session_id: int, details: dict[str, Any]) -> Outcome:
+        authid = details.get("authid")
+        if not isinstance(authid, str) or not authid:
+            authid = f"anonymous-{random_id():x}"
+        return Accept(authid=authid, authrole=self.role, authmethod="anonymous")
+
+    def authenticate(self, state: Any, signature: str, extra: dict[str, Any]) -> Outcome:
+        return Deny(errors.AUTHENTICATION_FAILED, "anonymous takes no AUTHENTICATE")

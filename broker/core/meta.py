@@ -1,0 +1,265 @@
+"""The WAMP meta API: wamp.session.*, wamp.subscription.*, wamp.registration.* procedures.
+
+Each procedure is a plain function ``(realm, caller, args, kwargs) → (args, kwargs)``
+installed into the realm's dealer as an internal procedure. Meta *events*
+(on_join, on_create, …) are published by the roles themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from protocol_spec import errors
+from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_valid_uri
+
+from .dealer import InternalError
+from .session import Testament
+
+if TYPE_CHECKING:
+    from .realm import Realm
+    from .session import Session
+
+__all__ = ["KillHook", "install_meta_api"]
+
+Reply = tuple[list[Any] | None, dict[str, Any] | None]
+MetaProcedure = Callable[["Realm", "Session", list[Any], dict[str, Any]], Reply]
+KillHook = Callable[["Session", str, str | None], None]
+"""How the meta API asks the router to end a session: (session, reason, message)."""
+
+_PROCEDURES: dict[str, MetaProcedure] = {}
+
+
+def _procedure(uri: str) -> Callable[[MetaProcedure], MetaProcedure]:
+    def register(func: MetaProcedure) -> MetaProcedure:
+        _PROCEDURES[uri] = func
+        return func
+
+    return register
+
+
+def install_meta_api(realm: Realm, kill: KillHook) -> None:
+    """Install every meta procedure into ``realm.dealer.internal``."""
+    for uri, func in _PROCEDURES.items():
+        realm.dealer.internal[uri] = _bind(realm, func)
+    realm.dealer.internal["wamp.session.kill"] = _bind_kill(realm, kill, _kill_one)
+    realm.dealer.internal["wamp.session.kill_by_authid"] = _bind_kill(realm, kill, _kill_authid)
+    realm.dealer.internal["wamp.session.kill_by_authrole"] = _bind_kill(realm, kill, _kill_authrole)
+    realm.dealer.internal["wamp.session.kill_all"] = _bind_kill(realm, kill, _kill_all)
+
+
+def _bind(
+    realm: Realm, func: MetaProcedure
+) -> Callable[[Session, list[Any], dict[str, Any]], Reply]:
+    return lambda session, args, kwargs: func(realm, session, args, kwargs)
+
+
+def _arg(args: list[Any], index: int, kind: type, name: str) -> Any:
+    if len(args) <= index or not isinstance(args[index], kind) or isinstance(args[index], bool):
+        raise InternalError(errors.INVALID_ARGUMENT, f"argument {name} ({kind.__name__}) missing")
+    return args[index]
+
+
+def _authroles_filter(args: list[Any]) -> set[str] | None:
+    if not args or args[0] is None:
+        return None
+    roles = args[0]
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise InternalError(errors.INVALID_ARGUMENT, "filter_authroles must be a list of strings")
+    return set(roles)
+
+
+# --- sessions ---------------------------------------------------------------------------
+@_procedure("wamp.session.count")
+def _session_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    roles = _authroles_filter(args)
+    count = sum(1 for s in realm.sessions.values() if roles is None or s.authrole in roles)
+    return [count], None
+
+
+@_procedure("wamp.session.list")
+def _session_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    roles = _authroles_filter(args)
+    ids = [s.id for s in realm.sessions.values() if roles is None or s.authrole in roles]
+    return [ids], None
+
+
+@_procedure("wamp.session.get")
+def _session_get(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    session = realm.sessions.get(_arg(args, 0, int, "session"))
+    if session is None:
+        raise InternalError(errors.NO_SUCH_SESSION, "no session with this ID")
+    return [session.info()], None
+
+
+def _bind_kill(
+    realm: Realm,
+    kill: KillHook,
+    select: Callable[[Realm, Session, list[Any]], list[Session]],
+) -> Callable[[Session, list[Any], dict[str, Any]], Reply]:
+    def run(caller: Session, args: list[Any], kwargs: dict[str, Any]) -> Reply:
+        reason = kwargs.get("reason", errors.CLOSE_KILLED)
+        message = kwargs.get("message")
+        if not isinstance(reason, str) or not is_valid_uri(reason):
+            raise InternalError(errors.INVALID_URI, "reason must be a URI")
+        if message is not None and not isinstance(message, str):
+            raise InternalError(errors.INVALID_ARGUMENT, "message must be a string")
+        victims = select(realm, caller, args)
+        for victim in victims:
+            kill(victim, reason, message)
+        if select is _kill_one:
+            return None, None
+        return [len(victims)], None
+
+    return run
+
+
+def _kill_one(realm: Realm, caller: Session, args: list[Any]) -> list[Session]:
+    target = _arg(args, 0, int, "session")
+    if target == caller.id:
+        raise InternalError(errors.NO_SUCH_SESSION, "a session cannot kill itself")
+    session = realm.sessions.get(target)
+    if session is None:
+        raise InternalError(errors.NO_SUCH_SESSION, "no session with this ID")
+    return [session]
+
+
+def _kill_authid(realm: Realm, caller: Session, args: list[Any]) -> list[Session]:
+    authid = _arg(args, 0, str, "authid")
+    return [s for s in realm.sessions.values() if s.authid == authid and s is not caller]
+
+
+def _kill_authrole(realm: Realm, caller: Session, args: list[Any]) -> list[Session]:
+    authrole = _arg(args, 0, str, "authrole")
+    return [s for s in realm.sessions.values() if s.authrole == authrole and s is not caller]
+
+
+def _kill_all(realm: Realm, caller: Session, args: list[Any]) -> list[Session]:
+    return [s for s in realm.sessions.values() if s is not caller]
+
+
+# --- testaments ---------------------------------------------------------------------------
+@_procedure("wamp.session.add_testament")
+def _add_testament(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    topic = _arg(args, 0, str, "topic")
+    if not is_valid_uri(topic) or topic.startswith("wamp."):
+        raise InternalError(errors.INVALID_URI, "invalid testament topic")
+    t_args = args[1] if len(args) > 1 else None
+    t_kwargs = args[2] if len(args) > 2 else None
+    if t_args is not None and not isinstance(t_args, list):
+        raise InternalError(errors.INVALID_ARGUMENT, "testament args must be a list")
+    if t_kwargs is not None and not isinstance(t_kwargs, dict):
+        raise InternalError(errors.INVALID_ARGUMENT, "testament kwargs must be a dict")
+    options = kw.get("publish_options") or {}
+    scope = kw.get("scope", "destroyed")
+    if scope not in ("destroyed", "detached") or not isinstance(options, dict):
+        raise InternalError(errors.INVALID_ARGUMENT, "scope must be destroyed or detached")
+    caller.testaments.append(Testament(topic, t_args, t_kwargs, options, scope))
+    return None, None
+
+
+@_procedure("wamp.session.flush_testaments")
+def _flush_testaments(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    scope = kw.get("scope", "destroyed")
+    kept = [t for t in caller.testaments if t.scope != scope]
+    flushed = len(caller.testaments) - len(kept)
+    caller.testaments = kept
+    return [flushed], None
+
+
+# --- subscriptions ------------------------------------------------------------------------
+def _match_option(kw: dict[str, Any], args: list[Any], index: int) -> str:
+    options = args[index] if len(args) > index and isinstance(args[index], dict) else kw
+    match = options.get("match", MATCH_EXACT)
+    if match not in MATCH_POLICIES:
+        raise InternalError(errors.INVALID_ARGUMENT, f"invalid match policy {match!r}")
+    return str(match)
+
+
+@_procedure("wamp.subscription.list")
+def _sub_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    out: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
+    for sub in realm.broker.subscriptions():
+        out[sub.match].append(sub.id)
+    return [out], None
+
+
+@_procedure("wamp.subscription.lookup")
+def _sub_lookup(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    topic = _arg(args, 0, str, "topic")
+    sub = realm.broker.lookup(topic, _match_option(kw, args, 1))
+    return [sub.id if sub is not None else None], None
+
+
+@_procedure("wamp.subscription.match")
+def _sub_match(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    topic = _arg(args, 0, str, "topic")
+    ids = [sub.id for sub in realm.broker.matching(topic)]
+    return [ids or None], None
+
+
+def _subscription(realm: Realm, args: list[Any]) -> Any:
+    sub = realm.broker.subscription(_arg(args, 0, int, "subscription"))
+    if sub is None:
+        raise InternalError(errors.NO_SUCH_SUBSCRIPTION, "no subscription with this ID")
+    return sub
+
+
+@_procedure("wamp.subscription.get")
+def _sub_get(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    return [_subscription(realm, args).info()], None
+
+
+@_procedure("wamp.subscription.list_subscribers")
+def _sub_subscribers(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    return [list(_subscription(realm, args).subscribers)], None
+
+
+@_procedure("wamp.subscription.count_subscribers")
+def _sub_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    return [len(_subscription(realm, args).subscribers)], None
+
+
+# --- registrations ------------------------------------------------------------------------
+@_procedure("wamp.registration.list")
+def _reg_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    out: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
+    for reg in realm.dealer.registrations():
+        out[reg.match].append(reg.id)
+    return [out], None
+
+
+@_procedure("wamp.registration.lookup")
+def _reg_lookup(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    procedure = _arg(args, 0, str, "procedure")
+    reg = realm.dealer.lookup(procedure, _match_option(kw, args, 1))
+    return [reg.id if reg is not None else None], None
+
+
+@_procedure("wamp.registration.match")
+def _reg_match(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    procedure = _arg(args, 0, str, "procedure")
+    reg = realm.dealer.best(procedure)
+    return [reg.id if reg is not None else None], None
+
+
+def _registration(realm: Realm, args: list[Any]) -> Any:
+    reg = realm.dealer.registration(_arg(args, 0, int, "registration"))
+    if reg is None:
+        raise InternalError(errors.NO_SUCH_REGISTRATION, "no registration with this ID")
+    return reg
+
+
+@_procedure("wamp.registration.get")
+def _reg_get(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    return [_registration(realm, args).info()], None
+
+
+@_procedure("wamp.registration.list_callees")
+def _reg_callees(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    return [[s.id for s in _registration(realm, args).callees]], None
+
+
+@_procedure("wamp.registration.count_callees")
+def _reg_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
+    return [len(_registration(realm, args).callees)], None

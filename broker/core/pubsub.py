@@ -1,0 +1,356 @@
+"""The broker role: subscriptions, publications, event fan-out and retained events.
+
+A subscription is shared by every session subscribed to the same (match, topic);
+its ID is ``stable_id(realm, match, topic)`` so all cluster nodes agree on it.
+Each EVENT is built once per matching subscription and encoded once per
+serializer (the ``EncodeCache`` passed to every recipient's peer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from protocol_spec import errors
+from protocol_spec.messages import (
+    Error,
+    Event,
+    MessageType,
+    Publish,
+    Published,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+)
+from protocol_spec.uri import (
+    MATCH_EXACT,
+    MATCH_POLICIES,
+    is_reserved,
+    is_valid_uri,
+)
+
+from .ids import random_id, stable_id
+from .matching import UriMap
+
+if TYPE_CHECKING:
+    from .realm import Realm
+    from .session import Session
+
+__all__ = ["Broker", "DeliveryFilter", "RetainedEvent", "Subscription"]
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601, as the meta API reports creation times."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Subscription:
+    """Every subscriber of one (match, topic) pair, sharing one subscription ID."""
+
+    __slots__ = ("created", "id", "match", "subscribers", "topic")
+
+    def __init__(self, sub_id: int, topic: str, match: str) -> None:
+        self.id = sub_id
+        self.topic = topic
+        self.match = match
+        self.created = now_iso()
+        self.subscribers: dict[int, Session] = {}
+
+    def info(self) -> dict[str, Any]:
+        """The subscription's description for the meta API."""
+        return {"id": self.id, "created": self.created, "uri": self.topic, "match": self.match}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    """PUBLISH black- and whitelisting options, checked per receiving session."""
+
+    exclude: frozenset[int] = frozenset()
+    exclude_authid: frozenset[str] = frozenset()
+    exclude_authrole: frozenset[str] = frozenset()
+    eligible: frozenset[int] | None = None
+    eligible_authid: frozenset[str] | None = None
+    eligible_authrole: frozenset[str] | None = None
+
+    def allows(self, session: Session) -> bool:
+        """Tell whether ``session`` may receive the event."""
+        if session.id in self.exclude:
+            return False
+        if session.authid in self.exclude_authid or session.authrole in self.exclude_authrole:
+            return False
+        if self.eligible is not None and session.id not in self.eligible:
+            return False
+        if self.eligible_authid is not None and session.authid not in self.eligible_authid:
+            return False
+        return not (
+            self.eligible_authrole is not None and session.authrole not in self.eligible_authrole
+        )
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> DeliveryFilter | None:
+        """Build the filter from PUBLISH options; ``None`` when no list is given.
+
+        Raises ``ValueError`` when a list has the wrong element type.
+        """
+        if not any(key in options for key in _FILTER_KEYS):
+            return None
+        return cls(
+            exclude=_ids(options.get("exclude")) or frozenset(),
+            exclude_authid=_strs(options.get("exclude_authid")) or frozenset(),
+            exclude_authrole=_strs(options.get("exclude_authrole")) or frozenset(),
+            eligible=_ids(options.get("eligible")),
+            eligible_authid=_strs(options.get("eligible_authid")),
+            eligible_authrole=_strs(options.get("eligible_authrole")),
+        )
+
+
+_FILTER_KEYS = (
+    "exclude",
+    "exclude_authid",
+    "exclude_authrole",
+    "eligible",
+    "eligible_authid",
+    "eligible_authrole",
+)
+
+
+def _ids(value: Any) -> frozenset[int] | None:
+    if value is None:
+        return None
+    if type(value) is not list or not all(type(v) is int for v in value):
+        raise ValueError("must be a list of session IDs")
+    return frozenset(value)
+
+
+def _strs(value: Any) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if type(value) is not list or not all(type(v) is str for v in value):
+        raise ValueError("must be a list of strings")
+    return frozenset(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedEvent:
+    """The last event published with ``retain=true`` on a topic (event_retention)."""
+
+    topic: str
+    publication: int
+    details: dict[str, Any]
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    filter: DeliveryFilter | None
+
+
+class Broker:
+    """The pub/sub role of one realm."""
+
+    __slots__ = ("_by_id", "_subs", "realm", "retained")
+
+    def __init__(self, realm: Realm) -> None:
+        self.realm = realm
+        self._subs: UriMap[Subscription] = UriMap()
+        self._by_id: dict[int, Subscription] = {}
+        self.retained: dict[str, RetainedEvent] = {}
+
+    # --- queries (meta API) ----------------------------------------------------------
+    def subscription(self, sub_id: int) -> Subscription | None:
+        """The subscription with this ID, if it exists."""
+        return self._by_id.get(sub_id)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every live subscription."""
+        return list(self._by_id.values())
+
+    def lookup(self, topic: str, match: str) -> Subscription | None:
+        """The subscription for exactly (match, topic), if any."""
+        return self._subs.get(topic, match)
+
+    def matching(self, topic: str) -> list[Subscription]:
+        """Every subscription an event on ``topic`` would reach."""
+        return self._subs.matching(topic)
+
+    # --- SUBSCRIBE / UNSUBSCRIBE -------------------------------------------------------
+    def subscribe(self, session: Session, msg: Subscribe) -> None:
+        """Handle SUBSCRIBE: join or create the shared subscription, answer SUBSCRIBED."""
+        match = msg.options.get("match", MATCH_EXACT)
+        if match not in MATCH_POLICIES:
+            self._error(
+                session,
+                MessageType.SUBSCRIBE,
+                msg.request,
+                errors.INVALID_ARGUMENT,
+                f"invalid match policy {match!r}",
+            )
+            return
+        if not is_valid_uri(msg.topic, match):
+            self._error(
+                session,
+                MessageType.SUBSCRIBE,
+                msg.request,
+                errors.INVALID_URI,
+                f"invalid topic URI {msg.topic!r} for match {match!r}",
+            )
+            return
+        sub = self._subs.get(msg.topic, match)
+        created = sub is None
+        if sub is None:
+            sub = Subscription(stable_id(self.realm.name, match, msg.topic), msg.topic, match)
+            self._subs.set(msg.topic, match, sub)
+            self._by_id[sub.id] = sub
+        already = session.id in sub.subscribers
+        sub.subscribers[session.id] = session
+        session.subscriptions.add(sub.id)
+        session.peer.send(Subscribed(msg.request, sub.id))
+        if not already and not is_reserved(msg.topic):
+            if created:
+                self.publish_meta("wamp.subscription.on_create", [session.id, sub.info()])
+            self.publish_meta("wamp.subscription.on_subscribe", [session.id, sub.id])
+        if msg.options.get("get_retained") is True:
+            self._send_retained(session, sub)
+
+    def unsubscribe(self, session: Session, msg: Unsubscribe) -> None:
+        """Handle UNSUBSCRIBE; ERROR no_such_subscription when not subscribed."""
+        sub = self._by_id.get(msg.subscription)
+        if sub is None or session.id not in sub.subscribers:
+            self._error(
+                session,
+                MessageType.UNSUBSCRIBE,
+                msg.request,
+                errors.NO_SUCH_SUBSCRIPTION,
+                "not subscribed",
+            )
+            return
+        self._remove_subscriber(session, sub)
+        session.peer.send(Unsubscribed(msg.request))
+
+    def detach(self, session: Session) -> None:
+        """Drop every subscription the session holds (it is leaving)."""
+        for sub_id in list(session.subscriptions):
+            sub = self._by_id.get(sub_id)
+            if sub is not None:
+                self._remove_subscriber(session, sub)
+        session.subscriptions.clear()
+
+    def _remove_subscriber(self, session: Session, sub: Subscription) -> None:
+        sub.subscribers.pop(session.id, None)
+        session.subscriptions.discard(sub.id)
+        quiet = is_reserved(sub.topic)
+        if not quiet:
+            self.publish_meta("wamp.subscription.on_unsubscribe", [session.id, sub.id])
+        if not sub.subscribers:
+            self._subs.remove(sub.topic, sub.match)
+            del self._by_id[sub.id]
+            if not quiet:
+                self.publish_meta("wamp.subscription.on_delete", [session.id, sub.id])
+
+    # --- PUBLISH ---------------------------------------------------------------------
+    def publish(self, session: Session, msg: Publish) -> None:
+        """Handle PUBLISH: fan the event out, retain it if asked, acknowledge if asked."""
+        topic = msg.topic
+        options = msg.options
+        # A failed PUBLISH is answered with ERROR only when acknowledged: an
+        # unacknowledged publish has no pending request on the client side.
+        acknowledge = options.get("acknowledge") is True
+        if not is_valid_uri(topic) or is_reserved(topic):
+            if acknowledge:
+                self._error(
+                    session,
+                    MessageType.PUBLISH,
+                    msg.request,
+                    errors.INVALID_URI,
+                    f"invalid topic URI {topic!r}",
+                )
+            return
+        try:
+            delivery_filter = DeliveryFilter.from_options(options) if options else None
+        except ValueError as exc:
+            if acknowledge:
+                self._error(
+                    session,
+                    MessageType.PUBLISH,
+                    msg.request,
+                    errors.INVALID_ARGUMENT,
+                    f"black/whitelist option {exc}",
+                )
+            return
+        details: dict[str, Any] = {}
+        if self._disclose(options):
+            details = {
+                "publisher": session.id,
+                "publisher_authid": session.authid,
+                "publisher_authrole": session.authrole,
+            }
+        publication = random_id()
+        skip = session if options.get("exclude_me", True) is not False else None
+        self.deliver(topic, publication, details, msg.args, msg.kwargs, skip, delivery_filter)
+        if options.get("retain") is True:
+            self.retained[topic] = RetainedEvent(
+                topic, publication, details, msg.args, msg.kwargs, delivery_filter
+            )
+        if acknowledge:
+            session.peer.send(Published(msg.request, publication))
+
+    def deliver(
+        self,
+        topic: str,
+        publication: int,
+        details: dict[str, Any],
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        skip: Session | None = None,
+        delivery_filter: DeliveryFilter | None = None,
+    ) -> int:
+        """Send one publication to every local subscriber it reaches; return how many."""
+        sent = 0
+        for sub in self._subs.matching(topic):
+            if sub.match == MATCH_EXACT:
+                event = Event(sub.id, publication, details, args, kwargs)
+            else:
+                event = Event(sub.id, publication, {**details, "topic": topic}, args, kwargs)
+            cache: dict[str, Any] = {}
+            for receiver in sub.subscribers.values():
+                if receiver is skip:
+                    continue
+                if delivery_filter is not None and not delivery_filter.allows(receiver):
+                    continue
+                receiver.peer.send(event, cache)
+                sent += 1
+        return sent
+
+    def publish_meta(
+        self, topic: str, args: list[Any], kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """Publish a router-originated event (meta events, testaments of no publisher)."""
+        if self._subs.matching(topic):
+            self.deliver(topic, random_id(), {}, args, kwargs)
+
+    def _disclose(self, options: dict[str, Any]) -> bool:
+        policy = self.realm.settings.disclose_publisher
+        if policy == "always":
+            return True
+        if policy == "never":
+            return False
+        return options.get("disclose_me") is True
+
+    def _send_retained(self, session: Session, sub: Subscription) -> None:
+        if sub.match == MATCH_EXACT:
+            found = self.retained.get(sub.topic)
+            candidates = [found] if found is not None else []
+        else:
+            candidates = [
+                event for topic, event in self.retained.items() if sub in self._subs.matching(topic)
+            ]
+        for event in candidates:
+            if event.filter is not None and not event.filter.allows(session):
+                continue
+            details = {**event.details, "retained": True}
+            if sub.match != MATCH_EXACT:
+                details["topic"] = event.topic
+            session.peer.send(Event(sub.id, event.publication, details, event.args, event.kwargs))
+
+    @staticmethod
+    def _error(session: Session, request_type: int, request: int, uri: str, text: str) -> None:
+        session.peer.send(Error(request_type, request, {}, uri, [text]))

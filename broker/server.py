@@ -1,0 +1,96 @@
+"""Wires the router, the transport and (later) the cluster backend; start, drain, close.
+
+Shutdown order (SIGTERM/SIGINT or ``BrokerServer.close``): stop accepting new
+connections, send GOODBYE ``wamp.close.system_shutdown`` to every session, wait
+up to ``drain_timeout`` for peers to answer and disconnect, then close whatever
+is left. ``close`` is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from broker.config import Settings
+from broker.core.interfaces import TimerHandle
+from broker.core.router import Router
+from broker.transport.websocket import WebSocketTransport
+
+__all__ = ["AsyncioScheduler", "BrokerServer"]
+
+log = logging.getLogger(__name__)
+
+
+class AsyncioScheduler:
+    """The core's ``Scheduler`` on the running asyncio loop."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` after ``delay`` seconds; exceptions are logged, not raised."""
+
+        def guarded() -> None:
+            try:
+                callback()
+            except Exception:
+                log.exception("internal error in a scheduled router callback")
+
+        return asyncio.get_running_loop().call_later(delay, guarded)
+
+
+class BrokerServer:
+    """One broker process: router + WebSocket listener."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.router = Router(settings.realms, AsyncioScheduler())
+        self.transport = WebSocketTransport(self.router, settings.transport)
+        self._closed: asyncio.Event | None = None
+        self._closing = False
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL clients connect to."""
+        t = self.settings.transport
+        return f"ws://{t.host}:{self.transport.bound_port}{t.path}"
+
+    async def start(self) -> None:
+        """Start listening; log the URL (tests read it back with port 0)."""
+        self._closed = asyncio.Event()
+        await self.transport.start()
+        if self.settings.development_default:
+            log.warning(
+                "no realm configured: serving the development default, realm %r open to "
+                "anonymous clients",
+                self.settings.realms[0].name,
+            )
+        log.info(
+            "listening on %s (realms: %s)",
+            self.url,
+            ", ".join(r.name for r in self.settings.realms),
+        )
+
+    async def wait_closed(self) -> None:
+        """Wait until ``close`` has finished."""
+        assert self._closed is not None
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """Drain and stop (idempotent)."""
+        if self._closing:
+            if self._closed is not None:
+                await self._closed.wait()
+            return
+        self._closing = True
+        transport = self.transport
+        transport.stop_accepting()
+        told = self.router.shutdown()
+        log.info("shutting down: told %d session(s) goodbye", len(told))
+        drained = await transport.wait_connections_closed(self.settings.drain_timeout)
+        if not drained:
+            log.warning(
+                "drain timeout: closing %d remaining connection(s)", len(transport.connections)
+            )
+        await transport.close()
+        log.info("stopped")
+        if self._closed is not None:
+            self._closed.set()

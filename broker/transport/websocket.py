@@ -1,0 +1,291 @@
+"""WebSocket transport: websockets (≥ 14, asyncio API) in front of the sans-I/O router.
+
+One connection = one ``WebSocketPeer`` (the core's ``Peer``) with a bounded
+outbound queue drained by a single writer task. Frames are decoded here and
+handed to the router; a frame that does not decode ends the session with ABORT
+``wamp.error.protocol_violation``. A bug in the router while handling one message
+is logged once with its traceback and closes only that connection (code 1011).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, NegotiationError
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from broker.core.interfaces import EncodeCache
+from broker.core.router import Router
+from broker.core.session import Session
+from protocol_spec import errors
+from protocol_spec.errors import ProtocolError
+from protocol_spec.messages import Message
+from protocol_spec.serializers import SUBPROTOCOLS, Serializer, by_subprotocol
+
+__all__ = ["TransportSettings", "WebSocketPeer", "WebSocketTransport"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_SLOW_CONSUMER = 1008  # policy violation: the peer does not read fast enough
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    """Limits and timings of the WebSocket listener."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/ws"
+    max_message_size: int = 4 * 1024 * 1024
+    max_queue: int = 10_000
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    close_timeout: float = 5.0
+
+
+class WebSocketPeer:
+    """The core's ``Peer`` for one WebSocket connection."""
+
+    __slots__ = (
+        "_closing",
+        "_queue",
+        "_wakeup",
+        "_ws",
+        "max_queue",
+        "serializer",
+        "slow",
+        "transport_info",
+    )
+
+    def __init__(self, ws: ServerConnection, serializer: Serializer, max_queue: int) -> None:
+        self._ws = ws
+        self.serializer = serializer
+        self.max_queue = max_queue
+        self._queue: deque[str | bytes] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing: tuple[int, str] | None = None
+        self.slow = False
+        address = ws.remote_address
+        self.transport_info: dict[str, Any] = {
+            "type": "websocket",
+            "protocol": serializer.subprotocol,
+            "peer": f"tcp4:{address[0]}:{address[1]}" if address else "unknown",
+        }
+
+    @property
+    def closing(self) -> bool:
+        """True once a close was requested (by the router or by overflow)."""
+        return self._closing is not None
+
+    def send(self, message: Message, cache: EncodeCache | None = None) -> None:
+        """Encode (once per serializer when a cache is shared) and queue a message."""
+        if self._closing is not None:
+            return
+        name = self.serializer.name
+        if cache is not None:
+            data = cache.get(name)
+            if data is None:
+                data = cache[name] = self._encode(message)
+        else:
+            data = self._encode(message)
+        if data is None:
+            return
+        if len(self._queue) >= self.max_queue:
+            self._overflow()
+            return
+        self._queue.append(data)
+        self._wakeup.set()
+
+    def _encode(self, message: Message) -> str | bytes | None:
+        try:
+            return self.serializer.encode(message)
+        except (TypeError, ValueError, OverflowError) as exc:
+            # A payload another serializer accepted that this one cannot carry
+            # (e.g. NaN to JSON). Drop it for this peer only.
+            log.warning(
+                "cannot encode %s for %s: %s", type(message).__name__, self.serializer.name, exc
+            )
+            return None
+
+    def _overflow(self) -> None:
+        log.warning(
+            "closing slow consumer %s: %d messages queued",
+            self.transport_info["peer"],
+            len(self._queue),
+        )
+        self.slow = True
+        self._queue.clear()
+        self.close(CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Flush the queue, then close the WebSocket with ``code``."""
+        if self._closing is None:
+            self._closing = (code, reason)
+            self._wakeup.set()
+
+    async def run_writer(self) -> None:
+        """Send queued frames in order until closed."""
+        ws = self._ws
+        queue = self._queue
+        try:
+            while True:
+                while queue:
+                    await ws.send(queue.popleft())
+                if self._closing is not None:
+                    code, reason = self._closing
+                    await ws.close(code, reason[:120])
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        except ConnectionClosed:
+            pass
+
+
+class WebSocketTransport:
+    """Accepts WebSocket connections and runs each as a WAMP session."""
+
+    def __init__(self, router: Router, settings: TransportSettings) -> None:
+        self.router = router
+        self.settings = settings
+        self.server: Server | None = None
+        self.connections: set[ServerConnection] = set()
+        self.http_routes: dict[str, Callable[[], tuple[int, str, str]]] = {
+            "/healthz": lambda: (200, "text/plain; charset=utf-8", "ok\n"),
+        }
+        self.slow_consumers = 0
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        s = self.settings
+        self.server = await serve(
+            self._handle,
+            s.host,
+            s.port,
+            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            select_subprotocol=_select_subprotocol,
+            process_request=self._process_request,
+            max_size=s.max_message_size,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            open_timeout=s.open_timeout,
+            close_timeout=s.close_timeout,
+            compression=None,
+            server_header="wamp-broker",
+        )
+
+    @property
+    def bound_port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        assert self.server is not None
+        for sock in self.server.sockets:
+            return int(sock.getsockname()[1])
+        raise RuntimeError("server has no socket")
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; open connections stay."""
+        if self.server is not None:
+            self.server.close(close_connections=False)
+
+    async def wait_connections_closed(self, timeout: float) -> bool:
+        """Wait until every connection closed, at most ``timeout`` seconds."""
+        if not self.connections:
+            return True
+        waiters = [asyncio.ensure_future(c.wait_closed()) for c in list(self.connections)]
+        _done, pending = await asyncio.wait(waiters, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        return not pending
+
+    async def close(self) -> None:
+        """Close every connection and the server."""
+        if self.server is not None:
+            self.server.close(close_connections=True)
+            await self.server.wait_closed()
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        route = self.http_routes.get(path)
+        if route is not None:
+            status, content_type, body = route()
+            response = connection.respond(HTTPStatus(status), body)
+            response.headers["Content-Type"] = content_type
+            return response
+        if path != self.settings.path:
+            return connection.respond(
+                HTTPStatus.NOT_FOUND, f"WAMP is served at {self.settings.path}\n"
+            )
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        serializer = by_subprotocol(ws.subprotocol or "")
+        peer = WebSocketPeer(ws, serializer, self.settings.max_queue)
+        router = self.router
+        session = router.attach(peer)
+        self.connections.add(ws)
+        writer = asyncio.create_task(peer.run_writer())
+        log.info(
+            "session %d opened from %s (%s)",
+            session.id,
+            peer.transport_info["peer"],
+            serializer.subprotocol,
+        )
+        try:
+            await self._read_loop(ws, peer, serializer, session)
+        finally:
+            router.detach(session)
+            if not peer.closing:
+                peer.close(1000, "")
+            try:
+                await asyncio.wait_for(writer, self.settings.close_timeout + 1)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+            self.connections.discard(ws)
+            if peer.slow:
+                self.slow_consumers += 1
+            log.info("session %d closed (code %s)", session.id, ws.close_code)
+
+    async def _read_loop(
+        self, ws: ServerConnection, peer: WebSocketPeer, serializer: Serializer, session: Session
+    ) -> None:
+        router = self.router
+        decode = serializer.decode
+        try:
+            async for data in ws:
+                try:
+                    message = decode(data)
+                except ProtocolError as exc:
+                    router.protocol_violation(session, str(exc))
+                    return
+                try:
+                    router.receive(session, message)
+                except Exception:
+                    log.exception(
+                        "internal error while handling a message of session %d", session.id
+                    )
+                    peer.close(1011, "internal error")
+                    return
+                if peer.closing:
+                    return
+        except ConnectionClosed:
+            return
+
+
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """Pick the client's most preferred WAMP subprotocol; refuse clients offering none."""
+    for name in offered:
+        if name in SUBPROTOCOLS:
+            return name
+    raise NegotiationError(
+        "no WAMP subprotocol offered; expected one of " + ", ".join(SUBPROTOCOLS)
+    )

@@ -1,0 +1,581 @@
+"""A long-lived client: reconnects, re-joins and restores what it had.
+
+``Client`` keeps the *intent* of the application (subscriptions, registrations,
+hooks) apart from the current ``Session``. Whenever a session ends unexpectedly it
+reconnects with ``Backoff`` (exponential, jittered), joins again, re-subscribes and
+re-registers everything, then runs the ``on_join`` hooks.
+
+States (``client.state``)::
+
+    STOPPED ──start()──► CONNECTING ──WELCOME + restore──► JOINED
+       ▲                    │  ▲                              │ session lost
+       │                    ▼  │ delay elapsed                ▼
+       └──stop()/fatal──── WAITING ◄───────────────────────────┘
+
+Fatal errors (the router refused our credentials or realm) stop the client
+instead of retrying; ``wait_joined`` raises them. Calls and publishes made while
+not JOINED raise ``NotConnected`` at once, or wait up to ``wait_for_join``
+seconds for the next join. Calls in flight when a connection drops fail with
+``TransportLost`` (they are never retried: the callee may have run them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import random
+import ssl as ssl_module
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from protocol_spec import errors as wamp_errors
+
+from .auth import Authenticator
+from .backoff import Backoff
+from .connection import connect
+from .errors import ClientError, JoinError, NotConnected, SessionClosed
+from .pubsub import EventHandler, EventStream, Subscription
+from .rpc import ProcedureHandler, ProgressiveCall, Registration
+from .session import Session
+from .values import CallOptions, CallResult, InvokePolicy, MatchPolicy, PublishOptions
+
+__all__ = ["FATAL_JOIN_ERRORS", "Client", "ClientRegistration", "ClientState", "ClientSubscription"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FATAL_JOIN_ERRORS = frozenset(
+    {
+        wamp_errors.AUTHENTICATION_FAILED,
+        wamp_errors.AUTHORIZATION_FAILED,
+        wamp_errors.NOT_AUTHORIZED,
+        wamp_errors.NO_AUTH_METHOD,
+        wamp_errors.NO_SUCH_REALM,
+        wamp_errors.NO_SUCH_ROLE,
+        wamp_errors.NO_SUCH_PRINCIPAL,
+    }
+)
+"""ABORT reasons that stop the client instead of retrying (credentials will not get better)."""
+
+
+class ClientState(enum.Enum):
+    """Where a ``Client`` is in its life cycle."""
+
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    JOINED = "joined"
+    WAITING = "waiting"
+
+
+@dataclass(eq=False)
+class ClientSubscription:
+    """A subscription the client keeps across reconnections; ``await s.unsubscribe()``."""
+
+    topic: str
+    handler: EventHandler
+    match: MatchPolicy
+    get_retained: bool
+    current: Subscription | None = None
+    active: bool = True
+    _client: Client | None = field(default=None, repr=False)
+
+    async def unsubscribe(self) -> None:
+        """Stop restoring this subscription and remove it from the current session."""
+        if self.active and self._client is not None:
+            await self._client._forget_subscription(self)
+
+
+@dataclass(eq=False)
+class ClientRegistration:
+    """A registration the client keeps across reconnections; ``await r.unregister()``."""
+
+    procedure: str
+    handler: ProcedureHandler
+    match: MatchPolicy
+    invoke: InvokePolicy
+    details_arg: str | None
+    current: Registration | None = None
+    active: bool = True
+    _client: Client | None = field(default=None, repr=False)
+
+    async def unregister(self) -> None:
+        """Stop restoring this registration and remove it from the current session."""
+        if self.active and self._client is not None:
+            await self._client._forget_registration(self)
+
+
+JoinHook = Callable[[Session], object]
+LeaveHook = Callable[[Session, SessionClosed], object]
+
+
+class Client:
+    """A WAMP client that stays connected: reconnects, re-joins, restores state.
+
+    ``async with Client(url, realm) as client`` starts it and waits for the first
+    join (up to ``first_join_timeout``); leaving the block stops it. Subscriptions,
+    registrations and hooks may be declared before ``start()`` (decorators work).
+    The connection parameters are those of ``connect``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        realm: str,
+        *,
+        serializer: str = "msgpack",
+        auth: Authenticator | Sequence[Authenticator] | None = None,
+        backoff: Backoff | None = None,
+        max_attempts: int | None = None,
+        wait_for_join: float = 0.0,
+        first_join_timeout: float | None = 30.0,
+        join_timeout: float | None = 10.0,
+        open_timeout: float | None = 10.0,
+        ping_interval: float | None = 20.0,
+        ssl: ssl_module.SSLContext | None = None,
+        headers: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.realm = realm
+        self.backoff = backoff or Backoff()
+        self.max_attempts = max_attempts
+        self.wait_for_join = wait_for_join
+        self.first_join_timeout = first_join_timeout
+        self.last_error: BaseException | None = None
+        self.attempts = 0
+        self.joins = 0
+        self._connect_args: dict[str, Any] = {
+            "serializer": serializer,
+            "auth": auth,
+            "join_timeout": join_timeout,
+            "open_timeout": open_timeout,
+            "ping_interval": ping_interval,
+            "ssl": ssl,
+            "headers": headers,
+        }
+        self._rng = rng
+        self._state = ClientState.STOPPED
+        self._session: Session | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._joined = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stopped.set()
+        self._stopping = False
+        self._subscriptions: list[ClientSubscription] = []
+        self._registrations: list[ClientRegistration] = []
+        self._streams: set[EventStream] = set()
+        self._join_hooks: list[JoinHook] = []
+        self._leave_hooks: list[LeaveHook] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- state ----------------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        """The current ``ClientState``."""
+        return self._state
+
+    @property
+    def session(self) -> Session | None:
+        """The joined session, or None while not JOINED."""
+        return self._session if self._state is ClientState.JOINED else None
+
+    def on_join(self, hook: JoinHook) -> JoinHook:
+        """Add a hook run after every join (after restoring); usable as a decorator.
+
+        ``hook(session)`` may be sync or async; its exceptions are logged.
+        """
+        self._join_hooks.append(hook)
+        return hook
+
+    def on_leave(self, hook: LeaveHook) -> LeaveHook:
+        """Add a hook run when a session ends: ``hook(session, reason)``; usable as a decorator."""
+        self._leave_hooks.append(hook)
+        return hook
+
+    def __repr__(self) -> str:
+        return f"<Client {self.url} realm={self.realm!r} state={self._state.value}>"
+
+    # --- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start connecting in the background (idempotent); see ``wait_joined``."""
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping = False
+        self._stopped.clear()
+        self.last_error = None
+        self._task = asyncio.create_task(self._run(), name=f"wamp-client-{self.url}")
+
+    async def wait_joined(self) -> Session:
+        """Wait until JOINED and return the session (bound it with ``asyncio.timeout``).
+
+        Raises the fatal error if the client stopped on one and ``NotConnected`` if
+        it is stopped.
+        """
+        while True:
+            session = self.session
+            if session is not None and session.is_open:
+                return session
+            if self._task is None or self._task.done():
+                if self.last_error is not None and isinstance(self.last_error, JoinError):
+                    raise self.last_error
+                raise NotConnected(
+                    f"client for {self.url} is stopped (last error: {self.last_error})"
+                )
+            joined = asyncio.ensure_future(self._joined.wait())
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            try:
+                await asyncio.wait({joined, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                joined.cancel()
+                stopped.cancel()
+
+    async def stop(self) -> None:
+        """Leave the session (GOODBYE) and stop reconnecting (idempotent)."""
+        self._stopping = True
+        task, session = self._task, self._session
+        if session is not None:
+            await session.leave()
+        if task is not None and not task.done():
+            if session is not None:  # let the loop see the end of the session and run the hooks
+                await asyncio.wait({task}, timeout=5.0)
+            task.cancel()
+            await asyncio.wait({task})
+        for stream in list(self._streams):
+            stream._end(None)
+        for bg in list(self._background):
+            bg.cancel()
+        self._set_state(ClientState.STOPPED)
+        self._stopped.set()
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        try:
+            async with asyncio.timeout(self.first_join_timeout):
+                await self.wait_joined()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _set_state(self, state: ClientState) -> None:
+        if state is not self._state:
+            log.debug("client %s: %s -> %s", self.url, self._state.value, state.value)
+            self._state = state
+
+    async def _run(self) -> None:
+        failures = 0
+        try:
+            while not self._stopping:
+                self._set_state(ClientState.CONNECTING)
+                self.attempts += 1
+                try:
+                    session = await connect(self.url, self.realm, **self._connect_args)
+                except JoinError as exc:
+                    self.last_error = exc
+                    if exc.reason in FATAL_JOIN_ERRORS:
+                        log.error("client %s: join refused, giving up: %s", self.url, exc)
+                        return
+                    failures += 1
+                except ClientError as exc:
+                    self.last_error = exc
+                    failures += 1
+                else:
+                    failures = 0
+                    await self._serve(session)
+                if self._stopping or (
+                    self.max_attempts is not None and failures >= self.max_attempts
+                ):
+                    return
+                delay = self.backoff.delay(max(failures - 1, 0), self._rng)
+                log.info(
+                    "client %s: reconnecting in %.2f s (last error: %s)",
+                    self.url,
+                    delay,
+                    self.last_error,
+                )
+                self._set_state(ClientState.WAITING)
+                await asyncio.sleep(delay)
+        finally:
+            self._joined.clear()
+            self._session = None
+            self._set_state(ClientState.STOPPED)
+            self._stopped.set()
+
+    async def _serve(self, session: Session) -> None:
+        """Restore, announce and watch one session until it ends."""
+        self._session = session
+        self.joins += 1
+        try:
+            await self._restore(session)
+            if session.is_open:
+                self._set_state(ClientState.JOINED)
+                self._joined.set()
+                for hook in list(self._join_hooks):
+                    await _run_hook(hook, session)
+            why = await session.wait_closed()
+        except asyncio.CancelledError:
+            await session.leave()
+            raise
+        finally:
+            self._joined.clear()
+            self._session = None
+        self.last_error = why
+        log.info("client %s: session %d ended: %s", self.url, session.id, why)
+        for leave_hook in list(self._leave_hooks):
+            await _run_hook(leave_hook, session, why)
+
+    async def _restore(self, session: Session) -> None:
+        jobs = [self._apply_subscription(session, s) for s in self._subscriptions] + [
+            self._apply_registration(session, r) for r in self._registrations
+        ]
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, SessionClosed):
+                log.error("client %s: restoring after join failed: %s", self.url, outcome)
+
+    async def _apply_subscription(self, session: Session, spec: ClientSubscription) -> None:
+        spec.current = await session.subscribe(
+            spec.topic, spec.handler, match=spec.match, get_retained=spec.get_retained
+        )
+
+    async def _apply_registration(self, session: Session, spec: ClientRegistration) -> None:
+        spec.current = await session.register(
+            spec.procedure,
+            spec.handler,
+            match=spec.match,
+            invoke=spec.invoke,
+            details_arg=spec.details_arg,
+        )
+
+    # --- declaring subscriptions and registrations ----------------------------
+
+    @overload
+    def subscribe(
+        self,
+        topic: str,
+        handler: None = None,
+        *,
+        match: MatchPolicy = "exact",
+        get_retained: bool = False,
+    ) -> Callable[[F], F]: ...
+
+    @overload
+    def subscribe(
+        self,
+        topic: str,
+        handler: EventHandler,
+        *,
+        match: MatchPolicy = "exact",
+        get_retained: bool = False,
+    ) -> Coroutine[Any, Any, ClientSubscription]: ...
+
+    def subscribe(
+        self,
+        topic: str,
+        handler: EventHandler | None = None,
+        *,
+        match: MatchPolicy = "exact",
+        get_retained: bool = False,
+    ) -> Callable[[F], F] | Coroutine[Any, Any, ClientSubscription]:
+        """Keep ``handler`` subscribed to ``topic`` across reconnections.
+
+        Awaited: subscribes now if joined (raising the router's error, in which case
+        nothing is kept) and returns a ``ClientSubscription``. As a decorator: the
+        subscription is declared and made at the next join (or now, in the background).
+        """
+        if handler is None:
+
+            def decorate(fn: F) -> F:
+                spec = ClientSubscription(topic, fn, match, get_retained, _client=self)
+                self._subscriptions.append(spec)
+                self._apply_in_background(lambda s: self._apply_subscription(s, spec))
+                return fn
+
+            return decorate
+        return self._add_subscription(
+            ClientSubscription(topic, handler, match, get_retained, _client=self)
+        )
+
+    async def _add_subscription(self, spec: ClientSubscription) -> ClientSubscription:
+        session = self.session
+        if session is not None:
+            await self._apply_subscription(session, spec)
+        self._subscriptions.append(spec)
+        return spec
+
+    async def _forget_subscription(self, spec: ClientSubscription) -> None:
+        spec.active = False
+        if spec in self._subscriptions:
+            self._subscriptions.remove(spec)
+        current, spec.current = spec.current, None
+        if current is not None and current.active:
+            try:
+                await current.unsubscribe()
+            except SessionClosed:
+                pass
+
+    @overload
+    def register(
+        self,
+        procedure: str,
+        handler: None = None,
+        *,
+        match: MatchPolicy = "exact",
+        invoke: InvokePolicy = "single",
+        details_arg: str | None = None,
+    ) -> Callable[[F], F]: ...
+
+    @overload
+    def register(
+        self,
+        procedure: str,
+        handler: ProcedureHandler,
+        *,
+        match: MatchPolicy = "exact",
+        invoke: InvokePolicy = "single",
+        details_arg: str | None = None,
+    ) -> Coroutine[Any, Any, ClientRegistration]: ...
+
+    def register(
+        self,
+        procedure: str,
+        handler: ProcedureHandler | None = None,
+        *,
+        match: MatchPolicy = "exact",
+        invoke: InvokePolicy = "single",
+        details_arg: str | None = None,
+    ) -> Callable[[F], F] | Coroutine[Any, Any, ClientRegistration]:
+        """Keep ``handler`` registered as ``procedure`` across reconnections.
+
+        Same forms and handler rules as ``Session.register``; awaited, it registers
+        now if joined (raising the router's error, keeping nothing) and returns a
+        ``ClientRegistration``.
+        """
+        if handler is None:
+
+            def decorate(fn: F) -> F:
+                spec = ClientRegistration(procedure, fn, match, invoke, details_arg, _client=self)
+                self._registrations.append(spec)
+                self._apply_in_background(lambda s: self._apply_registration(s, spec))
+                return fn
+
+            return decorate
+        return self._add_registration(
+            ClientRegistration(procedure, handler, match, invoke, details_arg, _client=self)
+        )
+
+    async def _add_registration(self, spec: ClientRegistration) -> ClientRegistration:
+        session = self.session
+        if session is not None:
+            await self._apply_registration(session, spec)
+        self._registrations.append(spec)
+        return spec
+
+    async def _forget_registration(self, spec: ClientRegistration) -> None:
+        spec.active = False
+        if spec in self._registrations:
+            self._registrations.remove(spec)
+        current, spec.current = spec.current, None
+        if current is not None and current.active:
+            try:
+                await current.unregister()
+            except SessionClosed:
+                pass
+
+    def _apply_in_background(self, job: Callable[[Session], Coroutine[Any, Any, None]]) -> None:
+        session = self.session
+        if session is None:
+            return
+        task = asyncio.ensure_future(job(session))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+    def events(
+        self,
+        topic: str,
+        *,
+        match: MatchPolicy = "exact",
+        get_retained: bool = False,
+        maxsize: int = 1000,
+    ) -> EventStream:
+        """Like ``Session.events``, but the stream survives reconnections.
+
+        It ends when the client stops; overflow drops the oldest event.
+        """
+        stream = EventStream(maxsize=maxsize)
+
+        async def attach(handler: EventHandler) -> ClientSubscription:
+            sub = await self.subscribe(topic, handler, match=match, get_retained=get_retained)
+            self._streams.add(stream)
+            return sub
+
+        stream.bind(attach)
+        return stream
+
+    # --- operations on the current session ------------------------------------
+
+    async def _current(self) -> Session:
+        session = self.session
+        if session is not None and session.is_open:
+            return session
+        if self.wait_for_join > 0 and self._task is not None and not self._task.done():
+            try:
+                async with asyncio.timeout(self.wait_for_join):
+                    return await self.wait_joined()
+            except TimeoutError:
+                pass
+        raise NotConnected(
+            f"not connected to {self.url} (state {self._state.value}; last error: {self.last_error})"
+        )
+
+    async def publish(
+        self, topic: str, *args: Any, options: PublishOptions | None = None, **kwargs: Any
+    ) -> int | None:
+        """``Session.publish`` on the current session (``NotConnected`` if there is none)."""
+        session = await self._current()
+        return await session.publish(topic, *args, options=options, **kwargs)
+
+    async def call(
+        self, procedure: str, *args: Any, options: CallOptions | None = None, **kwargs: Any
+    ) -> CallResult:
+        """``Session.call`` on the current session (``NotConnected`` if there is none)."""
+        session = await self._current()
+        return await session.call(procedure, *args, options=options, **kwargs)
+
+    async def call_progress(
+        self, procedure: str, *args: Any, options: CallOptions | None = None, **kwargs: Any
+    ) -> ProgressiveCall:
+        """``Session.call_progress`` on the current session, already started."""
+        session = await self._current()
+        progressive = session.call_progress(procedure, *args, options=options, **kwargs)
+        await progressive.start()
+        return progressive
+
+
+async def _run_hook(hook: Callable[..., object], *args: Any) -> None:
+    try:
+        result = hook(*args)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("client hook %r failed", hook)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background subscribe/register failed: %s", task.exception())
