@@ -1,4 +1,8 @@
-"""The ``broker`` command: ``broker [--host H] [--port P] [--config FILE] [--log-level L]``."""
+"""The ``broker`` command: ``broker [--host H] [--port P] [--config FILE] [--redis URL]``.
+
+With ``--redis redis://HOST:PORT/DB`` (and optionally ``--node-id NAME``) the process
+joins a cluster of nodes sharing its realms (protocol_spec/cluster.md).
+"""
 
 from __future__ import annotations
 
@@ -90,9 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"broker: configuration error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings)
-    if settings.redis_url:
-        log.error("--redis: the cluster backend is not available in this build yet")
-        return 2
     try:
         asyncio.run(_run(settings))
     except OSError as exc:

@@ -2,15 +2,21 @@
 
 Precedence: flags > environment (``BROKER_*``) > TOML file > defaults. With no
 file and no realm anywhere, the broker serves the development default: realm
-``realm1`` open to anonymous clients (a warning is logged).
+``realm1`` open to anonymous clients, no roles (a warning is logged). Unknown
+keys anywhere are a ``ConfigError`` naming the section and the key.
 
-TOML layout (every key optional)::
+TOML layout (every key optional; protocol_spec/security.md explains each)::
 
     [server]
     host = "127.0.0.1"
     port = 8080
     path = "/ws"
     drain_timeout = 10.0        # seconds to wait for sessions on shutdown
+    allowed_origins = []        # browser Origins allowed (empty: any)
+
+    [tls]                       # serve wss:// (env: BROKER_TLS_CERT, BROKER_TLS_KEY)
+    cert = "/etc/broker/cert.pem"
+    key = "/etc/broker/key.pem"
 
     [limits]
     max_message_size = 4194304  # bytes; larger frames close the connection (1009)
@@ -18,10 +24,21 @@ TOML layout (every key optional)::
     ping_interval = 20.0        # seconds; 0 disables
     ping_timeout = 20.0
     open_timeout = 10.0         # seconds for the opening handshake
+    hello_timeout = 10.0        # seconds from connection to WELCOME
+    max_sessions = 10000        # open connections per node
+    message_rate = 10000.0      # messages/s per session (token bucket); 0 disables
+    message_burst = 20000
+    max_subscriptions = 10000   # per session
+    max_registrations = 10000
+    max_pending_calls = 10000
 
     [cluster]
     redis = "redis://127.0.0.1:6379/0"
     node_id = "node-a"
+    heartbeat_interval = 1.0    # seconds between heartbeats / liveness checks
+    node_timeout = 5.0          # heartbeat TTL: a silent node is dead after this
+    probe_interval = 2.0        # seconds between pub/sub link probes
+    probe_timeout = 2.0         # a probe not back by then: the link is rebuilt
 
     [[realm]]
     name = "realm1"
@@ -29,6 +46,30 @@ TOML layout (every key optional)::
     anonymous_role = "anonymous"
     disclose_publisher = "client"   # client | always | never
     disclose_caller = "client"
+
+    [realm.auth.ticket]             # principals, jwt and/or dynamic
+    principals = { alice = { ticket_hash = "pbkdf2_sha256$...", role = "user" } }
+    dynamic = "com.example.authenticate"
+    [realm.auth.ticket.jwt]
+    algorithms = ["HS256"]
+    secret_env = "JWT_SECRET"       # or secret = "...", or public_key_file = "..." (RS256)
+    issuer = "https://issuer.example"
+    audience = "broker"
+    [realm.auth.wampcra.principals.bob]
+    secret_env = "BOB_SECRET"       # or secret, or derived_key (with salt)
+    salt = "salt123"
+    iterations = 1000
+    keylen = 32
+    role = "user"
+    [realm.auth.cryptosign.principals.carol]
+    pubkeys = ["<64 hex digits>"]
+    role = "user"
+
+    [[realm.role]]                  # any role → the realm denies what is not permitted
+    name = "user"
+    permissions = [
+        { uri = "com.example.", match = "prefix", allow = ["call", "subscribe"] },
+    ]
 """
 
 from __future__ import annotations
@@ -40,10 +81,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from broker.core.auth import Authenticator
+from broker.core.authorization import ACTIONS, Authorization, Permission, Role
 from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
+from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
 from broker.transport.websocket import TransportSettings
 
-__all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings"]
+__all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings", "settings_from_toml"]
 
 DEFAULT_REALM = "realm1"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -64,23 +108,43 @@ class Settings:
     drain_timeout: float = 10.0
     redis_url: str | None = None
     node_id: str | None = None
+    # [cluster] timings in seconds (see broker.cluster.redis.ClusterTiming)
+    cluster_timing: dict[str, float] = field(default_factory=dict)
     development_default: bool = False
+    session_limits: SessionLimits = field(default_factory=SessionLimits)
 
 
-_SERVER_KEYS = {"host", "port", "path", "drain_timeout"}
-_LIMIT_KEYS = {
-    "max_message_size",
-    "max_queue",
-    "ping_interval",
-    "ping_timeout",
-    "open_timeout",
+_SERVER_KEYS = {"host", "port", "path", "drain_timeout", "allowed_origins"}
+_TRANSPORT_LIMITS: dict[str, type | tuple[type, ...]] = {
+    "max_message_size": int,
+    "max_queue": int,
+    "ping_interval": (int, float),
+    "ping_timeout": (int, float),
+    "open_timeout": (int, float),
+    "hello_timeout": (int, float),
+    "max_sessions": int,
+    "message_rate": (int, float),
+    "message_burst": int,
 }
-_CLUSTER_KEYS = {"redis", "node_id"}
-_REALM_KEYS = {"name", "anonymous", "anonymous_role", "disclose_publisher", "disclose_caller"}
-_TOP_KEYS = {"server", "limits", "cluster", "realm", "log"}
+_SESSION_LIMITS = {"max_subscriptions", "max_registrations", "max_pending_calls"}
+_POSITIVE = {"max_message_size", "max_queue", "open_timeout", "hello_timeout", "max_sessions"}
+_CLUSTER_TIMING_KEYS = {"heartbeat_interval", "node_timeout", "probe_interval", "probe_timeout"}
+_CLUSTER_KEYS = {"redis", "node_id"} | _CLUSTER_TIMING_KEYS
+_REALM_KEYS = {
+    "name",
+    "anonymous",
+    "anonymous_role",
+    "disclose_publisher",
+    "disclose_caller",
+    "auth",
+    "role",
+}
+_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log"}
 
 
-def _check_keys(section: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+def _check_keys(section: str, table: Any, allowed: set[str]) -> None:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{section}] must be a table")
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ConfigError(f"[{section}]: unknown key(s) {', '.join(unknown)}")
@@ -88,23 +152,260 @@ def _check_keys(section: str, table: Mapping[str, Any], allowed: set[str]) -> No
 
 def _typed(section: str, key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
     if isinstance(value, bool) and kind is not bool:
-        raise ConfigError(f"[{section}] {key}: expected {kind}, got a boolean")
+        raise ConfigError(f"[{section}] {key}: expected {_kind(kind)}, got a boolean")
     if not isinstance(value, kind):
-        raise ConfigError(f"[{section}] {key}: expected {kind}, got {type(value).__name__}")
+        raise ConfigError(f"[{section}] {key}: expected {_kind(kind)}, got {type(value).__name__}")
     return value
 
 
-def _realm(index: int, table: Mapping[str, Any]) -> RealmSettings:
-    section = f"realm #{index + 1}"
+def _kind(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _str_list(section: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[{section}] {key}: expected a list of strings")
+    return tuple(value)
+
+
+def _secret(section: str, table: Mapping[str, Any], key: str, env: Mapping[str, str]) -> Any:
+    """``key`` given inline, or ``key_env`` naming an environment variable."""
+    env_key = f"{key}_env"
+    if key in table and env_key in table:
+        raise ConfigError(f"[{section}] give {key} or {env_key}, not both")
+    if env_key in table:
+        name = _typed(section, env_key, table[env_key], str)
+        value = env.get(name)
+        if not value:
+            raise ConfigError(f"[{section}] {env_key}: environment variable {name} is not set")
+        return value
+    if key in table:
+        return _typed(section, key, table[key], str)
+    return None
+
+
+# --- realms: authentication ---------------------------------------------------------------
+def _principals(section: str, table: Mapping[str, Any]) -> Mapping[str, Any]:
+    principals = table.get("principals", {})
+    if not isinstance(principals, Mapping):
+        raise ConfigError(f"[{section}] principals must be a table of authid → principal")
+    for authid, principal in principals.items():
+        if not authid:
+            raise ConfigError(f"[{section}] principals: an authid must not be empty")
+        if not isinstance(principal, Mapping):
+            raise ConfigError(f"[{section}.principals.{authid}] must be a table")
+    return principals
+
+
+def _ticket(section: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Authenticator:
+    from broker.auth.secrets import is_ticket_hash
+    from broker.auth.ticket import TicketAuthenticator, TicketPrincipal
+
+    _check_keys(
+        section, table, {"principals", "jwt", "dynamic", "dynamic_realm", "dynamic_timeout"}
+    )
+    principals: dict[str, TicketPrincipal] = {}
+    for authid, entry in _principals(section, table).items():
+        where = f"{section}.principals.{authid}"
+        if "ticket" in entry:
+            raise ConfigError(
+                f"[{where}] store ticket_hash, never the ticket "
+                "(make one with: python -m broker.auth hash)"
+            )
+        _check_keys(where, entry, {"ticket_hash", "role"})
+        ticket_hash = _typed(where, "ticket_hash", entry.get("ticket_hash"), str)
+        if not is_ticket_hash(ticket_hash):
+            raise ConfigError(f"[{where}] ticket_hash: expected pbkdf2_sha256$ITER$SALT$HASH")
+        principals[authid] = TicketPrincipal(
+            ticket_hash, _typed(where, "role", entry.get("role"), str)
+        )
+    jwt = _jwt(f"{section}.jwt", table["jwt"], env) if "jwt" in table else None
+    dynamic = table.get("dynamic")
+    if dynamic is not None:
+        _typed(section, "dynamic", dynamic, str)
+    timeout = _typed(section, "dynamic_timeout", table.get("dynamic_timeout", 10.0), (int, float))
+    if not principals and jwt is None and dynamic is None:
+        raise ConfigError(f"[{section}] needs principals, jwt or dynamic")
+    return TicketAuthenticator(
+        principals,
+        jwt=jwt,
+        dynamic=dynamic,
+        dynamic_realm=_typed(section, "dynamic_realm", table.get("dynamic_realm", ""), str),
+        dynamic_timeout=float(timeout),
+    )
+
+
+def _jwt(section: str, table: Any, env: Mapping[str, str]) -> Any:
+    from broker.auth.jwt_ticket import JwtSettings, JwtVerifier
+
+    keys = {"algorithms", "secret", "secret_env", "public_key", "public_key_file", "issuer"}
+    keys |= {"audience", "role_claim", "authid_claim", "leeway"}
+    _check_keys(section, table, keys)
+    public_key = table.get("public_key")
+    if "public_key_file" in table:
+        path = _typed(section, "public_key_file", table["public_key_file"], str)
+        try:
+            public_key = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"[{section}] cannot read public_key_file {path}: {exc.strerror}"
+            ) from None
+    try:
+        settings = JwtSettings(
+            algorithms=_str_list(section, "algorithms", table.get("algorithms", ["HS256"])),
+            secret=_secret(section, table, "secret", env),
+            public_key=public_key,
+            issuer=table.get("issuer"),
+            audience=table.get("audience"),
+            role_claim=_typed(section, "role_claim", table.get("role_claim", "role"), str),
+            authid_claim=_typed(section, "authid_claim", table.get("authid_claim", "sub"), str),
+            leeway=float(_typed(section, "leeway", table.get("leeway", 0), (int, float))),
+        )
+        return JwtVerifier(settings)
+    except ImportError:
+        raise ConfigError(f"[{section}] JWT tickets need PyJWT (pip install PyJWT)") from None
+    except ValueError as exc:
+        raise ConfigError(f"[{section}] {exc}") from None
+
+
+def _wampcra(section: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Authenticator:
+    from broker.auth.wampcra import WampCraAuthenticator, WampCraPrincipal
+
+    _check_keys(section, table, {"principals"})
+    principals: dict[str, WampCraPrincipal] = {}
+    keys = {"secret", "secret_env", "derived_key", "salt", "iterations", "keylen", "role"}
+    for authid, entry in _principals(section, table).items():
+        where = f"{section}.principals.{authid}"
+        _check_keys(where, entry, keys)
+        role = _typed(where, "role", entry.get("role"), str)
+        salt = entry.get("salt")
+        if salt is not None:
+            _typed(where, "salt", salt, str)
+        iterations = _typed(where, "iterations", entry.get("iterations", 1000), int)
+        keylen = _typed(where, "keylen", entry.get("keylen", 32), int)
+        if not 1 <= iterations <= 10_000_000 or not 1 <= keylen <= 1024:
+            raise ConfigError(f"[{where}] iterations or keylen out of range")
+        secret = _secret(where, entry, "secret", env)
+        derived = entry.get("derived_key")
+        if (secret is None) == (derived is None):
+            raise ConfigError(f"[{where}] give exactly one of secret, secret_env, derived_key")
+        if derived is not None:
+            if salt is None:
+                raise ConfigError(f"[{where}] derived_key needs the salt it was derived with")
+            key = _typed(where, "derived_key", derived, str).encode("ascii")
+            principals[authid] = WampCraPrincipal(key, role, salt, iterations, keylen)
+        else:
+            principals[authid] = WampCraPrincipal.from_secret(
+                secret, role, salt, iterations, keylen
+            )
+    if not principals:
+        raise ConfigError(f"[{section}] needs at least one principal")
+    return WampCraAuthenticator(principals)
+
+
+def _cryptosign(section: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Authenticator:
+    from broker.auth.cryptosign import (
+        CryptosignAuthenticator,
+        CryptosignPrincipal,
+        parse_public_key,
+    )
+
+    _check_keys(section, table, {"principals"})
+    principals: dict[str, CryptosignPrincipal] = {}
+    for authid, entry in _principals(section, table).items():
+        where = f"{section}.principals.{authid}"
+        _check_keys(where, entry, {"pubkeys", "role"})
+        try:
+            keys = tuple(
+                parse_public_key(k) for k in _str_list(where, "pubkeys", entry.get("pubkeys"))
+            )
+        except ValueError as exc:
+            raise ConfigError(f"[{where}] pubkeys: {exc}") from None
+        if not keys:
+            raise ConfigError(f"[{where}] pubkeys must not be empty")
+        role = _typed(where, "role", entry.get("role"), str)
+        principals[authid] = CryptosignPrincipal(authid, role, keys)
+    try:
+        return CryptosignAuthenticator(principals)
+    except ValueError as exc:
+        raise ConfigError(f"[{section}] {exc}") from None
+
+
+_AUTH_BUILDERS = {"ticket": _ticket, "wampcra": _wampcra, "cryptosign": _cryptosign}
+
+
+def _authenticators(section: str, table: Any, env: Mapping[str, str]) -> tuple[Authenticator, ...]:
+    _check_keys(f"{section}.auth", table, set(_AUTH_BUILDERS))
+    return tuple(
+        _AUTH_BUILDERS[method](f"{section}.auth.{method}", sub, env)
+        for method, sub in table.items()
+        if _check_table(f"{section}.auth.{method}", sub)
+    )
+
+
+def _check_table(section: str, table: Any) -> bool:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{section}] must be a table")
+    return True
+
+
+# --- realms: authorization ------------------------------------------------------------------
+def _roles(section: str, entries: Any) -> Authorization:
+    if not isinstance(entries, list):
+        raise ConfigError(f"[{section}.role] must be an array of tables ([[realm.role]])")
+    roles: list[Role] = []
+    for index, entry in enumerate(entries):
+        where = f"{section}.role #{index + 1}"
+        _check_keys(where, entry, {"name", "permissions"})
+        name = _typed(where, "name", entry.get("name"), str)
+        perms = entry.get("permissions", [])
+        if not isinstance(perms, list):
+            raise ConfigError(f"[{where}] permissions must be an array of tables")
+        permissions = tuple(
+            _permission(f"{where} permission #{i + 1}", p) for i, p in enumerate(perms)
+        )
+        roles.append(Role(name, permissions))
+    names = [r.name for r in roles]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"[{section}.role] role names must be unique")
+    return Authorization(roles)
+
+
+def _permission(where: str, entry: Any) -> Permission:
+    _check_keys(where, entry, {"uri", "match", "allow", "disclose"})
+    allow = _str_list(where, "allow", entry.get("allow", []))
+    unknown = set(allow) - set(ACTIONS)
+    if unknown:
+        raise ConfigError(
+            f"[{where}] allow: unknown action(s) {', '.join(sorted(unknown))}; "
+            f"use {', '.join(ACTIONS)}"
+        )
+    try:
+        return Permission(
+            uri=_typed(where, "uri", entry.get("uri"), str),
+            match=_typed(where, "match", entry.get("match", "prefix"), str),
+            allow=frozenset(allow),
+            disclose=_typed(where, "disclose", entry.get("disclose", False), bool),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"[{where}] {exc}") from None
+
+
+def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]) -> RealmSettings:
+    section = f"realm #{index + 1}"
     _check_keys(section, table, _REALM_KEYS)
     if "name" not in table:
         raise ConfigError(f"[{section}] needs a name")
     name = _typed(section, "name", table["name"], str)
+    section = f"realm {name}"
     for key in ("disclose_publisher", "disclose_caller"):
         if key in table and table[key] not in DISCLOSE_POLICIES:
             raise ConfigError(f"[{section}] {key}: one of {sorted(DISCLOSE_POLICIES)}")
+    extra: dict[str, Any] = {LIMITS: limits}
+    if "role" in table:
+        extra[AUTHORIZATION] = _roles(section, table["role"])
+    authenticators = _authenticators(section, table.get("auth", {}), env)
     return RealmSettings(
         name=name,
         anonymous=_typed(section, "anonymous", table.get("anonymous", True), bool),
@@ -113,38 +414,72 @@ def _realm(index: int, table: Mapping[str, Any]) -> RealmSettings:
         ),
         disclose_publisher=table.get("disclose_publisher", "client"),
         disclose_caller=table.get("disclose_caller", "client"),
+        authenticators=authenticators,
+        extra=extra,
     )
 
 
-def settings_from_toml(data: Mapping[str, Any]) -> Settings:
-    """Build settings from a parsed TOML document; raise ``ConfigError`` when invalid."""
-    _check_keys("top level", data, _TOP_KEYS)
-    server = data.get("server", {})
-    limits = data.get("limits", {})
-    cluster = data.get("cluster", {})
-    log_table = data.get("log", {})
-    _check_keys("server", server, _SERVER_KEYS)
-    _check_keys("limits", limits, _LIMIT_KEYS)
-    _check_keys("cluster", cluster, _CLUSTER_KEYS)
-    _check_keys("log", log_table, {"level", "format"})
-    transport = TransportSettings()
+# --- the whole file -------------------------------------------------------------------------
+def _limits(limits: Mapping[str, Any]) -> tuple[dict[str, Any], SessionLimits]:
+    _check_keys("limits", limits, set(_TRANSPORT_LIMITS) | _SESSION_LIMITS)
     updates: dict[str, Any] = {}
-    for key, kind in (("host", str), ("port", int), ("path", str)):
-        if key in server:
-            updates[key] = _typed("server", key, server[key], kind)
-    for key in _LIMIT_KEYS:
+    for key, kind in _TRANSPORT_LIMITS.items():
         if key in limits:
-            kinds: type | tuple[type, ...] = (
-                int if key in ("max_message_size", "max_queue") else (int, float)
-            )
-            value = _typed("limits", key, limits[key], kinds)
-            if value < 0:
-                raise ConfigError(f"[limits] {key}: must not be negative")
+            value = _typed("limits", key, limits[key], kind)
+            if value < 0 or (value == 0 and key in _POSITIVE):
+                raise ConfigError(f"[limits] {key}: must be positive")
             if key in ("ping_interval", "ping_timeout") and value == 0:
                 value = None
             updates[key] = value
-    transport = replace(transport, **updates)
-    realms = tuple(_realm(i, t) for i, t in enumerate(data.get("realm", [])))
+    session: dict[str, int] = {}
+    for key in _SESSION_LIMITS:
+        if key in limits:
+            session[key] = _typed("limits", key, limits[key], int)
+            if session[key] < 1:
+                raise ConfigError(f"[limits] {key}: must be at least 1")
+    return updates, SessionLimits(**session)
+
+
+def _tls(table: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    _check_keys("tls", table, {"cert", "key"})
+    cert = env.get("BROKER_TLS_CERT") or table.get("cert")
+    key = env.get("BROKER_TLS_KEY") or table.get("key")
+    if cert is None and key is None:
+        return {}
+    if not isinstance(cert, str) or not isinstance(key, str):
+        raise ConfigError("[tls] needs both cert and key (PEM file paths)")
+    for name, path in (("cert", cert), ("key", key)):
+        if not Path(path).is_file():
+            raise ConfigError(f"[tls] {name}: no such file {path}")
+    return {"tls_cert": cert, "tls_key": key}
+
+
+def settings_from_toml(
+    data: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from a parsed TOML document; raise ``ConfigError`` when invalid."""
+    env = os.environ if environ is None else environ
+    _check_keys("top level", data, _TOP_KEYS)
+    server = data.get("server", {})
+    cluster = data.get("cluster", {})
+    log_table = data.get("log", {})
+    _check_keys("server", server, _SERVER_KEYS)
+    _check_keys("cluster", cluster, _CLUSTER_KEYS)
+    _check_keys("log", log_table, {"level", "format"})
+    updates, session_limits = _limits(data.get("limits", {}))
+    for key, kind in (("host", str), ("port", int), ("path", str)):
+        if key in server:
+            updates[key] = _typed("server", key, server[key], kind)
+    if "allowed_origins" in server:
+        updates["allowed_origins"] = _str_list(
+            "server", "allowed_origins", server["allowed_origins"]
+        )
+    updates.update(_tls(data.get("tls", {}), env))
+    transport = replace(TransportSettings(), **updates)
+    realm_tables = data.get("realm", [])
+    if not isinstance(realm_tables, list):
+        raise ConfigError("[realm] must be an array of tables ([[realm]])")
+    realms = tuple(_realm(i, t, session_limits, env) for i, t in enumerate(realm_tables))
     names = [r.name for r in realms]
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
@@ -158,6 +493,12 @@ def settings_from_toml(data: Mapping[str, Any]) -> Settings:
         ),
         redis_url=cluster.get("redis"),
         node_id=cluster.get("node_id"),
+        cluster_timing={
+            key: float(_typed("cluster", key, cluster[key], (int, float)))
+            for key in _CLUSTER_TIMING_KEYS
+            if key in cluster
+        },
+        session_limits=session_limits,
     )
 
 
@@ -182,9 +523,9 @@ def load_settings(
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML in {path}: {exc}") from None
-        settings = settings_from_toml(data)
+        settings = settings_from_toml(data, env)
     else:
-        settings = Settings()
+        settings = Settings(transport=replace(TransportSettings(), **_tls({}, env)))
     transport = settings.transport
     env_port = env.get("BROKER_PORT")
     try:
@@ -205,7 +546,7 @@ def load_settings(
     realms = settings.realms
     development = not realms
     if development:
-        realms = (RealmSettings(name=DEFAULT_REALM),)
+        realms = (RealmSettings(name=DEFAULT_REALM, extra={LIMITS: settings.session_limits}),)
     return replace(
         settings,
         transport=transport,

@@ -1,9 +1,13 @@
-"""Wires the router, the transport and (later) the cluster backend; start, drain, close.
+"""Wires the router, the transport and the cluster backend; start, drain, close.
 
 Shutdown order (SIGTERM/SIGINT or ``BrokerServer.close``): stop accepting new
-connections, send GOODBYE ``wamp.close.system_shutdown`` to every session, wait
+connections, send GOODBYE ``wamp.close.system_shutdown`` to every session, take
+this node out of the cluster (its sessions and registrations leave at once), wait
 up to ``drain_timeout`` for peers to answer and disconnect, then close whatever
 is left. ``close`` is idempotent.
+
+HTTP routes beside the WebSocket: ``/healthz`` (the process is alive) and
+``/readyz`` (200 when serving normally; 503 while the cluster link is degraded).
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
+from broker.metrics import CONTENT_TYPE, render
 from broker.transport.websocket import WebSocketTransport
 
 __all__ = ["AsyncioScheduler", "BrokerServer"]
@@ -44,6 +50,14 @@ class BrokerServer:
         self.settings = settings
         self.router = Router(settings.realms, AsyncioScheduler())
         self.transport = WebSocketTransport(self.router, settings.transport)
+        self.transport.http_routes["/metrics"] = lambda: (200, CONTENT_TYPE, render(self))
+        self.transport.http_routes["/readyz"] = self._readiness
+        self.cluster: RedisCluster | None = None
+        if settings.redis_url:
+            timing = ClusterTiming(**settings.cluster_timing)
+            self.cluster = RedisCluster(settings.redis_url, settings.node_id, self.router, timing)
+            for realm in self.router.realms.values():
+                realm.cluster = self.cluster
         self._closed: asyncio.Event | None = None
         self._closing = False
 
@@ -51,11 +65,13 @@ class BrokerServer:
     def url(self) -> str:
         """The WebSocket URL clients connect to."""
         t = self.settings.transport
-        return f"ws://{t.host}:{self.transport.bound_port}{t.path}"
+        return f"{t.scheme}://{t.host}:{self.transport.bound_port}{t.path}"
 
     async def start(self) -> None:
         """Start listening; log the URL (tests read it back with port 0)."""
         self._closed = asyncio.Event()
+        if self.cluster is not None:
+            await self.cluster.start()
         await self.transport.start()
         if self.settings.development_default:
             log.warning(
@@ -68,6 +84,14 @@ class BrokerServer:
             self.url,
             ", ".join(r.name for r in self.settings.realms),
         )
+
+    def _readiness(self) -> tuple[int, str, str]:
+        cluster = self.cluster
+        if self._closing:
+            return 503, "text/plain; charset=utf-8", "shutting down\n"
+        if cluster is None or cluster.available:
+            return 200, "text/plain; charset=utf-8", "ready\n"
+        return 503, "text/plain; charset=utf-8", f"cluster {cluster.state_text}\n"
 
     async def wait_closed(self) -> None:
         """Wait until ``close`` has finished."""
@@ -85,6 +109,8 @@ class BrokerServer:
         transport.stop_accepting()
         told = self.router.shutdown()
         log.info("shutting down: told %d session(s) goodbye", len(told))
+        if self.cluster is not None:
+            await self.cluster.close()
         drained = await transport.wait_connections_closed(self.settings.drain_timeout)
         if not drained:
             log.warning(

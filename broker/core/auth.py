@@ -5,10 +5,16 @@ a CHALLENGE (keeping per-session state); on AUTHENTICATE it accepts or denies.
 The router tries the client's ``authmethods`` in the client's order and uses the
 first one the realm offers. Implementations live in broker/auth/ (security issue);
 the core ships the anonymous one.
+
+Either step may also answer ``Consult``: the router then calls a WAMP procedure
+(a dynamic authenticator registered by a trusted session) and feeds the reply to
+``Consult.resume``, which returns the next outcome. Nothing else from the session
+is processed meanwhile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,8 +27,10 @@ __all__ = [
     "AnonymousAuthenticator",
     "AskChallenge",
     "Authenticator",
+    "Consult",
     "Deny",
     "Outcome",
+    "Reply",
 ]
 
 
@@ -54,7 +62,33 @@ class Deny:
     message: str = "authentication failed"
 
 
-Outcome = Accept | AskChallenge | Deny
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a consulted procedure answered: RESULT (``ok``) or ERROR (``error`` URI)."""
+
+    ok: bool
+    args: list[Any]
+    kwargs: dict[str, Any]
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Consult:
+    """Call ``procedure`` in ``realm`` (this realm when empty); ``resume`` maps the reply.
+
+    ``timeout`` is in seconds; a timeout, a missing procedure or an ERROR all reach
+    ``resume`` as a ``Reply`` with ``ok=False``.
+    """
+
+    procedure: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    resume: Callable[[Reply], Outcome]
+    realm: str = ""
+    timeout: float = 10.0
+
+
+Outcome = Accept | AskChallenge | Deny | Consult
 
 
 class Authenticator(Protocol):

@@ -29,6 +29,7 @@ from protocol_spec.messages import (
 )
 from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid_uri
 
+from .cluster import RemoteSession
 from .ids import random_id
 from .interfaces import Scheduler, TimerHandle
 from .matching import UriMap
@@ -70,10 +71,18 @@ class Registration:
         "match",
         "procedure",
         "rr",
+        "seqs",
     )
 
-    def __init__(self, procedure: str, match: str, invoke: str, disclose_caller: bool) -> None:
-        self.id = random_id()
+    def __init__(
+        self,
+        procedure: str,
+        match: str,
+        invoke: str,
+        disclose_caller: bool,
+        reg_id: int = 0,
+    ) -> None:
+        self.id = reg_id or random_id()
         self.procedure = procedure
         self.match = match
         self.invoke = invoke
@@ -81,6 +90,19 @@ class Registration:
         self.created = now_iso()
         self.callees: list[Session] = []
         self.rr = 0
+        # cluster-wide registration order of each callee (session ID → seq); empty locally
+        self.seqs: dict[int, int] = {}
+
+    def add(self, session: Session, seq: int) -> None:
+        """Add a callee; with a cluster sequence number, keep callees in that order."""
+        if not seq:
+            self.callees.append(session)
+            return
+        self.seqs[session.id] = seq
+        index = len(self.callees)
+        while index > 0 and self.seqs.get(self.callees[index - 1].id, 0) > seq:
+            index -= 1
+        self.callees.insert(index, session)
 
     def info(self) -> dict[str, Any]:
         """The registration's description for the meta API."""
@@ -218,18 +240,89 @@ class Dealer:
                     f"procedure {msg.procedure!r} is registered with invoke {reg.invoke!r}",
                 )
                 return
-        created = reg is None
+        disclose = options.get("disclose_caller") is True
+        cluster = self.realm.cluster
+        if not cluster.distributed:
+            reg = self._add_callee(session, msg.procedure, match, invoke, disclose, 0, 0)
+            session.peer.send(Registered(msg.request, reg.id))
+            self._announce(session, reg, reg.callees == [session])
+            return
+        if not cluster.available:
+            self._error(
+                session,
+                rtype,
+                msg.request,
+                errors.UNAVAILABLE,
+                "the cluster is unreachable: cannot register now",
+            )
+            return
+
+        def claimed(error: str | None, text: str, reg_id: int, seq: int) -> None:
+            if self.realm.sessions.get(session.id) is not session:
+                return  # the callee left meanwhile; the backend releases the claim
+            if error is not None:
+                self._error(session, rtype, msg.request, error, text)
+                return
+            reg = self._add_callee(session, msg.procedure, match, invoke, disclose, reg_id, seq)
+            session.peer.send(Registered(msg.request, reg.id))
+            self._announce(session, reg, len(reg.callees) == 1)
+
+        cluster.claim(self.realm.name, session, msg.procedure, match, invoke, disclose, claimed)
+
+    def _add_callee(
+        self,
+        session: Session,
+        procedure: str,
+        match: str,
+        invoke: str,
+        disclose: bool,
+        reg_id: int,
+        seq: int,
+    ) -> Registration:
+        """Add a callee (local, or a stand-in for a remote one) to its registration."""
+        reg = self._regs.get(procedure, match)
+        if reg is not None and reg_id and reg.id != reg_id:
+            # a stale registration of callees another node already released
+            for callee in list(reg.callees):
+                self._remove_callee(callee, reg)
+            reg = self._regs.get(procedure, match)
         if reg is None:
-            reg = Registration(msg.procedure, match, invoke, options.get("disclose_caller") is True)
-            self._regs.set(msg.procedure, match, reg)
+            reg = Registration(procedure, match, invoke, disclose, reg_id)
+            self._regs.set(procedure, match, reg)
             self._by_id[reg.id] = reg
-        reg.callees.append(session)
+        reg.add(session, seq)
         session.registrations.add(reg.id)
-        session.peer.send(Registered(msg.request, reg.id))
+        return reg
+
+    def _announce(self, session: Session, reg: Registration, created: bool) -> None:
         broker = self.realm.broker
         if created:
             broker.publish_meta("wamp.registration.on_create", [session.id, reg.info()])
         broker.publish_meta("wamp.registration.on_register", [session.id, reg.id])
+
+    # --- callees on other nodes (called by the cluster backend) ------------------------
+    def add_remote_callee(
+        self,
+        callee: RemoteSession,
+        procedure: str,
+        match: str,
+        invoke: str,
+        disclose: bool,
+        reg_id: int,
+        seq: int,
+    ) -> None:
+        """Another node's callee joined (match, procedure) with registration ``reg_id``."""
+        reg = self._by_id.get(reg_id)
+        if reg is not None and callee in reg.callees:
+            return
+        reg = self._add_callee(callee, procedure, match, invoke, disclose, reg_id, seq)
+        self._announce(callee, reg, len(reg.callees) == 1)
+
+    def remove_remote_callee(self, callee: RemoteSession, reg_id: int) -> None:
+        """Another node's callee left registration ``reg_id``."""
+        reg = self._by_id.get(reg_id)
+        if reg is not None and callee in reg.callees:
+            self._remove_callee(callee, reg)
 
     def unregister(self, session: Session, msg: Unregister) -> None:
         """Handle UNREGISTER; ERROR no_such_registration when the session is no callee."""
@@ -248,7 +341,11 @@ class Dealer:
 
     def _remove_callee(self, session: Session, reg: Registration) -> None:
         reg.callees.remove(session)
+        reg.seqs.pop(session.id, None)
         session.registrations.discard(reg.id)
+        cluster = self.realm.cluster
+        if cluster.distributed and not isinstance(session, RemoteSession):
+            cluster.release(self.realm.name, reg, session)
         broker = self.realm.broker
         broker.publish_meta("wamp.registration.on_unregister", [session.id, reg.id])
         if not reg.callees:
@@ -305,6 +402,30 @@ class Dealer:
             )
             return
         callee = reg.pick()
+        if isinstance(callee, RemoteSession) and not self.realm.cluster.available:
+            self._error(
+                session,
+                rtype,
+                msg.request,
+                errors.UNAVAILABLE,
+                "the callee is on another node and the cluster is unreachable",
+            )
+            return
+        guard = self.realm.settings.extra.get("authorization")  # security hook
+        if (
+            guard is not None
+            and reg.match != MATCH_EXACT
+            and not guard.may_serve(callee.authrole, procedure)
+        ):
+            # a pattern registration never serves a procedure its role may not register
+            self._error(
+                session,
+                rtype,
+                msg.request,
+                errors.NO_ELIGIBLE_CALLEE,
+                f"no callee is authorized to serve {procedure!r}",
+            )
+            return
         details: dict[str, Any] = {}
         if reg.match != MATCH_EXACT:
             details["procedure"] = procedure
@@ -454,21 +575,59 @@ class Dealer:
         if pending.caller.calls.get(pending.call_request) is pending:
             del pending.caller.calls[pending.call_request]
 
-    # --- a session leaves -------------------------------------------------------------
-    def detach(self, session: Session) -> None:
-        """Fail calls served by the leaving session, interrupt calls it made, unregister."""
+    # --- calls between nodes (called by the cluster backend) ---------------------------
+    def invoke_remote(
+        self,
+        caller: RemoteSession,
+        request: int,
+        callee_id: int,
+        reg_id: int,
+        details: dict[str, Any],
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> None:
+        """A caller on another node invokes local callee ``callee_id`` (already chosen).
+
+        ``caller`` stands for (caller node, this callee); ``request`` is the key that
+        node uses, answered through ``caller.peer`` as RESULT/ERROR for ``request``.
+        """
+        callee = self.realm.sessions.get(callee_id)
+        reg = self._by_id.get(reg_id)
+        if callee is None or reg is None or callee not in reg.callees:
+            caller.peer.send(
+                Error(MessageType.CALL, request, {}, errors.CANCELED, ["callee disconnected"])
+            )
+            return
+        if request in caller.calls:
+            return  # duplicate envelope
+        invocation = callee.next_invocation_id()
+        receive_progress = details.get("receive_progress") is True
+        pending = PendingCall(caller, request, callee, invocation, receive_progress)
+        caller.calls[request] = pending
+        callee.invocations[invocation] = pending
+        callee.peer.send(Invocation(invocation, reg_id, details, args, kwargs))
+
+    def interrupt_remote(
+        self, caller: RemoteSession, request: int, options: dict[str, Any]
+    ) -> None:
+        """The caller node canceled (or timed out) call ``request``: interrupt the callee."""
+        pending = caller.calls.get(request)
+        if pending is None:
+            return
+        if pending.callee.supports("callee", "call_canceling"):
+            pending.callee.peer.send(Interrupt(pending.invocation_request, options))
+        if options.get("mode") != "kill":
+            self._finish(pending)
+            pending.canceled = True
+
+    def abandon(self, session: Session, uri: str, text: str) -> None:
+        """End every call ``session`` serves (ERROR ``uri`` to callers) or made (INTERRUPT)."""
         for pending in list(session.invocations.values()):
             self._finish(pending)
             if not pending.canceled:
                 pending.canceled = True
                 pending.caller.peer.send(
-                    Error(
-                        MessageType.CALL,
-                        pending.call_request,
-                        {},
-                        errors.CANCELED,
-                        ["callee disconnected"],
-                    )
+                    Error(MessageType.CALL, pending.call_request, {}, uri, [text])
                 )
         for pending in list(session.calls.values()):
             self._finish(pending)
@@ -476,6 +635,11 @@ class Dealer:
                 pending.callee.peer.send(
                     Interrupt(pending.invocation_request, {"mode": "killnowait"})
                 )
+
+    # --- a session leaves -------------------------------------------------------------
+    def detach(self, session: Session, text: str = "callee disconnected") -> None:
+        """Fail calls served by the leaving session, interrupt calls it made, unregister."""
+        self.abandon(session, errors.CANCELED, text)
         for reg_id in list(session.registrations):
             reg = self._by_id.get(reg_id)
             if reg is not None and session in reg.callees:

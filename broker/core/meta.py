@@ -3,6 +3,11 @@
 Each procedure is a plain function ``(realm, caller, args, kwargs) → (args, kwargs)``
 installed into the realm's dealer as an internal procedure. Meta *events*
 (on_join, on_create, …) are published by the roles themselves.
+
+In a cluster the answers cover every node: local state plus ``realm.remote`` (what the
+backend knows of other nodes); registrations need nothing extra because remote
+callees live in the local dealer as stand-ins. Kills of sessions on other nodes go
+through ``realm.cluster.kill``.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ def _authroles_filter(args: list[Any]) -> set[str] | None:
 def _session_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     roles = _authroles_filter(args)
     count = sum(1 for s in realm.sessions.values() if roles is None or s.authrole in roles)
+    count += sum(
+        1 for i in realm.remote.sessions.values() if roles is None or i["authrole"] in roles
+    )
     return [count], None
 
 
@@ -81,21 +89,34 @@ def _session_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str,
 def _session_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     roles = _authroles_filter(args)
     ids = [s.id for s in realm.sessions.values() if roles is None or s.authrole in roles]
+    ids += [
+        sid
+        for sid, info in realm.remote.sessions.items()
+        if roles is None or info["authrole"] in roles
+    ]
     return [ids], None
 
 
 @_procedure("wamp.session.get")
 def _session_get(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
-    session = realm.sessions.get(_arg(args, 0, int, "session"))
+    session_id = _arg(args, 0, int, "session")
+    session = realm.sessions.get(session_id)
     if session is None:
-        raise InternalError(errors.NO_SUCH_SESSION, "no session with this ID")
+        remote = realm.remote.sessions.get(session_id)
+        if remote is None:
+            raise InternalError(errors.NO_SUCH_SESSION, "no session with this ID")
+        return [remote], None
     return [session.info()], None
+
+
+Selector = Callable[["Realm", "Session", list[Any]], tuple[list["Session"], str, Any, int]]
+"""Pick a kill's local victims; also (selector, value, count) for other nodes."""
 
 
 def _bind_kill(
     realm: Realm,
     kill: KillHook,
-    select: Callable[[Realm, Session, list[Any]], list[Session]],
+    select: Selector,
 ) -> Callable[[Session, list[Any], dict[str, Any]], Reply]:
     def run(caller: Session, args: list[Any], kwargs: dict[str, Any]) -> Reply:
         reason = kwargs.get("reason", errors.CLOSE_KILLED)
@@ -104,38 +125,57 @@ def _bind_kill(
             raise InternalError(errors.INVALID_URI, "reason must be a URI")
         if message is not None and not isinstance(message, str):
             raise InternalError(errors.INVALID_ARGUMENT, "message must be a string")
-        victims = select(realm, caller, args)
+        victims, selector, value, remote = select(realm, caller, args)
         for victim in victims:
             kill(victim, reason, message)
+        if remote:
+            realm.cluster.kill(realm.name, selector, value, caller.id, reason, message)
         if select is _kill_one:
             return None, None
-        return [len(victims)], None
+        return [len(victims) + remote], None
 
     return run
 
 
-def _kill_one(realm: Realm, caller: Session, args: list[Any]) -> list[Session]:
+def _kill_one(
+    realm: Realm, caller: Session, args: list[Any]
+) -> tuple[list[Session], str, Any, int]:
     target = _arg(args, 0, int, "session")
     if target == caller.id:
         raise InternalError(errors.NO_SUCH_SESSION, "a session cannot kill itself")
     session = realm.sessions.get(target)
     if session is None:
+        if target in realm.remote.sessions:
+            return [], "session", target, 1
         raise InternalError(errors.NO_SUCH_SESSION, "no session with this ID")
-    return [session]
+    return [session], "session", target, 0
 
 
-def _kill_authid(realm: Realm, caller: Session, args: list[Any]) -> list[Session]:
+def _remote_count(realm: Realm, key: str, value: Any) -> int:
+    return sum(1 for info in realm.remote.sessions.values() if info.get(key) == value)
+
+
+def _kill_authid(
+    realm: Realm, caller: Session, args: list[Any]
+) -> tuple[list[Session], str, Any, int]:
     authid = _arg(args, 0, str, "authid")
-    return [s for s in realm.sessions.values() if s.authid == authid and s is not caller]
+    local = [s for s in realm.sessions.values() if s.authid == authid and s is not caller]
+    return local, "authid", authid, _remote_count(realm, "authid", authid)
 
 
-def _kill_authrole(realm: Realm, caller: Session, args: list[Any]) -> list[Session]:
+def _kill_authrole(
+    realm: Realm, caller: Session, args: list[Any]
+) -> tuple[list[Session], str, Any, int]:
     authrole = _arg(args, 0, str, "authrole")
-    return [s for s in realm.sessions.values() if s.authrole == authrole and s is not caller]
+    local = [s for s in realm.sessions.values() if s.authrole == authrole and s is not caller]
+    return local, "authrole", authrole, _remote_count(realm, "authrole", authrole)
 
 
-def _kill_all(realm: Realm, caller: Session, args: list[Any]) -> list[Session]:
-    return [s for s in realm.sessions.values() if s is not caller]
+def _kill_all(
+    realm: Realm, caller: Session, args: list[Any]
+) -> tuple[list[Session], str, Any, int]:
+    local = [s for s in realm.sessions.values() if s is not caller]
+    return local, "all", None, len(realm.remote.sessions)
 
 
 # --- testaments ---------------------------------------------------------------------------
@@ -155,6 +195,8 @@ def _add_testament(realm: Realm, caller: Session, args: list[Any], kw: dict[str,
     if scope not in ("destroyed", "detached") or not isinstance(options, dict):
         raise InternalError(errors.INVALID_ARGUMENT, "scope must be destroyed or detached")
     caller.testaments.append(Testament(topic, t_args, t_kwargs, options, scope))
+    if realm.cluster.distributed:
+        realm.cluster.testaments_changed(realm.name, caller)
     return None, None
 
 
@@ -164,6 +206,8 @@ def _flush_testaments(realm: Realm, caller: Session, args: list[Any], kw: dict[s
     kept = [t for t in caller.testaments if t.scope != scope]
     flushed = len(caller.testaments) - len(kept)
     caller.testaments = kept
+    if flushed and realm.cluster.distributed:
+        realm.cluster.testaments_changed(realm.name, caller)
     return [flushed], None
 
 
@@ -181,13 +225,17 @@ def _sub_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]
     out: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
     for sub in realm.broker.subscriptions():
         out[sub.match].append(sub.id)
+    for remote in realm.remote.subscriptions.values():
+        if realm.broker.subscription(remote.id) is None:
+            out[remote.match].append(remote.id)
     return [out], None
 
 
 @_procedure("wamp.subscription.lookup")
 def _sub_lookup(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     topic = _arg(args, 0, str, "topic")
-    sub = realm.broker.lookup(topic, _match_option(kw, args, 1))
+    match = _match_option(kw, args, 1)
+    sub = realm.broker.lookup(topic, match) or realm.remote.lookup(topic, match)
     return [sub.id if sub is not None else None], None
 
 
@@ -195,29 +243,37 @@ def _sub_lookup(realm: Realm, caller: Session, args: list[Any], kw: dict[str, An
 def _sub_match(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     topic = _arg(args, 0, str, "topic")
     ids = [sub.id for sub in realm.broker.matching(topic)]
+    ids += [sub.id for sub in realm.remote.matching(topic) if sub.id not in ids]
     return [ids or None], None
 
 
-def _subscription(realm: Realm, args: list[Any]) -> Any:
-    sub = realm.broker.subscription(_arg(args, 0, int, "subscription"))
-    if sub is None:
+def _subscription(realm: Realm, args: list[Any]) -> tuple[dict[str, Any], list[int]]:
+    """A subscription's description and its subscribers on every node."""
+    sub_id = _arg(args, 0, int, "subscription")
+    sub = realm.broker.subscription(sub_id)
+    remote = realm.remote.subscriptions.get(sub_id)
+    if sub is None and remote is None:
         raise InternalError(errors.NO_SUCH_SUBSCRIPTION, "no subscription with this ID")
-    return sub
+    subscribers = list(sub.subscribers) if sub is not None else []
+    if remote is not None:
+        subscribers += remote.subscribers()
+    info = sub.info() if sub is not None else remote.info()  # type: ignore[union-attr]
+    return info, subscribers
 
 
 @_procedure("wamp.subscription.get")
 def _sub_get(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
-    return [_subscription(realm, args).info()], None
+    return [_subscription(realm, args)[0]], None
 
 
 @_procedure("wamp.subscription.list_subscribers")
 def _sub_subscribers(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
-    return [list(_subscription(realm, args).subscribers)], None
+    return [_subscription(realm, args)[1]], None
 
 
 @_procedure("wamp.subscription.count_subscribers")
 def _sub_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
-    return [len(_subscription(realm, args).subscribers)], None
+    return [len(_subscription(realm, args)[1])], None
 
 
 # --- registrations ------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from protocol_spec.uri import (
 
 from .ids import random_id, stable_id
 from .matching import UriMap
+from .session import SessionState
 
 if TYPE_CHECKING:
     from .realm import Realm
@@ -88,6 +89,17 @@ class DeliveryFilter:
             self.eligible_authrole is not None and session.authrole not in self.eligible_authrole
         )
 
+    def to_options(self) -> dict[str, Any]:
+        """The PUBLISH options this filter stands for (``from_options`` reverses it)."""
+        out: dict[str, Any] = {}
+        for key in _FILTER_KEYS:
+            value = getattr(self, key)
+            if value:
+                out[key] = sorted(value)
+            elif value is not None and key.startswith("eligible"):
+                out[key] = []
+        return out
+
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> DeliveryFilter | None:
         """Build the filter from PUBLISH options; ``None`` when no list is given.
@@ -104,6 +116,12 @@ class DeliveryFilter:
             eligible_authid=_strs(options.get("eligible_authid")),
             eligible_authrole=_strs(options.get("eligible_authrole")),
         )
+
+
+def filter_options(options: dict[str, Any]) -> dict[str, Any] | None:
+    """The black/whitelisting part of PUBLISH options (what other nodes need)."""
+    found = {key: options[key] for key in _FILTER_KEYS if key in options}
+    return found or None
 
 
 _FILTER_KEYS = (
@@ -194,6 +212,29 @@ class Broker:
                 f"invalid topic URI {msg.topic!r} for match {match!r}",
             )
             return
+        cluster = self.realm.cluster
+        if cluster.distributed and self._subs.get(msg.topic, match) is None:
+            # SUBSCRIBED only once events from other nodes can arrive
+            cluster.watch(
+                self.realm.name, match, msg.topic, lambda: self._watched(session, msg, match)
+            )
+            return
+        self._attach(session, msg, match)
+
+    def _watched(self, session: Session, msg: Subscribe, match: str) -> None:
+        """The cluster subscription for a new local subscription is live."""
+        exists = self._subs.get(msg.topic, match) is not None
+        joined = (
+            self.realm.sessions.get(session.id) is session
+            and session.state == SessionState.ESTABLISHED
+        )
+        if exists or not joined:
+            # the existing subscription holds its own watch; a gone subscriber needs none
+            self.realm.cluster.unwatch(self.realm.name, match, msg.topic)
+        if joined:
+            self._attach(session, msg, match)
+
+    def _attach(self, session: Session, msg: Subscribe, match: str) -> None:
         sub = self._subs.get(msg.topic, match)
         created = sub is None
         if sub is None:
@@ -203,6 +244,8 @@ class Broker:
         already = session.id in sub.subscribers
         sub.subscribers[session.id] = session
         session.subscriptions.add(sub.id)
+        if not already and self.realm.cluster.distributed:
+            self.realm.cluster.subscription_changed(self.realm.name, sub)
         session.peer.send(Subscribed(msg.request, sub.id))
         if not already and not is_reserved(msg.topic):
             if created:
@@ -240,9 +283,14 @@ class Broker:
         quiet = is_reserved(sub.topic)
         if not quiet:
             self.publish_meta("wamp.subscription.on_unsubscribe", [session.id, sub.id])
+        cluster = self.realm.cluster
+        if cluster.distributed:
+            cluster.subscription_changed(self.realm.name, sub)
         if not sub.subscribers:
             self._subs.remove(sub.topic, sub.match)
             del self._by_id[sub.id]
+            if cluster.distributed:
+                cluster.unwatch(self.realm.name, sub.match, sub.topic)
             if not quiet:
                 self.publish_meta("wamp.subscription.on_delete", [session.id, sub.id])
 
@@ -263,6 +311,16 @@ class Broker:
                     errors.INVALID_URI,
                     f"invalid topic URI {topic!r}",
                 )
+            return
+        cluster = self.realm.cluster
+        if acknowledge and not cluster.available:
+            self._error(
+                session,
+                MessageType.PUBLISH,
+                msg.request,
+                errors.UNAVAILABLE,
+                "the cluster is unreachable: the event was not published",
+            )
             return
         try:
             delivery_filter = DeliveryFilter.from_options(options) if options else None
@@ -285,10 +343,22 @@ class Broker:
             }
         publication = random_id()
         skip = session if options.get("exclude_me", True) is not False else None
-        self.deliver(topic, publication, details, msg.args, msg.kwargs, skip, delivery_filter)
-        if options.get("retain") is True:
+        self.deliver_local(topic, publication, details, msg.args, msg.kwargs, skip, delivery_filter)
+        retain = options.get("retain") is True
+        if retain:
             self.retained[topic] = RetainedEvent(
                 topic, publication, details, msg.args, msg.kwargs, delivery_filter
+            )
+        if cluster.distributed:
+            cluster.publish(
+                self.realm.name,
+                topic,
+                publication,
+                details,
+                msg.args,
+                msg.kwargs,
+                filter_options(options) if delivery_filter is not None else None,
+                retain,
             )
         if acknowledge:
             session.peer.send(Published(msg.request, publication))
@@ -303,18 +373,76 @@ class Broker:
         skip: Session | None = None,
         delivery_filter: DeliveryFilter | None = None,
     ) -> int:
+        """Publish a router-originated event (testaments) here and on every other node."""
+        sent = self.deliver_local(topic, publication, details, args, kwargs, skip, delivery_filter)
+        cluster = self.realm.cluster
+        if cluster.distributed:
+            opts = delivery_filter.to_options() if delivery_filter is not None else None
+            cluster.publish(self.realm.name, topic, publication, details, args, kwargs, opts, False)
+        return sent
+
+    def deliver_remote(
+        self,
+        topic: str,
+        publication: int,
+        details: dict[str, Any],
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        filter_opts: dict[str, Any] | None,
+    ) -> int:
+        """Deliver an event published on another node to the local subscribers."""
+        try:
+            delivery_filter = DeliveryFilter.from_options(filter_opts) if filter_opts else None
+        except ValueError:
+            return 0
+        return self.deliver_local(topic, publication, details, args, kwargs, None, delivery_filter)
+
+    def retain_remote(
+        self,
+        topic: str,
+        publication: int,
+        details: dict[str, Any],
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        filter_opts: dict[str, Any] | None,
+    ) -> None:
+        """Record the retained event of ``topic`` published on another node."""
+        try:
+            delivery_filter = DeliveryFilter.from_options(filter_opts) if filter_opts else None
+        except ValueError:
+            delivery_filter = None
+        self.retained[topic] = RetainedEvent(
+            topic, publication, details, args, kwargs, delivery_filter
+        )
+
+    def deliver_local(
+        self,
+        topic: str,
+        publication: int,
+        details: dict[str, Any],
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        skip: Session | None = None,
+        delivery_filter: DeliveryFilter | None = None,
+    ) -> int:
         """Send one publication to every local subscriber it reaches; return how many."""
         sent = 0
+        # security hook: a pattern subscription delivers only topics the receiver's
+        # role may subscribe to (None: the realm is open, no check at all)
+        guard = self.realm.settings.extra.get("authorization")
         for sub in self._subs.matching(topic):
             if sub.match == MATCH_EXACT:
                 event = Event(sub.id, publication, details, args, kwargs)
             else:
                 event = Event(sub.id, publication, {**details, "topic": topic}, args, kwargs)
             cache: dict[str, Any] = {}
+            check = guard if sub.match != MATCH_EXACT else None
             for receiver in sub.subscribers.values():
                 if receiver is skip:
                     continue
                 if delivery_filter is not None and not delivery_filter.allows(receiver):
+                    continue
+                if check is not None and not check.may_receive(receiver.authrole, topic):
                     continue
                 receiver.peer.send(event, cache)
                 sent += 1
@@ -325,7 +453,7 @@ class Broker:
     ) -> None:
         """Publish a router-originated event (meta events, testaments of no publisher)."""
         if self._subs.matching(topic):
-            self.deliver(topic, random_id(), {}, args, kwargs)
+            self.deliver_local(topic, random_id(), {}, args, kwargs)
 
     def _disclose(self, options: dict[str, Any]) -> bool:
         policy = self.realm.settings.disclose_publisher
@@ -343,8 +471,11 @@ class Broker:
             candidates = [
                 event for topic, event in self.retained.items() if sub in self._subs.matching(topic)
             ]
+        guard = self.realm.settings.extra.get("authorization")  # security hook, see deliver
         for event in candidates:
             if event.filter is not None and not event.filter.allows(session):
+                continue
+            if guard is not None and not guard.may_receive(session.authrole, event.topic):
                 continue
             details = {**event.details, "retained": True}
             if sub.match != MATCH_EXACT:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .auth import AnonymousAuthenticator, Authenticator
+from .cluster import Cluster, LocalCluster, RemoteView
 from .dealer import Dealer
 from .interfaces import Scheduler
 from .pubsub import Broker
@@ -47,12 +48,18 @@ class RealmSettings:
 class Realm:
     """Sessions joined to one realm and the roles that route between them."""
 
-    __slots__ = ("broker", "dealer", "name", "sessions", "settings")
+    __slots__ = ("broker", "cluster", "dealer", "name", "remote", "sessions", "settings")
 
-    def __init__(self, settings: RealmSettings, scheduler: Scheduler) -> None:
+    def __init__(
+        self, settings: RealmSettings, scheduler: Scheduler, cluster: Cluster | None = None
+    ) -> None:
         self.name = settings.name
         self.settings = settings
         self.sessions: dict[int, Session] = {}
+        # the backend (server.py replaces the in-process default before serving)
+        self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
+        # sessions and subscriptions on other nodes (filled by the backend)
+        self.remote = RemoteView()
         self.broker = Broker(self)
         self.dealer = Dealer(self, scheduler)
 
@@ -60,6 +67,8 @@ class Realm:
         """Add an established session and announce it (wamp.session.on_join)."""
         self.sessions[session.id] = session
         session.realm = self
+        if self.cluster.distributed:
+            self.cluster.session_joined(self.name, session)
         self.broker.publish_meta("wamp.session.on_join", [session.info()])
 
     def leave(self, session: Session) -> None:
@@ -68,6 +77,8 @@ class Realm:
             return
         self.dealer.detach(session)
         self.broker.detach(session)
+        if self.cluster.distributed:
+            self.cluster.session_left(self.name, session)
         self.broker.publish_meta(
             "wamp.session.on_leave", [session.id, session.authid, session.authrole]
         )

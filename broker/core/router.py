@@ -6,46 +6,118 @@ decoded message, ``protocol_violation`` when a frame cannot be decoded, and
 and message type (``_TABLE``); a message with no entry for the current state is a
 protocol violation (ABORT ``wamp.error.protocol_violation``, transport closed),
 except while closing, when stray messages are ignored as the spec asks.
+
+Security lives here too: every PUBLISH, SUBSCRIBE, CALL and REGISTER is checked
+against the realm's ``Authorization`` (``RealmSettings.extra["authorization"]``;
+none means the realm is open) and the per-session ``SessionLimits``
+(``extra["limits"]``) before the broker or dealer sees it. An authenticator
+answering ``Consult`` makes the router call a procedure through the dealer as an
+internal caller; the session's later messages wait (bounded) until it is decided.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from protocol_spec import errors
 from protocol_spec.messages import (
     Abort,
     Authenticate,
+    Call,
     Challenge,
     Error,
     Goodbye,
     Hello,
+    Message,
     MessageType,
+    Publish,
+    Register,
+    Result,
+    Subscribe,
     Welcome,
 )
 from protocol_spec.uri import is_valid_uri
 
-from .auth import Accept, AskChallenge, Deny, Outcome
+from .auth import Accept, AskChallenge, Authenticator, Consult, Deny, Outcome, Reply
+from .authorization import Authorization
 from .dealer import Dealer
 from .features import welcome_roles
-from .ids import random_id
+from .ids import Counter, random_id
 from .interfaces import Peer, Scheduler
 from .meta import install_meta_api
 from .pubsub import Broker, DeliveryFilter
 from .realm import Realm, RealmSettings
 from .session import Session, SessionState
 
-__all__ = ["GOODBYE_TIMEOUT", "Router"]
+__all__ = [
+    "AUTHORIZATION",
+    "GOODBYE_TIMEOUT",
+    "LIMITS",
+    "LIMIT_EXCEEDED",
+    "RATE_LIMIT_EXCEEDED",
+    "Router",
+    "SessionLimits",
+]
 
 log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT = 5.0
 """Seconds a peer gets to answer the router's GOODBYE before its transport is closed."""
 
+AUTHORIZATION = "authorization"
+"""Key of a realm's ``Authorization`` in ``RealmSettings.extra`` (absent: open realm)."""
+LIMITS = "limits"
+"""Key of a realm's ``SessionLimits`` in ``RealmSettings.extra`` (absent: defaults)."""
+
+LIMIT_EXCEEDED = "broker.error.limit_exceeded"
+"""ERROR URI when a session holds too many subscriptions, registrations or calls."""
+RATE_LIMIT_EXCEEDED = "broker.error.rate_limit_exceeded"
+"""ABORT reason when a session sends faster than its message rate allows."""
+
+MAX_BACKLOG = 1000
+"""Messages a session may send while its authentication is being decided."""
+
 Handler = Callable[["Router", Session, Any], None]
 _ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """What one session may hold at once; exceeding a limit gets ERROR ``LIMIT_EXCEEDED``."""
+
+    max_subscriptions: int = 10_000
+    max_registrations: int = 10_000
+    max_pending_calls: int = 10_000
+
+
+_DEFAULT_LIMITS = SessionLimits()
+
+
+class _ConsultPeer:
+    """The ``Peer`` of the router's internal caller: hands RESULT/ERROR to callbacks."""
+
+    transport_info: dict[str, Any] = {"type": "internal"}
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, Callable[[Reply], None]] = {}
+
+    def send(self, message: Message, cache: Any = None) -> None:
+        if isinstance(message, Result):
+            reply = Reply(True, list(message.args or ()), dict(message.kwargs or {}))
+        elif isinstance(message, Error):
+            args, kwargs = list(message.args or ()), dict(message.kwargs or {})
+            reply = Reply(False, args, kwargs, message.error)
+        else:
+            return
+        callback = self.waiting.pop(message.request, None)
+        if callback is not None:
+            callback(reply)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        return
 
 
 class Router:
@@ -55,6 +127,13 @@ class Router:
         self.scheduler = scheduler
         self.realms: dict[str, Realm] = {}
         self.sessions: dict[int, Session] = {}
+        # sessions whose authentication waits for a consulted procedure → held messages
+        self._backlog: dict[int, list[Any]] = {}
+        self._consult_peer = _ConsultPeer()
+        self._consult_session = Session(random_id(), self._consult_peer)
+        self._consult_session.authid = "router"
+        self._consult_session.authrole = "router"
+        self._consult_ids = Counter()
         for settings in realms:
             self.add_realm(settings)
 
@@ -76,6 +155,13 @@ class Router:
 
     def receive(self, session: Session, message: Any) -> None:
         """Dispatch one decoded message from ``session``'s peer."""
+        backlog = self._backlog.get(session.id)
+        if backlog is not None:
+            if len(backlog) >= MAX_BACKLOG:
+                self.protocol_violation(session, "too many messages before authentication ended")
+            else:
+                backlog.append(message)
+            return
         handler = _TABLE[session.state].get(message.TYPE)
         if handler is not None:
             handler(self, session, message)
@@ -98,6 +184,16 @@ class Router:
         """The transport is gone: end the session (testaments fire if no GOODBYE)."""
         self._end(session, publish_testaments=True)
         self.sessions.pop(session.id, None)
+        self._backlog.pop(session.id, None)
+
+    def abort(self, session: Session, reason: str, message: str, code: int = 1008) -> None:
+        """End a session for the transport (rate limit, HELLO timeout): ABORT, then close."""
+        if session.state >= SessionState.CLOSING:
+            session.peer.close(code, message)
+            return
+        session.peer.send(Abort({"message": message}, reason))
+        self._end(session, publish_testaments=True)
+        session.peer.close(code, message)
 
     def shutdown(self, reason: str = errors.CLOSE_SYSTEM_SHUTDOWN) -> list[Session]:
         """Send GOODBYE to every joined session; return the sessions told to go."""
@@ -156,7 +252,7 @@ class Router:
         for method in methods or ["anonymous"]:
             authenticator = realm.settings.authenticator(method)
             if authenticator is not None:
-                session.pending_auth = authenticator
+                session.pending_auth = (authenticator, None)
                 self._apply(
                     session, realm, authenticator.hello(realm.name, session.id, msg.details)
                 )
@@ -175,11 +271,43 @@ class Router:
         if isinstance(outcome, Accept):
             self._welcome(session, realm, outcome)
         elif isinstance(outcome, AskChallenge):
-            session.pending_auth = (session.pending_auth, outcome.state)
+            authenticator: Authenticator = session.pending_auth[0]
+            session.pending_auth = (authenticator, outcome.state)
             session.state = SessionState.CHALLENGED
             session.peer.send(Challenge(outcome.authmethod, outcome.extra))
         elif isinstance(outcome, Deny):
             self._abort(session, outcome.reason, outcome.message)
+        elif isinstance(outcome, Consult):
+            self._consult(session, realm, outcome)
+
+    def _consult(self, session: Session, realm: Realm, consult: Consult) -> None:
+        """Call a dynamic authenticator; hold the session's messages until it answers."""
+        target = self.realms.get(consult.realm or realm.name)
+        if target is None:
+            self._abort(session, errors.AUTHENTICATION_FAILED, "authentication failed")
+            return
+        self._backlog[session.id] = []
+        request = self._consult_ids.next()
+
+        def done(reply: Reply) -> None:
+            backlog = self._backlog.pop(session.id, None)
+            if backlog is None or self.sessions.get(session.id) is not session:
+                return  # the session went away meanwhile
+            try:
+                outcome = consult.resume(reply)
+            except Exception:
+                log.exception("internal error in a dynamic authenticator's reply handler")
+                outcome = Deny()
+            self._apply(session, realm, outcome)
+            for message in backlog:
+                if session.state >= SessionState.CLOSING:
+                    break
+                self.receive(session, message)
+
+        self._consult_peer.waiting[request] = done
+        options = {"timeout": max(1, int(consult.timeout * 1000))}
+        call = Call(request, options, consult.procedure, consult.args, consult.kwargs)
+        target.dealer.call(self._consult_session, call)
 
     def _welcome(self, session: Session, realm: Realm, accept: Accept) -> None:
         session.pending_auth = None
@@ -224,6 +352,85 @@ class Router:
         _dealer(session).invocation_error(session, msg)
 
 
+# --- authorization and limits (checked before the broker / dealer see a request) --------
+def _deny(session: Session, request_type: int, request: int, action: str, uri: str) -> None:
+    text = f"session is not authorized to {action} {uri!r}"
+    session.peer.send(Error(request_type, request, {}, errors.NOT_AUTHORIZED, [text]))
+
+
+def _over_limit(session: Session, request_type: int, request: int, what: str, limit: int) -> None:
+    text = f"too many {what} for this session (limit {limit})"
+    session.peer.send(Error(request_type, request, {}, LIMIT_EXCEEDED, [text]))
+
+
+def _limits(session: Session) -> SessionLimits:
+    realm = session.realm
+    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
+    limits: SessionLimits = realm.settings.extra.get(LIMITS, _DEFAULT_LIMITS)
+    return limits
+
+
+def _authorization(session: Session) -> Authorization | None:
+    realm = session.realm
+    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
+    auth: Authorization | None = realm.settings.extra.get(AUTHORIZATION)
+    return auth
+
+
+def _publish(router: Router, session: Session, msg: Publish) -> None:
+    auth = _authorization(session)
+    if auth is not None:
+        decision = auth.decide(session.authrole, "publish", msg.topic)
+        if not decision.allowed:
+            # an unacknowledged PUBLISH has no reply: the event is just dropped
+            if msg.options.get("acknowledge") is True:
+                _deny(session, MessageType.PUBLISH, msg.request, "publish to", msg.topic)
+            return
+        if decision.disclose and msg.options.get("disclose_me") is not True:
+            msg = replace(msg, options={**msg.options, "disclose_me": True})
+    _broker(session).publish(session, msg)
+
+
+def _subscribe(router: Router, session: Session, msg: Subscribe) -> None:
+    auth = _authorization(session)
+    if auth is not None and not auth.decide(session.authrole, "subscribe", msg.topic).allowed:
+        _deny(session, MessageType.SUBSCRIBE, msg.request, "subscribe to", msg.topic)
+        return
+    limit = _limits(session).max_subscriptions
+    if len(session.subscriptions) >= limit:
+        _over_limit(session, MessageType.SUBSCRIBE, msg.request, "subscriptions", limit)
+        return
+    _broker(session).subscribe(session, msg)
+
+
+def _register(router: Router, session: Session, msg: Register) -> None:
+    auth = _authorization(session)
+    if auth is not None and not auth.decide(session.authrole, "register", msg.procedure).allowed:
+        _deny(session, MessageType.REGISTER, msg.request, "register", msg.procedure)
+        return
+    limit = _limits(session).max_registrations
+    if len(session.registrations) >= limit:
+        _over_limit(session, MessageType.REGISTER, msg.request, "registrations", limit)
+        return
+    _dealer(session).register(session, msg)
+
+
+def _call(router: Router, session: Session, msg: Call) -> None:
+    auth = _authorization(session)
+    if auth is not None:
+        decision = auth.decide(session.authrole, "call", msg.procedure)
+        if not decision.allowed:
+            _deny(session, MessageType.CALL, msg.request, "call", msg.procedure)
+            return
+        if decision.disclose and msg.options.get("disclose_me") is not True:
+            msg = replace(msg, options={**msg.options, "disclose_me": True})
+    limit = _limits(session).max_pending_calls
+    if len(session.calls) >= limit:
+        _over_limit(session, MessageType.CALL, msg.request, "pending calls", limit)
+        return
+    _dealer(session).call(session, msg)
+
+
 def _broker(session: Session) -> Broker:
     realm = session.realm
     assert realm is not None  # invariant: ESTABLISHED sessions have a realm
@@ -237,7 +444,9 @@ def _dealer(session: Session) -> Dealer:
 
 
 def _publish_testaments(broker: Broker, session: Session) -> None:
-    for testament in session.testaments:
+    # spec: without session resumption, detached-scope testaments go before destroyed ones
+    ordered = sorted(session.testaments, key=lambda t: t.scope != "detached")
+    for testament in ordered:
         try:
             delivery_filter = DeliveryFilter.from_options(testament.options)
         except ValueError:
@@ -255,12 +464,12 @@ def _publish_testaments(broker: Broker, session: Session) -> None:
 
 
 _ESTABLISHED: dict[int, Handler] = {
-    MessageType.PUBLISH: lambda r, s, m: _broker(s).publish(s, m),
-    MessageType.SUBSCRIBE: lambda r, s, m: _broker(s).subscribe(s, m),
+    MessageType.PUBLISH: _publish,
+    MessageType.SUBSCRIBE: _subscribe,
     MessageType.UNSUBSCRIBE: lambda r, s, m: _broker(s).unsubscribe(s, m),
-    MessageType.CALL: lambda r, s, m: _dealer(s).call(s, m),
+    MessageType.CALL: _call,
     MessageType.CANCEL: lambda r, s, m: _dealer(s).cancel(s, m),
-    MessageType.REGISTER: lambda r, s, m: _dealer(s).register(s, m),
+    MessageType.REGISTER: _register,
     MessageType.UNREGISTER: lambda r, s, m: _dealer(s).unregister(s, m),
     MessageType.YIELD: lambda r, s, m: _dealer(s).yield_(s, m),
     MessageType.ERROR: Router._on_error,

@@ -10,7 +10,12 @@ is logged once with its traceback and closes only that connection (code 1011).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import ssl
+import struct
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,11 +25,12 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
-from websockets.typing import Subprotocol
+from websockets.typing import Origin, Subprotocol
 
 from broker.core.interfaces import EncodeCache
-from broker.core.router import Router
-from broker.core.session import Session
+from broker.core.router import RATE_LIMIT_EXCEEDED, Router
+from broker.core.session import Session, SessionState
+from broker.metrics import TransportStats
 from protocol_spec import errors
 from protocol_spec.errors import ProtocolError
 from protocol_spec.messages import Message
@@ -35,6 +41,8 @@ __all__ = ["TransportSettings", "WebSocketPeer", "WebSocketTransport"]
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW_CONSUMER = 1008  # policy violation: the peer does not read fast enough
+CLOSE_POLICY = 1008  # rate limit, HELLO timeout
+CLOSE_TRY_AGAIN_LATER = 1013  # the node has max_sessions connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,24 @@ class TransportSettings:
     ping_timeout: float | None = 20.0
     open_timeout: float = 10.0
     close_timeout: float = 5.0
+    hello_timeout: float = 10.0
+    """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
+    max_sessions: int = 10_000
+    """Open connections per node; more are refused with HTTP 503."""
+    message_rate: float = 10_000.0
+    """Sustained messages per second per session (token bucket refill); 0 disables."""
+    message_burst: int = 20_000
+    """Token bucket size: messages a session may send above the rate at once."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""
+    tls_cert: str | None = None
+    """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        """``wss`` with TLS, ``ws`` without."""
+        return "wss" if self.tls_cert else "ws"
 
 
 class WebSocketPeer:
@@ -59,20 +85,32 @@ class WebSocketPeer:
         "_closing",
         "_queue",
         "_wakeup",
+        "_writer",
         "_ws",
+        "calls_started",
         "max_queue",
         "serializer",
         "slow",
+        "stats",
         "transport_info",
     )
 
-    def __init__(self, ws: ServerConnection, serializer: Serializer, max_queue: int) -> None:
+    def __init__(
+        self,
+        ws: ServerConnection,
+        serializer: Serializer,
+        max_queue: int,
+        stats: TransportStats | None = None,
+    ) -> None:
         self._ws = ws
+        self.stats = stats if stats is not None else TransportStats()
+        self.calls_started: dict[int, float] = {}  # CALL request id -> arrival (metrics)
         self.serializer = serializer
         self.max_queue = max_queue
         self._queue: deque[str | bytes] = deque()
         self._wakeup = asyncio.Event()
         self._closing: tuple[int, str] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self.slow = False
         address = ws.remote_address
         self.transport_info: dict[str, Any] = {
@@ -104,6 +142,10 @@ class WebSocketPeer:
             return
         self._queue.append(data)
         self._wakeup.set()
+        kind = message.TYPE
+        self.stats.messages_out[kind] += 1
+        if kind == 50 or kind == 8:  # RESULT, ERROR: call latency and errors by URI
+            self.stats.replied(self.calls_started, message)
 
     def _encode(self, message: Message) -> str | bytes | None:
         try:
@@ -124,7 +166,30 @@ class WebSocketPeer:
         )
         self.slow = True
         self._queue.clear()
-        self.close(CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER)
+        self._closing = (CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER)
+        # The writer may be blocked on a peer that stopped reading: stop it and
+        # close directly; websockets gives up on the handshake after close_timeout.
+        if self._writer is not None:
+            self._writer.cancel()
+        self._writer = asyncio.ensure_future(self._close_stalled())
+
+    async def _close_stalled(self) -> None:
+        """Send close 1008 if the peer still takes bytes; else drop the TCP connection."""
+        ws = self._ws
+        try:
+            await asyncio.wait_for(
+                ws.close(CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER), ws.close_timeout or 5.0
+            )
+        except (TimeoutError, ConnectionClosed):
+            pass
+        finally:
+            # Reset rather than close: the kernel would otherwise keep trying to
+            # deliver megabytes of buffered frames to a peer that does not read.
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            ws.transport.abort()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush the queue, then close the WebSocket with ``code``."""
@@ -132,7 +197,23 @@ class WebSocketPeer:
             self._closing = (code, reason)
             self._wakeup.set()
 
-    async def run_writer(self) -> None:
+    def start_writer(self) -> None:
+        """Start the task that drains the outbound queue."""
+        self._writer = asyncio.create_task(self._run_writer())
+
+    async def finish(self, timeout: float) -> None:
+        """Wait (bounded) for the writer to flush and close; cancel it past ``timeout``."""
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            writer.cancel()
+        except ConnectionClosed:
+            pass
+
+    async def _run_writer(self) -> None:
         """Send queued frames in order until closed."""
         ws = self._ws
         queue = self._queue
@@ -162,10 +243,15 @@ class WebSocketTransport:
             "/healthz": lambda: (200, "text/plain; charset=utf-8", "ok\n"),
         }
         self.slow_consumers = 0
+        self.stats = TransportStats()
 
     async def start(self) -> None:
         """Bind and start accepting connections."""
         s = self.settings
+        origins: list[Origin | None] | None = None
+        if s.allowed_origins:
+            # clients that send no Origin (non-browsers) are not subject to the check
+            origins = [None, *(Origin(o) for o in s.allowed_origins)]
         self.server = await serve(
             self._handle,
             s.host,
@@ -180,6 +266,8 @@ class WebSocketTransport:
             close_timeout=s.close_timeout,
             compression=None,
             server_header="wamp-broker",
+            origins=origins,
+            ssl=_tls_context(s),
         )
 
     @property
@@ -217,21 +305,31 @@ class WebSocketTransport:
         if route is not None:
             status, content_type, body = route()
             response = connection.respond(HTTPStatus(status), body)
+            del response.headers["Content-Type"]  # Headers is multi-valued: replace, not add
             response.headers["Content-Type"] = content_type
             return response
         if path != self.settings.path:
             return connection.respond(
                 HTTPStatus.NOT_FOUND, f"WAMP is served at {self.settings.path}\n"
             )
+        if len(self.connections) >= self.settings.max_sessions:
+            return connection.respond(
+                HTTPStatus.SERVICE_UNAVAILABLE, "too many sessions on this node, retry later\n"
+            )
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
         serializer = by_subprotocol(ws.subprotocol or "")
-        peer = WebSocketPeer(ws, serializer, self.settings.max_queue)
+        peer = WebSocketPeer(ws, serializer, self.settings.max_queue, self.stats)
         router = self.router
         session = router.attach(peer)
         self.connections.add(ws)
-        writer = asyncio.create_task(peer.run_writer())
+        peer.start_writer()
+        hello_timer = asyncio.get_running_loop().call_later(
+            self.settings.hello_timeout, self._hello_expired, session
+        )
+        if len(self.connections) > self.settings.max_sessions:  # raced past the HTTP check
+            router.abort(session, errors.UNAVAILABLE, "too many sessions", CLOSE_TRY_AGAIN_LATER)
         log.info(
             "session %d opened from %s (%s)",
             session.id,
@@ -241,30 +339,60 @@ class WebSocketTransport:
         try:
             await self._read_loop(ws, peer, serializer, session)
         finally:
+            hello_timer.cancel()
             router.detach(session)
             if not peer.closing:
                 peer.close(1000, "")
-            try:
-                await asyncio.wait_for(writer, self.settings.close_timeout + 1)
-            except (TimeoutError, asyncio.CancelledError):
-                writer.cancel()
+            await peer.finish(self.settings.close_timeout + 1)
             self.connections.discard(ws)
             if peer.slow:
                 self.slow_consumers += 1
             log.info("session %d closed (code %s)", session.id, ws.close_code)
+
+    def _hello_expired(self, session: Session) -> None:
+        if session.state < SessionState.ESTABLISHED:
+            self.router.abort(
+                session,
+                errors.TIMEOUT,
+                f"no WELCOME within {self.settings.hello_timeout:g} s",
+                CLOSE_POLICY,
+            )
 
     async def _read_loop(
         self, ws: ServerConnection, peer: WebSocketPeer, serializer: Serializer, session: Session
     ) -> None:
         router = self.router
         decode = serializer.decode
+        received = self.stats.messages_in
+        # token bucket: ``rate`` tokens/s up to ``burst``; one per message; empty → ABORT
+        rate = self.settings.message_rate
+        burst = float(self.settings.message_burst)
+        tokens = burst
+        last = time.monotonic()
         try:
             async for data in ws:
+                if rate:
+                    now = time.monotonic()
+                    tokens = min(burst, tokens + (now - last) * rate)
+                    last = now
+                    if tokens < 1.0:
+                        log.warning("session %d exceeded its message rate: closing", session.id)
+                        router.abort(
+                            session,
+                            RATE_LIMIT_EXCEEDED,
+                            "message rate limit exceeded",
+                            CLOSE_POLICY,
+                        )
+                        return
+                    tokens -= 1.0
                 try:
                     message = decode(data)
                 except ProtocolError as exc:
                     router.protocol_violation(session, str(exc))
                     return
+                received[message.TYPE] += 1
+                if message.TYPE == 48:  # CALL: start the latency clock
+                    TransportStats.start_call(peer.calls_started, message.request)
                 try:
                     router.receive(session, message)
                 except Exception:
@@ -277,6 +405,16 @@ class WebSocketTransport:
                     return
         except ConnectionClosed:
             return
+
+
+def _tls_context(settings: TransportSettings) -> ssl.SSLContext | None:
+    """A server TLS context (TLS 1.2+) from the configured PEM files, or None."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
 
 
 def _select_subprotocol(

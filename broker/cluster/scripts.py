@@ -1,0 +1,54 @@
+"""Lua scripts run atomically on Redis: registration claim and release.
+
+See protocol_spec/cluster.md, "Registration claims".
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLAIM", "RELEASE"]
+
+CLAIM = """
+-- KEYS: 1 claim hash, 2 the node's regs hash, 3 the sequence counter
+-- ARGV: 1 invoke, 2 candidate id, 3 callee field "{node}:{session}", 4 reclaim "1"/"0",
+--       5 callee entry (msgpack map), 6 control channel, 7 node, 8 "{realm}\\31",
+--       9 session id (decimal)
+local invoke = ARGV[1]
+local current = redis.call('HGET', KEYS[1], 'invoke')
+local id = redis.call('HGET', KEYS[1], 'id')
+local seq = nil
+if current then
+  local mine = redis.call('HGET', KEYS[1], ARGV[3])
+  if mine then
+    if ARGV[4] ~= '1' then return {'exists', id, 0} end
+    seq = tonumber(mine)
+  elseif current == 'single' or invoke == 'single' then
+    return {'exists', id, 0}
+  elseif current ~= invoke then
+    return {'conflict', current, 0}
+  end
+else
+  id = ARGV[2]
+  redis.call('HSET', KEYS[1], 'invoke', invoke, 'id', id)
+end
+if not seq then
+  seq = redis.call('INCR', KEYS[3])
+  redis.call('HSET', KEYS[1], ARGV[3], seq)
+end
+local entry = cmsgpack.unpack(ARGV[5])
+entry['reg'] = tonumber(id)
+entry['seq'] = seq
+redis.call('HSET', KEYS[2], ARGV[8] .. id .. '\\31' .. ARGV[9], cmsgpack.pack(entry))
+redis.call('PUBLISH', ARGV[6], cmsgpack.pack({op = 'reg', n = ARGV[7], e = entry}))
+return {'ok', id, seq}
+"""
+
+RELEASE = """
+-- KEYS: 1 claim hash, 2 the node's regs hash
+-- ARGV: 1 callee field, 2 regs-hash field, 3 control channel, 4 control envelope
+redis.call('HDEL', KEYS[2], ARGV[2])
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HLEN', KEYS[1]) <= 2 then redis.call('DEL', KEYS[1]) end
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 1
+"""
