@@ -5,6 +5,12 @@ outbound queue drained by a single writer task. Frames are decoded here and
 handed to the router; a frame that does not decode ends the session with ABORT
 ``wamp.error.protocol_violation``. A bug in the router while handling one message
 is logged once with its traceback and closes only that connection (code 1011).
+
+Security limits enforced here (protocol_spec/security.md): TLS (``tls_cert``/``tls_key``),
+allowed browser Origins (HTTP 403), ``max_sessions`` per node (HTTP 503), the
+``hello_timeout`` from connection to WELCOME, a per-session token bucket on incoming
+messages (``message_rate``/``message_burst``; an empty bucket ABORTs the session), and
+``max_message_size`` (close 1009, by websockets).
 """
 
 from __future__ import annotations
@@ -383,13 +389,13 @@ class WebSocketTransport:
                             "message rate limit exceeded",
                             CLOSE_POLICY,
                         )
-                        return
+                        break
                     tokens -= 1.0
                 try:
                     message = decode(data)
                 except ProtocolError as exc:
                     router.protocol_violation(session, str(exc))
-                    return
+                    break
                 received[message.TYPE] += 1
                 if message.TYPE == 48:  # CALL: start the latency clock
                     TransportStats.start_call(peer.calls_started, message.request)
@@ -400,11 +406,25 @@ class WebSocketTransport:
                         "internal error while handling a message of session %d", session.id
                     )
                     peer.close(1011, "internal error")
-                    return
+                    break
                 if peer.closing:
-                    return
+                    break
         except ConnectionClosed:
             return
+        await self._discard_until_closed(ws)
+
+    async def _discard_until_closed(self, ws: ServerConnection) -> None:
+        """After the router closed a session, drop what the peer still sends.
+
+        Frames the peer sent before seeing our close would otherwise sit unread
+        and hide its closing handshake until ``close_timeout``.
+        """
+        try:
+            async with asyncio.timeout(self.settings.close_timeout):
+                async for _ in ws:
+                    pass
+        except (TimeoutError, ConnectionClosed):
+            pass
 
 
 def _tls_context(settings: TransportSettings) -> ssl.SSLContext | None:
