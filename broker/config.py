@@ -25,9 +25,9 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     ping_timeout = 20.0
     open_timeout = 10.0         # seconds for the opening handshake
     hello_timeout = 10.0        # seconds from connection to WELCOME
-    max_sessions = 10000        # open connections per node
-    message_rate = 10000.0      # messages/s per session (token bucket); 0 disables
-    message_burst = 20000
+    max_sessions = 50000        # open connections per node
+    message_rate = 50000.0      # messages/s per session (token bucket); 0 disables
+    message_burst = 100000
     max_subscriptions = 10000   # per session
     max_registrations = 10000
     max_pending_calls = 10000

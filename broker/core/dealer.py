@@ -193,7 +193,7 @@ class Dealer:
         match = options.get("match", MATCH_EXACT)
         invoke = options.get("invoke", "single")
         rtype = MessageType.REGISTER
-        if match not in MATCH_POLICIES:
+        if type(match) is not str or match not in MATCH_POLICIES:  # [] is unhashable
             self._error(
                 session,
                 rtype,
@@ -202,7 +202,7 @@ class Dealer:
                 f"invalid match policy {match!r}",
             )
             return
-        if invoke not in INVOKE_POLICIES:
+        if type(invoke) is not str or invoke not in INVOKE_POLICIES:
             self._error(
                 session,
                 rtype,
@@ -415,6 +415,7 @@ class Dealer:
         if (
             guard is not None
             and reg.match != MATCH_EXACT
+            and not isinstance(callee, RemoteSession)  # checked on its node (invoke_remote)
             and not guard.may_serve(callee.authrole, procedure)
         ):
             # a pattern registration never serves a procedure its role may not register
@@ -517,7 +518,7 @@ class Dealer:
         if pending is None or pending.canceled:
             return
         mode = msg.options.get("mode", "killnowait")
-        if mode not in CANCEL_MODES:
+        if type(mode) is not str or mode not in CANCEL_MODES:
             mode = "killnowait"
         callee_cancels = pending.callee.supports("callee", "call_canceling")
         if mode == "kill" and callee_cancels:
@@ -600,6 +601,23 @@ class Dealer:
             return
         if request in caller.calls:
             return  # duplicate envelope
+        guard = self.realm.settings.extra.get("authorization")  # security hook, see call
+        procedure = details.get("procedure", reg.procedure)
+        if (
+            guard is not None
+            and reg.match != MATCH_EXACT
+            and not guard.may_serve(callee.authrole, procedure)
+        ):
+            caller.peer.send(
+                Error(
+                    MessageType.CALL,
+                    request,
+                    {},
+                    errors.NO_ELIGIBLE_CALLEE,
+                    [f"no callee is authorized to serve {procedure!r}"],
+                )
+            )
+            return
         invocation = callee.next_invocation_id()
         receive_progress = details.get("receive_progress") is True
         pending = PendingCall(caller, request, callee, invocation, receive_progress)

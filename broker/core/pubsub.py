@@ -194,7 +194,7 @@ class Broker:
     def subscribe(self, session: Session, msg: Subscribe) -> None:
         """Handle SUBSCRIBE: join or create the shared subscription, answer SUBSCRIBED."""
         match = msg.options.get("match", MATCH_EXACT)
-        if match not in MATCH_POLICIES:
+        if type(match) is not str or match not in MATCH_POLICIES:  # [] is unhashable
             self._error(
                 session,
                 MessageType.SUBSCRIBE,

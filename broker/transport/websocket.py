@@ -66,11 +66,11 @@ class TransportSettings:
     close_timeout: float = 5.0
     hello_timeout: float = 10.0
     """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
-    max_sessions: int = 10_000
+    max_sessions: int = 50_000
     """Open connections per node; more are refused with HTTP 503."""
-    message_rate: float = 10_000.0
+    message_rate: float = 50_000.0
     """Sustained messages per second per session (token bucket refill); 0 disables."""
-    message_burst: int = 20_000
+    message_burst: int = 100_000
     """Token bucket size: messages a session may send above the rate at once."""
     allowed_origins: tuple[str, ...] = ()
     """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""

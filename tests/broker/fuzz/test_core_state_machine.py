@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from broker.auth.secrets import hash_ticket
@@ -265,6 +265,10 @@ def join(router: Router, session: Any, how: str) -> None:
 
 @settings(max_examples=CASES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(JOIN, min_size=4, max_size=4), st.lists(STEP, max_size=STEPS))
+# found by this test: an unhashable option value crashed the policy lookup (fixed)
+@example(["realm1"] * 4, [("send", 0, [32, 1, {"match": []}, "com.a"])])
+@example(["realm1"] * 4, [("send", 0, [64, 1, {"invoke": {}}, "com.a"])])
+@example(["realm1"] * 4, [("send", 0, [49, 1, {"mode": []}])])
 def test_random_message_sequences_never_break_the_router(
     joins: list[str], steps: list[Any]
 ) -> None:
