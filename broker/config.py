@@ -20,7 +20,7 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
 
     [limits]
     max_message_size = 4194304  # bytes; larger frames close the connection (1009)
-    max_queue = 10000           # outbound messages queued per session before it is dropped
+    max_write_buffer = 4194304  # bytes waiting to be sent to one session before it is dropped
     ping_interval = 20.0        # seconds; 0 disables
     ping_timeout = 20.0
     open_timeout = 10.0         # seconds for the opening handshake
@@ -70,6 +70,9 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     permissions = [
         { uri = "com.example.", match = "prefix", allow = ["call", "subscribe"] },
     ]
+    authorizer = "com.example.authorize"   # optional: decides URIs no permission matches
+    authorizer_timeout = 5.0               # seconds; no answer in time → denied
+    authorizer_cache = 300.0               # seconds a cacheable answer is kept; 0: never
 """
 
 from __future__ import annotations
@@ -82,10 +85,18 @@ from pathlib import Path
 from typing import Any
 
 from broker.core.auth import Authenticator
-from broker.core.authorization import ACTIONS, Authorization, Permission, Role
+from broker.core.authorization import (
+    ACTIONS,
+    AUTHORIZER_CACHE_TTL,
+    AUTHORIZER_TIMEOUT,
+    Authorization,
+    Permission,
+    Role,
+)
 from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
 from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
 from broker.transport.websocket import TransportSettings
+from protocol_spec.uri import is_reserved, is_valid_uri
 
 __all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings", "settings_from_toml"]
 
@@ -117,7 +128,7 @@ class Settings:
 _SERVER_KEYS = {"host", "port", "path", "drain_timeout", "allowed_origins"}
 _TRANSPORT_LIMITS: dict[str, type | tuple[type, ...]] = {
     "max_message_size": int,
-    "max_queue": int,
+    "max_write_buffer": int,
     "ping_interval": (int, float),
     "ping_timeout": (int, float),
     "open_timeout": (int, float),
@@ -127,7 +138,13 @@ _TRANSPORT_LIMITS: dict[str, type | tuple[type, ...]] = {
     "message_burst": int,
 }
 _SESSION_LIMITS = {"max_subscriptions", "max_registrations", "max_pending_calls"}
-_POSITIVE = {"max_message_size", "max_queue", "open_timeout", "hello_timeout", "max_sessions"}
+_POSITIVE = {
+    "max_message_size",
+    "max_write_buffer",
+    "open_timeout",
+    "hello_timeout",
+    "max_sessions",
+}
 _CLUSTER_TIMING_KEYS = {"heartbeat_interval", "node_timeout", "probe_interval", "probe_timeout"}
 _CLUSTER_KEYS = {"redis", "node_id"} | _CLUSTER_TIMING_KEYS
 _REALM_KEYS = {
@@ -140,6 +157,7 @@ _REALM_KEYS = {
     "role",
 }
 _TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log"}
+_ROLE_KEYS = {"name", "permissions", "authorizer", "authorizer_timeout", "authorizer_cache"}
 
 
 def _check_keys(section: str, table: Any, allowed: set[str]) -> None:
@@ -357,19 +375,62 @@ def _roles(section: str, entries: Any) -> Authorization:
     roles: list[Role] = []
     for index, entry in enumerate(entries):
         where = f"{section}.role #{index + 1}"
-        _check_keys(where, entry, {"name", "permissions"})
+        _check_keys(where, entry, _ROLE_KEYS)
         name = _typed(where, "name", entry.get("name"), str)
+        where = f"{section} role {name}"
         perms = entry.get("permissions", [])
         if not isinstance(perms, list):
             raise ConfigError(f"[{where}] permissions must be an array of tables")
         permissions = tuple(
             _permission(f"{where} permission #{i + 1}", p) for i, p in enumerate(perms)
         )
-        roles.append(Role(name, permissions))
+        roles.append(Role(name, permissions, **_authorizer(where, entry)))
     names = [r.name for r in roles]
     if len(set(names)) != len(names):
         raise ConfigError(f"[{section}.role] role names must be unique")
-    return Authorization(roles)
+    authorization = Authorization(roles)
+    for role in roles:
+        if role.authorizer and not any(
+            authorization.decide(other.name, "register", role.authorizer).allowed for other in roles
+        ):
+            raise ConfigError(
+                f"[{section} role {role.name}] authorizer {role.authorizer!r}: no role of the "
+                "realm may register it; give the trusted backend's role a permission with "
+                'allow = ["register"] for it'
+            )
+    return authorization
+
+
+def _authorizer(where: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``authorizer*`` keys of a role, checked (Role's keyword arguments)."""
+    if "authorizer" not in entry:
+        extra = sorted(set(entry) & {"authorizer_timeout", "authorizer_cache"})
+        if extra:
+            raise ConfigError(f"[{where}] {', '.join(extra)} needs authorizer")
+        return {}
+    procedure = _typed(where, "authorizer", entry["authorizer"], str)
+    if not is_valid_uri(procedure) or is_reserved(procedure):
+        raise ConfigError(
+            f"[{where}] authorizer: {procedure!r} is not a valid procedure URI outside wamp.*"
+        )
+    timeout = _typed(
+        where,
+        "authorizer_timeout",
+        entry.get("authorizer_timeout", AUTHORIZER_TIMEOUT),
+        (int, float),
+    )
+    if not 0 < timeout <= 3600:
+        raise ConfigError(f"[{where}] authorizer_timeout: seconds, more than 0 and at most 3600")
+    cache = _typed(
+        where, "authorizer_cache", entry.get("authorizer_cache", AUTHORIZER_CACHE_TTL), (int, float)
+    )
+    if not 0 <= cache <= 86_400:
+        raise ConfigError(f"[{where}] authorizer_cache: seconds, from 0 (no cache) to 86400")
+    return {
+        "authorizer": procedure,
+        "authorizer_timeout": float(timeout),
+        "authorizer_cache": float(cache),
+    }
 
 
 def _permission(where: str, entry: Any) -> Permission:

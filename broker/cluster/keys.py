@@ -5,6 +5,7 @@ Every name here is listed in protocol_spec/cluster.md; change both together.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -14,16 +15,20 @@ from protocol_spec.uri import MATCH_EXACT, MATCH_PREFIX
 __all__ = [
     "CONTROL",
     "NODES",
+    "NODE_HASHES",
+    "SEP",
     "SEQ",
     "event_channel",
     "inbox",
     "node_hash",
+    "node_hashes",
     "node_key",
     "pack",
     "probe",
     "reap_key",
     "reg_key",
     "retained_key",
+    "text",
     "unpack",
     "watch_target",
 ]
@@ -33,6 +38,8 @@ CONTROL = b"wamp:ctl"
 NODES = "wamp:nodes"
 SEQ = "wamp:seq"
 SEP = "\x1f"
+NODE_HASHES = ("sessions", "subs", "regs", "testaments")
+"""The kinds of ``wamp:node:{node}:{kind}`` state hashes."""
 
 
 def node_key(node: str) -> str:
@@ -43,6 +50,11 @@ def node_key(node: str) -> str:
 def node_hash(node: str, kind: str) -> str:
     """One of ``node``'s state hashes: sessions, subs, regs or testaments."""
     return f"wamp:node:{node}:{kind}"
+
+
+def node_hashes(node: str, kinds: Iterable[str] = NODE_HASHES) -> list[str]:
+    """``node``'s state hashes of the given kinds (default: all of them)."""
+    return [node_hash(node, kind) for kind in kinds]
 
 
 def reap_key(node: str) -> str:
@@ -115,3 +127,8 @@ def unpack(data: bytes | str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("an envelope must be a map")
     return value
+
+
+def text(value: Any) -> str:
+    """A Redis reply value as text (bytes are UTF-8)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -17,12 +17,24 @@ wildcard) are decided on the pattern text itself; then, because a broad pattern
 may cover URIs the role is denied, the broker checks every event delivered through
 a pattern subscription (``may_receive``) and the dealer every call routed to a
 pattern registration (``may_serve``). Decisions are cached per (role, action, URI).
+
+Dynamic authorizer: a role may name an ``authorizer`` procedure (registered by a
+trusted session). For that role, an action on a URI that no rule of the role
+matches is not denied but *undecided* (``Decision.consult``): the router calls the
+procedure and maps its answer with ``parse_authorizer_reply``; answers marked
+cacheable are kept here (``cached`` / ``remember`` / ``forget``) per (role, authid,
+action, URI, match). ``wamp.*`` URIs are never sent to an authorizer (static rules
+only). Per-event / per-call checks of pattern subscriptions and registrations stay
+synchronous: a rule of the role decides if one matches; otherwise the authorizer's
+approval of the pattern covers every URI it matches (as in Crossbar).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from protocol_spec.uri import (
     MATCH_EXACT,
@@ -33,19 +45,35 @@ from protocol_spec.uri import (
     wildcard_matches,
 )
 
+from .auth import Reply
+
 __all__ = [
     "ACTIONS",
+    "AUTHORIZER_CACHE_TTL",
+    "AUTHORIZER_TIMEOUT",
     "Authorization",
     "Decision",
+    "DynamicKey",
     "Permission",
     "Role",
+    "parse_authorizer_reply",
 ]
+
+log = logging.getLogger(__name__)
 
 ACTIONS = ("publish", "subscribe", "call", "register")
 """The actions a permission can allow."""
 
 _CACHE_LIMIT = 50_000
 """Cached decisions kept per realm before the cache starts over (bounded memory)."""
+
+AUTHORIZER_TIMEOUT = 5.0
+"""Default seconds an authorizer has to answer before the action is denied."""
+AUTHORIZER_CACHE_TTL = 300.0
+"""Default seconds a cacheable authorizer answer is kept (0: never cached)."""
+
+DynamicKey = tuple[str, str, str, str, str]
+"""(authrole, authid, action, URI, match): what a cached authorizer answer applies to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +82,12 @@ class Decision:
 
     allowed: bool
     disclose: bool = False
+    consult: bool = False
+    """No rule decides: ask the role's authorizer (``allowed`` is false meanwhile)."""
 
 
 DENY = Decision(False)
+CONSULT = Decision(False, consult=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +135,27 @@ class Permission:
 
 @dataclass(frozen=True, slots=True)
 class Role:
-    """A named set of permissions."""
+    """A named set of permissions, and optionally an authorizer for what they leave open.
+
+    ``authorizer``: procedure consulted for actions on URIs no permission matches
+    (empty: those are denied). ``authorizer_timeout``: seconds it has to answer.
+    ``authorizer_cache``: seconds a cacheable answer is kept (0: answers are never cached).
+    """
 
     name: str
     permissions: tuple[Permission, ...] = ()
+    authorizer: str = ""
+    authorizer_timeout: float = AUTHORIZER_TIMEOUT
+    authorizer_cache: float = AUTHORIZER_CACHE_TTL
+
+    def __post_init__(self) -> None:
+        if self.authorizer:
+            if not is_valid_uri(self.authorizer) or self.authorizer.startswith(RESERVED_PREFIX):
+                raise ValueError(f"authorizer: invalid procedure URI {self.authorizer!r}")
+        if not 0 < self.authorizer_timeout <= 3600:
+            raise ValueError("authorizer_timeout must be > 0 and at most 3600 seconds")
+        if not 0 <= self.authorizer_cache <= 86_400:
+            raise ValueError("authorizer_cache must be between 0 and 86400 seconds")
 
     def rule_for(self, uri: str) -> Permission | None:
         """The winning rule for ``uri``, if any rule matches."""
@@ -124,11 +172,13 @@ class Role:
 class Authorization:
     """The roles of one realm and the cached decisions made with them."""
 
-    __slots__ = ("_cache", "roles")
+    __slots__ = ("_cache", "_dynamic", "roles")
 
     def __init__(self, roles: Iterable[Role]) -> None:
         self.roles: Mapping[str, Role] = {role.name: role for role in roles}
         self._cache: dict[tuple[str, str, str], Decision] = {}
+        # cacheable authorizer answers (bounded like _cache; expired by the router's timers)
+        self._dynamic: dict[DynamicKey, Decision] = {}
 
     def decide(self, authrole: str, action: str, uri: str) -> Decision:
         """May a session with ``authrole`` do ``action`` on ``uri`` (a URI or a pattern)?"""
@@ -147,14 +197,83 @@ class Authorization:
         if role is None:
             return DENY
         rule = role.rule_for(uri)
-        if rule is None or action not in rule.allow:
+        if rule is None:
+            if role.authorizer and not uri.startswith(RESERVED_PREFIX):
+                return CONSULT
+            return DENY
+        if action not in rule.allow:
             return DENY
         return Decision(True, rule.disclose)
 
     def may_receive(self, authrole: str, topic: str) -> bool:
-        """Per-event check for pattern subscriptions: may the role subscribe to ``topic``?"""
-        return self.decide(authrole, "subscribe", topic).allowed
+        """Per-event check for pattern subscriptions: may the role subscribe to ``topic``?
+
+        Undecided by the rules (role with an authorizer): the authorizer approved the
+        pattern subscription itself, and that approval covers the topics it matches.
+        """
+        decision = self.decide(authrole, "subscribe", topic)
+        return decision.allowed or decision.consult
 
     def may_serve(self, authrole: str, procedure: str) -> bool:
-        """Per-call check for pattern registrations: may the role register ``procedure``?"""
-        return self.decide(authrole, "register", procedure).allowed
+        """Per-call check for pattern registrations: may the role register ``procedure``?
+
+        Undecided by the rules: covered by the authorizer's approval of the pattern.
+        """
+        decision = self.decide(authrole, "register", procedure)
+        return decision.allowed or decision.consult
+
+    # --- the dynamic authorizer's cacheable answers ----------------------------------------
+    def authorizer_of(self, authrole: str) -> Role | None:
+        """The role ``authrole`` if it names an authorizer."""
+        role = self.roles.get(authrole)
+        return role if role is not None and role.authorizer else None
+
+    def cached(self, key: DynamicKey) -> Decision | None:
+        """A cached authorizer answer for (authrole, authid, action, URI, match), if any."""
+        return self._dynamic.get(key)
+
+    def remember(self, key: DynamicKey, decision: Decision) -> None:
+        """Cache an authorizer answer (the caller arranges its expiry with ``forget``)."""
+        if len(self._dynamic) >= _CACHE_LIMIT:
+            self._dynamic.clear()
+        self._dynamic[key] = decision
+
+    def forget(self, key: DynamicKey, decision: Decision | None = None) -> None:
+        """Drop a cached answer (only if it is still ``decision``, when given)."""
+        if decision is None or self._dynamic.get(key) is decision:
+            self._dynamic.pop(key, None)
+
+    def forget_all(self) -> None:
+        """Drop every cached authorizer answer."""
+        self._dynamic.clear()
+
+
+def parse_authorizer_reply(reply: Reply, procedure: str) -> tuple[Decision, bool]:
+    """Map an authorizer's answer to (decision, cacheable).
+
+    RESULT with ``true``/``false``, or ``{"allow": bool, "disclose": bool, "cache":
+    bool}`` (``disclose`` and ``cache`` optional, default false). Anything else,
+    an ERROR, a timeout or no registration: deny, never cached.
+    """
+    if not reply.ok:
+        log.info("authorizer %s did not answer (%s): denied", procedure, reply.error)
+        return DENY, False
+    answer: Any = reply.args[0] if reply.args else None
+    if answer is None and "allow" in reply.kwargs:
+        answer = reply.kwargs
+    if type(answer) is bool:
+        return (Decision(True) if answer else DENY), False
+    if isinstance(answer, dict):
+        allow = answer.get("allow")
+        disclose = answer.get("disclose", False)
+        cache = answer.get("cache", False)
+        unknown = set(answer) - {"allow", "disclose", "cache"}
+        if type(allow) is bool and type(disclose) is bool and type(cache) is bool and not unknown:
+            # a fresh object per answer: a cache entry expires only if it is still this one
+            return Decision(allow, disclose and allow), cache
+    log.warning(
+        "authorizer %s answered %r (expected a bool or {allow, disclose, cache}): denied",
+        procedure,
+        answer,
+    )
+    return DENY, False

@@ -9,14 +9,14 @@ loop, so no locks are needed.
 
 ``LocalCluster`` is the in-process backend: nothing is distributed, every answer is
 immediate, and the roles skip the cluster entirely on their hot paths
-(``distributed`` is false). ``broker.cluster.redis`` implements the same protocol.
+(``distributed`` is false). ``broker.cluster.redis`` overrides every hook of ``Cluster``.
 The wire format between nodes is in protocol_spec/cluster.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .ids import random_id
 from .matching import UriMap
@@ -138,18 +138,19 @@ class RemoteView:
         return self._sub_map.get(topic, match)
 
 
-class Cluster(Protocol):
-    """The backend as the core sees it. Every method returns at once."""
+class Cluster:
+    """The backend as the core sees it. Every method returns at once.
 
-    @property
-    def distributed(self) -> bool:
-        """False for the in-process backend: the roles then skip every cluster call."""
-        ...
+    The bodies here are the single-process behaviour (nothing to tell anyone, every
+    answer immediate): ``LocalCluster`` is exactly this, and a distributed backend
+    overrides every hook.
+    """
 
-    @property
-    def available(self) -> bool:
-        """True while other nodes can be reached (always true when not distributed)."""
-        ...
+    distributed: bool = False
+    """False for the in-process backend: the roles then skip every cluster call."""
+
+    available: bool = True
+    """True while other nodes can be reached (always true when not distributed)."""
 
     def publish(
         self,
@@ -166,6 +167,7 @@ class Cluster(Protocol):
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """A local subscription (match, topic) is about to exist; ``done`` when live."""
+        done()
 
     def unwatch(self, realm: str, match: str, topic: str) -> None:
         """The local subscription (match, topic) is gone."""
@@ -192,7 +194,11 @@ class Cluster(Protocol):
         disclose: bool,
         done: ClaimDone,
     ) -> None:
-        """Claim (match, procedure) for a local callee cluster-wide; answer via ``done``."""
+        """Claim (match, procedure) for a local callee cluster-wide; answer via ``done``.
+
+        In one process the dealer checks locally and never asks; granted for completeness.
+        """
+        done(None, "", random_id(), 0)
 
     def release(self, realm: str, reg: Registration, session: Session) -> None:
         """A local callee left a registration."""
@@ -209,67 +215,5 @@ class Cluster(Protocol):
         """Ask the other nodes to end their matching sessions (meta API kill)."""
 
 
-class LocalCluster:
-    """The in-process backend: one node, nothing to tell anyone."""
-
-    distributed = False
-    available = True
-
-    def publish(
-        self,
-        realm: str,
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        filter_options: dict[str, Any] | None,
-        retain: bool,
-    ) -> None:
-        """Nothing to forward."""
-
-    def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
-        """Local subscriptions are live at once."""
-        done()
-
-    def unwatch(self, realm: str, match: str, topic: str) -> None:
-        """Nothing to undo."""
-
-    def subscription_changed(self, realm: str, sub: Subscription) -> None:
-        """Nobody else to tell."""
-
-    def session_joined(self, realm: str, session: Session) -> None:
-        """Nobody else to tell."""
-
-    def session_left(self, realm: str, session: Session) -> None:
-        """Nobody else to tell."""
-
-    def testaments_changed(self, realm: str, session: Session) -> None:
-        """Testaments live in the session only."""
-
-    def claim(
-        self,
-        realm: str,
-        session: Session,
-        procedure: str,
-        match: str,
-        invoke: str,
-        disclose: bool,
-        done: ClaimDone,
-    ) -> None:
-        """Never called (the dealer checks locally); grant for completeness."""
-        done(None, "", random_id(), 0)
-
-    def release(self, realm: str, reg: Registration, session: Session) -> None:
-        """Nothing to release."""
-
-    def kill(
-        self,
-        realm: str,
-        selector: str,
-        value: Any,
-        except_session: int,
-        reason: str,
-        message: str | None,
-    ) -> None:
-        """No other node."""
+class LocalCluster(Cluster):
+    """The in-process backend: one node, every hook the single-process default."""

@@ -13,6 +13,9 @@ none means the realm is open) and the per-session ``SessionLimits``
 (``extra["limits"]``) before the broker or dealer sees it. An authenticator
 answering ``Consult`` makes the router call a procedure through the dealer as an
 internal caller; the session's later messages wait (bounded) until it is decided.
+A role's dynamic authorizer is called the same way when no rule of the role
+decides an action (``Router.consult_authorizer``): the request and everything the
+session sends after it wait for the answer, then run in order.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from protocol_spec.messages import (
 from protocol_spec.uri import is_valid_uri
 
 from .auth import Accept, AskChallenge, Authenticator, Consult, Deny, Outcome, Reply
-from .authorization import Authorization
+from .authorization import Authorization, Decision, DynamicKey, parse_authorizer_reply
 from .dealer import Dealer
 from .features import welcome_roles
 from .ids import Counter, random_id
@@ -78,7 +81,7 @@ RATE_LIMIT_EXCEEDED = "broker.error.rate_limit_exceeded"
 """ABORT reason when a session sends faster than its message rate allows."""
 
 MAX_BACKLOG = 1000
-"""Messages a session may send while its authentication is being decided."""
+"""Messages a session may send while its authentication (or an authorizer) is deciding."""
 
 Handler = Callable[["Router", Session, Any], None]
 _ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
@@ -134,6 +137,8 @@ class Router:
         self._consult_session.authid = "router"
         self._consult_session.authrole = "router"
         self._consult_ids = Counter()
+        # an authorizer's answer for the message being replayed, by session ID (one-shot)
+        self._granted: dict[int, Decision] = {}
         for settings in realms:
             self.add_realm(settings)
 
@@ -158,7 +163,9 @@ class Router:
         backlog = self._backlog.get(session.id)
         if backlog is not None:
             if len(backlog) >= MAX_BACKLOG:
-                self.protocol_violation(session, "too many messages before authentication ended")
+                self.protocol_violation(
+                    session, "too many messages while authentication or authorization was pending"
+                )
             else:
                 backlog.append(message)
             return
@@ -309,6 +316,66 @@ class Router:
         call = Call(request, options, consult.procedure, consult.args, consult.kwargs)
         target.dealer.call(self._consult_session, call)
 
+    def consult_authorizer(
+        self,
+        session: Session,
+        auth: Authorization,
+        action: str,
+        uri: str,
+        msg: Publish | Subscribe | Register | Call,
+    ) -> Decision | None:
+        """Decide an action no rule decides, for a role with an authorizer.
+
+        Returns the answer being replayed or a cached one; otherwise calls the
+        authorizer ``(session details, uri, action, options)``, holds the session's
+        later messages (bounded, like authentication) and returns None: ``msg`` is
+        dispatched again with the answer, then the held messages in order.
+        """
+        granted = self._granted.pop(session.id, None)
+        if granted is not None:
+            return granted
+        realm = session.realm
+        role = auth.authorizer_of(session.authrole)
+        assert realm is not None and role is not None  # ESTABLISHED, decide() said consult
+        options = dict(msg.options)
+        match = "exact"
+        if action in ("subscribe", "register"):
+            match = options.get("match", "exact")
+            match = match if type(match) is str else "exact"  # the role answers bad ones
+            options["match"] = match
+        key: DynamicKey = (session.authrole, session.authid, action, uri, match)
+        cached = auth.cached(key)
+        if cached is not None:
+            return cached
+        self._backlog[session.id] = []
+        request = self._consult_ids.next()
+
+        def done(reply: Reply) -> None:
+            backlog = self._backlog.pop(session.id, None)
+            if backlog is None or self.sessions.get(session.id) is not session:
+                return  # the session went away meanwhile
+            decision, cacheable = parse_authorizer_reply(reply, role.authorizer)
+            if cacheable and role.authorizer_cache > 0:
+                auth.remember(key, decision)
+                self.scheduler.call_later(role.authorizer_cache, lambda: auth.forget(key, decision))
+            if session.state == SessionState.ESTABLISHED:
+                self._granted[session.id] = decision
+                try:
+                    _ESTABLISHED[msg.TYPE](self, session, msg)
+                finally:
+                    self._granted.pop(session.id, None)
+            for message in backlog:
+                if self.sessions.get(session.id) is not session:
+                    break
+                self.receive(session, message)
+
+        self._consult_peer.waiting[request] = done
+        timeout = max(1, int(role.authorizer_timeout * 1000))
+        details = {**session.info(), "realm": realm.name}
+        call = Call(request, {"timeout": timeout}, role.authorizer, [details, uri, action, options])
+        realm.dealer.call(self._consult_session, call)
+        return None
+
     def _welcome(self, session: Session, realm: Realm, accept: Accept) -> None:
         session.pending_auth = None
         session.authid = accept.authid
@@ -381,6 +448,11 @@ def _publish(router: Router, session: Session, msg: Publish) -> None:
     auth = _authorization(session)
     if auth is not None:
         decision = auth.decide(session.authrole, "publish", msg.topic)
+        if decision.consult:
+            found = router.consult_authorizer(session, auth, "publish", msg.topic, msg)
+            if found is None:
+                return  # replayed when the authorizer answers
+            decision = found
         if not decision.allowed:
             # an unacknowledged PUBLISH has no reply: the event is just dropped
             if msg.options.get("acknowledge") is True:
@@ -393,9 +465,16 @@ def _publish(router: Router, session: Session, msg: Publish) -> None:
 
 def _subscribe(router: Router, session: Session, msg: Subscribe) -> None:
     auth = _authorization(session)
-    if auth is not None and not auth.decide(session.authrole, "subscribe", msg.topic).allowed:
-        _deny(session, MessageType.SUBSCRIBE, msg.request, "subscribe to", msg.topic)
-        return
+    if auth is not None:
+        decision = auth.decide(session.authrole, "subscribe", msg.topic)
+        if decision.consult:
+            found = router.consult_authorizer(session, auth, "subscribe", msg.topic, msg)
+            if found is None:
+                return  # replayed when the authorizer answers
+            decision = found
+        if not decision.allowed:
+            _deny(session, MessageType.SUBSCRIBE, msg.request, "subscribe to", msg.topic)
+            return
     limit = _limits(session).max_subscriptions
     if len(session.subscriptions) >= limit:
         _over_limit(session, MessageType.SUBSCRIBE, msg.request, "subscriptions", limit)
@@ -405,9 +484,16 @@ def _subscribe(router: Router, session: Session, msg: Subscribe) -> None:
 
 def _register(router: Router, session: Session, msg: Register) -> None:
     auth = _authorization(session)
-    if auth is not None and not auth.decide(session.authrole, "register", msg.procedure).allowed:
-        _deny(session, MessageType.REGISTER, msg.request, "register", msg.procedure)
-        return
+    if auth is not None:
+        decision = auth.decide(session.authrole, "register", msg.procedure)
+        if decision.consult:
+            found = router.consult_authorizer(session, auth, "register", msg.procedure, msg)
+            if found is None:
+                return  # replayed when the authorizer answers
+            decision = found
+        if not decision.allowed:
+            _deny(session, MessageType.REGISTER, msg.request, "register", msg.procedure)
+            return
     limit = _limits(session).max_registrations
     if len(session.registrations) >= limit:
         _over_limit(session, MessageType.REGISTER, msg.request, "registrations", limit)
@@ -419,6 +505,11 @@ def _call(router: Router, session: Session, msg: Call) -> None:
     auth = _authorization(session)
     if auth is not None:
         decision = auth.decide(session.authrole, "call", msg.procedure)
+        if decision.consult:
+            found = router.consult_authorizer(session, auth, "call", msg.procedure, msg)
+            if found is None:
+                return  # replayed when the authorizer answers
+            decision = found
         if not decision.allowed:
             _deny(session, MessageType.CALL, msg.request, "call", msg.procedure)
             return

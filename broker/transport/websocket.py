@@ -1,10 +1,22 @@
 """WebSocket transport: websockets (≥ 14, asyncio API) in front of the sans-I/O router.
 
-One connection = one ``WebSocketPeer`` (the core's ``Peer``) with a bounded
-outbound queue drained by a single writer task. Frames are decoded here and
-handed to the router; a frame that does not decode ends the session with ABORT
-``wamp.error.protocol_violation``. A bug in the router while handling one message
-is logged once with its traceback and closes only that connection (code 1011).
+websockets does the HTTP handshake, ping/pong and the closing handshake. Data frames
+take a shorter road than ``async for message in connection``: ``WampConnection``
+(given to ``serve`` through its documented ``create_connection`` hook) hands every
+complete data frame synchronously to its ``WebSocketPeer`` from ``process_event``,
+which decodes it and calls the router; no task, future or queue per message.
+Outgoing messages are framed once per serializer (all recipients of an EVENT share
+the bytes through the core's encode cache) and written straight to the transport.
+
+Backpressure: a peer whose transport write buffer grows past ``max_write_buffer``
+bytes is a slow consumer: it is closed with 1008 ``wamp.error.slow_consumer`` (and
+its TCP connection reset if it does not take the close frame within
+``close_timeout``), so it never slows the others and memory stays bounded. Incoming
+data is processed as it arrives, so a fast publisher is held back by TCP itself.
+
+A frame that does not decode ends the session with ABORT
+``wamp.error.protocol_violation``. A bug in the router while handling one message is
+logged once with its traceback and closes only that connection (code 1011).
 
 Security limits enforced here (protocol_spec/security.md): TLS (``tls_cert``/``tls_key``),
 allowed browser Origins (HTTP 403), ``max_sessions`` per node (HTTP 503), the
@@ -22,7 +34,6 @@ import socket
 import ssl
 import struct
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -30,7 +41,9 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, NegotiationError
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Origin, Subprotocol
 
 from broker.core.interfaces import EncodeCache
@@ -59,7 +72,8 @@ class TransportSettings:
     port: int = 8080
     path: str = "/ws"
     max_message_size: int = 4 * 1024 * 1024
-    max_queue: int = 10_000
+    max_write_buffer: int = 4 * 1024 * 1024
+    """Bytes waiting in one session's transport buffer before it is a slow consumer."""
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     open_timeout: float = 10.0
@@ -84,18 +98,78 @@ class TransportSettings:
         return "wss" if self.tls_cert else "ws"
 
 
+def _frame(payload: bytes, opcode: int) -> bytes:
+    """An unmasked, unfragmented server frame (RFC 6455 §5.2) carrying ``payload``."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x80 | opcode, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
+
+
+class WampConnection(ServerConnection):
+    """A ``ServerConnection`` that hands complete data frames to its ``WebSocketPeer``.
+
+    The peer is created at the first data frame or when the handler starts, whichever
+    comes first, so no frame can slip into websockets' own message queue. Control
+    frames (ping, pong, close) still go to websockets.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peer: WebSocketPeer | None = None
+        self.open_peer: Callable[[WampConnection], WebSocketPeer] | None = None
+        self._fragments: list[bytes] | None = None
+        self._fragmented_text = False
+
+    def process_event(self, event: Any) -> None:
+        if self.request is None or not isinstance(event, Frame):
+            super().process_event(event)
+            return
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if event.fin:
+                self._deliver(bytes(event.data), opcode is Opcode.TEXT)
+            else:
+                self._fragments = [bytes(event.data)]
+                self._fragmented_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            # websockets checks continuation order and the total size (max_size).
+            if self._fragments is not None:
+                self._fragments.append(bytes(event.data))
+                if event.fin:
+                    data = b"".join(self._fragments)
+                    self._fragments = None
+                    self._deliver(data, self._fragmented_text)
+        else:
+            super().process_event(event)
+
+    def _deliver(self, data: bytes, text: bool) -> None:
+        peer = self.peer
+        if peer is None:
+            if self.open_peer is None:
+                return
+            peer = self.open_peer(self)
+        peer.receive(data, text)
+
+
 class WebSocketPeer:
-    """The core's ``Peer`` for one WebSocket connection."""
+    """The core's ``Peer`` for one WebSocket connection, and its incoming side."""
 
     __slots__ = (
+        "_bucket",
+        "_closer",
         "_closing",
-        "_queue",
-        "_wakeup",
-        "_writer",
+        "_last",
+        "_opcode",
+        "_transport",
         "_ws",
         "calls_started",
-        "max_queue",
+        "max_write_buffer",
+        "owner",
         "serializer",
+        "session",
         "slow",
         "stats",
         "transport_info",
@@ -105,19 +179,24 @@ class WebSocketPeer:
         self,
         ws: ServerConnection,
         serializer: Serializer,
-        max_queue: int,
+        max_write_buffer: int,
         stats: TransportStats | None = None,
+        owner: WebSocketTransport | None = None,
     ) -> None:
         self._ws = ws
+        self._transport = ws.transport
+        self.owner = owner
         self.stats = stats if stats is not None else TransportStats()
         self.calls_started: dict[int, float] = {}  # CALL request id -> arrival (metrics)
         self.serializer = serializer
-        self.max_queue = max_queue
-        self._queue: deque[str | bytes] = deque()
-        self._wakeup = asyncio.Event()
+        self._opcode = Opcode.BINARY if serializer.binary else Opcode.TEXT
+        self.max_write_buffer = max_write_buffer
         self._closing: tuple[int, str] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Future[None] | None = None
         self.slow = False
+        self.session: Session | None = None
+        self._bucket = 0.0  # token bucket for the message rate limit
+        self._last = time.monotonic()
         address = ws.remote_address
         self.transport_info: dict[str, Any] = {
             "type": "websocket",
@@ -130,32 +209,33 @@ class WebSocketPeer:
         """True once a close was requested (by the router or by overflow)."""
         return self._closing is not None
 
+    # --- outgoing ---------------------------------------------------------------------
     def send(self, message: Message, cache: EncodeCache | None = None) -> None:
-        """Encode (once per serializer when a cache is shared) and queue a message."""
-        if self._closing is not None:
+        """Frame (once per serializer when a cache is shared) and write a message."""
+        if self._closing is not None or self._ws.protocol.state is not State.OPEN:
             return
-        name = self.serializer.name
         if cache is not None:
-            data = cache.get(name)
-            if data is None:
-                data = cache[name] = self._encode(message)
+            name = self.serializer.name
+            frame = cache.get(name)
+            if frame is None:
+                frame = cache[name] = self._encode(message)
         else:
-            data = self._encode(message)
-        if data is None:
+            frame = self._encode(message)
+        if frame is None:
             return
-        if len(self._queue) >= self.max_queue:
+        transport = self._transport
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self.max_write_buffer:
             self._overflow()
             return
-        self._queue.append(data)
-        self._wakeup.set()
         kind = message.TYPE
         self.stats.messages_out[kind] += 1
         if kind == 50 or kind == 8:  # RESULT, ERROR: call latency and errors by URI
             self.stats.replied(self.calls_started, message)
 
-    def _encode(self, message: Message) -> str | bytes | None:
+    def _encode(self, message: Message) -> bytes | None:
         try:
-            return self.serializer.encode(message)
+            data = self.serializer.encode(message)
         except (TypeError, ValueError, OverflowError) as exc:
             # A payload another serializer accepted that this one cannot carry
             # (e.g. NaN to JSON). Drop it for this peer only.
@@ -163,24 +243,20 @@ class WebSocketPeer:
                 "cannot encode %s for %s: %s", type(message).__name__, self.serializer.name, exc
             )
             return None
+        return _frame(data.encode("utf-8") if isinstance(data, str) else data, self._opcode)
 
     def _overflow(self) -> None:
         log.warning(
-            "closing slow consumer %s: %d messages queued",
+            "closing slow consumer %s: %d bytes waiting to be sent",
             self.transport_info["peer"],
-            len(self._queue),
+            self._transport.get_write_buffer_size(),
         )
         self.slow = True
-        self._queue.clear()
         self._closing = (CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER)
-        # The writer may be blocked on a peer that stopped reading: stop it and
-        # close directly; websockets gives up on the handshake after close_timeout.
-        if self._writer is not None:
-            self._writer.cancel()
-        self._writer = asyncio.ensure_future(self._close_stalled())
+        self._closer = asyncio.ensure_future(self._close_stalled())
 
     async def _close_stalled(self) -> None:
-        """Send close 1008 if the peer still takes bytes; else drop the TCP connection."""
+        """Send close 1008 if the peer still takes bytes; else reset the TCP connection."""
         ws = self._ws
         try:
             await asyncio.wait_for(
@@ -198,43 +274,60 @@ class WebSocketPeer:
             ws.transport.abort()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Flush the queue, then close the WebSocket with ``code``."""
+        """Close the WebSocket with ``code`` after what was already sent."""
         if self._closing is None:
             self._closing = (code, reason)
-            self._wakeup.set()
+            self._closer = asyncio.ensure_future(self._close(code, reason[:120]))
 
-    def start_writer(self) -> None:
-        """Start the task that drains the outbound queue."""
-        self._writer = asyncio.create_task(self._run_writer())
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.close(code, reason)
 
     async def finish(self, timeout: float) -> None:
-        """Wait (bounded) for the writer to flush and close; cancel it past ``timeout``."""
-        writer = self._writer
-        if writer is None:
+        """Wait (bounded) for a close in progress to complete."""
+        closer = self._closer
+        if closer is None or closer.done():
             return
         try:
-            await asyncio.wait_for(asyncio.shield(writer), timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            writer.cancel()
-        except ConnectionClosed:
-            pass
+            await asyncio.wait_for(asyncio.shield(closer), timeout)
+        except (TimeoutError, asyncio.CancelledError, ConnectionClosed):
+            closer.cancel()
 
-    async def _run_writer(self) -> None:
-        """Send queued frames in order until closed."""
-        ws = self._ws
-        queue = self._queue
+    # --- incoming ---------------------------------------------------------------------
+    def receive(self, data: bytes, text: bool) -> None:
+        """Handle one complete data frame: rate limit, decode, route."""
+        session = self.session
+        if self._closing is not None or session is None:
+            return  # the session is over: drop what the peer still sends
+        owner = self.owner
+        assert owner is not None
+        router = owner.router
+        rate = owner.settings.message_rate
+        if rate:
+            now = time.monotonic()
+            tokens = min(owner.burst, self._bucket + (now - self._last) * rate)
+            self._last = now
+            if tokens < 1.0:
+                log.warning("session %d exceeded its message rate: closing", session.id)
+                router.abort(
+                    session, RATE_LIMIT_EXCEEDED, "message rate limit exceeded", CLOSE_POLICY
+                )
+                return
+            self._bucket = tokens - 1.0
         try:
-            while True:
-                while queue:
-                    await ws.send(queue.popleft())
-                if self._closing is not None:
-                    code, reason = self._closing
-                    await ws.close(code, reason[:120])
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-        except ConnectionClosed:
-            pass
+            message = self.serializer.decode(data)
+        except ProtocolError as exc:
+            router.protocol_violation(session, str(exc))
+            return
+        kind = message.TYPE
+        self.stats.messages_in[kind] += 1
+        if kind == 48:  # CALL: start the latency clock
+            TransportStats.start_call(self.calls_started, message.request)
+        try:
+            router.receive(session, message)
+        except Exception:
+            log.exception("internal error while handling a message of session %d", session.id)
+            self.close(1011, "internal error")
 
 
 class WebSocketTransport:
@@ -250,6 +343,7 @@ class WebSocketTransport:
         }
         self.slow_consumers = 0
         self.stats = TransportStats()
+        self.burst = float(settings.message_burst)
 
     async def start(self) -> None:
         """Bind and start accepting connections."""
@@ -274,6 +368,7 @@ class WebSocketTransport:
             server_header="wamp-broker",
             origins=origins,
             ssl=_tls_context(s),
+            create_connection=WampConnection,
         )
 
     @property
@@ -324,13 +419,25 @@ class WebSocketTransport:
             )
         return None
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    def _open_peer(self, ws: WampConnection) -> WebSocketPeer:
+        """Create the peer and session of a connection (once)."""
+        if ws.peer is not None:
+            return ws.peer
         serializer = by_subprotocol(ws.subprotocol or "")
-        peer = WebSocketPeer(ws, serializer, self.settings.max_queue, self.stats)
-        router = self.router
-        session = router.attach(peer)
+        peer = WebSocketPeer(ws, serializer, self.settings.max_write_buffer, self.stats, self)
+        peer._bucket = self.burst
+        ws.peer = peer
+        peer.session = self.router.attach(peer)
         self.connections.add(ws)
-        peer.start_writer()
+        return peer
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, WampConnection)
+        ws.open_peer = self._open_peer
+        peer = self._open_peer(ws)
+        session = peer.session
+        assert session is not None
+        router = self.router
         hello_timer = asyncio.get_running_loop().call_later(
             self.settings.hello_timeout, self._hello_expired, session
         )
@@ -340,15 +447,14 @@ class WebSocketTransport:
             "session %d opened from %s (%s)",
             session.id,
             peer.transport_info["peer"],
-            serializer.subprotocol,
+            peer.serializer.subprotocol,
         )
         try:
-            await self._read_loop(ws, peer, serializer, session)
+            await ws.wait_closed()
         finally:
             hello_timer.cancel()
             router.detach(session)
-            if not peer.closing:
-                peer.close(1000, "")
+            peer.session = None
             await peer.finish(self.settings.close_timeout + 1)
             self.connections.discard(ws)
             if peer.slow:
@@ -363,68 +469,6 @@ class WebSocketTransport:
                 f"no WELCOME within {self.settings.hello_timeout:g} s",
                 CLOSE_POLICY,
             )
-
-    async def _read_loop(
-        self, ws: ServerConnection, peer: WebSocketPeer, serializer: Serializer, session: Session
-    ) -> None:
-        router = self.router
-        decode = serializer.decode
-        received = self.stats.messages_in
-        # token bucket: ``rate`` tokens/s up to ``burst``; one per message; empty → ABORT
-        rate = self.settings.message_rate
-        burst = float(self.settings.message_burst)
-        tokens = burst
-        last = time.monotonic()
-        try:
-            async for data in ws:
-                if rate:
-                    now = time.monotonic()
-                    tokens = min(burst, tokens + (now - last) * rate)
-                    last = now
-                    if tokens < 1.0:
-                        log.warning("session %d exceeded its message rate: closing", session.id)
-                        router.abort(
-                            session,
-                            RATE_LIMIT_EXCEEDED,
-                            "message rate limit exceeded",
-                            CLOSE_POLICY,
-                        )
-                        break
-                    tokens -= 1.0
-                try:
-                    message = decode(data)
-                except ProtocolError as exc:
-                    router.protocol_violation(session, str(exc))
-                    break
-                received[message.TYPE] += 1
-                if message.TYPE == 48:  # CALL: start the latency clock
-                    TransportStats.start_call(peer.calls_started, message.request)
-                try:
-                    router.receive(session, message)
-                except Exception:
-                    log.exception(
-                        "internal error while handling a message of session %d", session.id
-                    )
-                    peer.close(1011, "internal error")
-                    break
-                if peer.closing:
-                    break
-        except ConnectionClosed:
-            return
-        await self._discard_until_closed(ws)
-
-    async def _discard_until_closed(self, ws: ServerConnection) -> None:
-        """After the router closed a session, drop what the peer still sends.
-
-        Frames the peer sent before seeing our close would otherwise sit unread
-        and hide its closing handshake until ``close_timeout``.
-        """
-        try:
-            async with asyncio.timeout(self.settings.close_timeout):
-                async for _ in ws:
-                    pass
-        except (TimeoutError, ConnectionClosed):
-            pass
 
 
 def _tls_context(settings: TransportSettings) -> ssl.SSLContext | None:

@@ -9,7 +9,8 @@ import pytest
 
 from broker.auth.secrets import hash_ticket, verify_ticket
 from broker.config import ConfigError, load_settings, settings_from_toml
-from broker.core.authorization import Authorization, Permission, Role
+from broker.core.auth import Reply
+from broker.core.authorization import Authorization, Permission, Role, parse_authorizer_reply
 from broker.core.router import AUTHORIZATION
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "configs"
@@ -117,3 +118,97 @@ def test_most_specific_rule_wins_and_wamp_needs_an_explicit_grant() -> None:
     assert not auth.decide("r", "call", "wamp.session.count").allowed
     assert not auth.decide("other", "call", "com.app.x").allowed
     assert auth.may_receive("r", "com.x.public")
+
+
+# --- the dynamic authorizer --------------------------------------------------------------
+BACKEND_ROLE = (
+    '[[realm.role]]\nname = "backend"\n'
+    'permissions = [{ uri = "com.example.authorize", match = "exact", allow = ["register"] }]\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("role", "complaint"),
+    [
+        ('authorizer = "com..bad"\n', "not a valid procedure URI"),
+        ('authorizer = "wamp.authorize"\n', "outside wamp.*"),
+        ("authorizer = 7\n", "authorizer: expected str"),
+        ('authorizer = "com.example.authorize"\nauthorizer_timeout = 0\n', "authorizer_timeout"),
+        ('authorizer = "com.example.authorize"\nauthorizer_timeout = true\n', "got a boolean"),
+        ('authorizer = "com.example.authorize"\nauthorizer_cache = -1\n', "authorizer_cache"),
+        ("authorizer_timeout = 3\n", "authorizer_timeout needs authorizer"),
+        ('authorizer = "com.example.authorize"\nauthoriser = "x"\n', "unknown key(s) authoriser"),
+        ('authorizer = "com.example.other"\n', "no role of the realm may register it"),
+    ],
+)
+def test_authorizer_mistakes_are_config_errors(role: str, complaint: str) -> None:
+    text = f'[[realm]]\nname = "r"\n{BACKEND_ROLE}[[realm.role]]\nname = "user"\n{role}'
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert complaint in str(info.value)
+    assert "role user" in str(info.value) or "unknown key" in str(info.value)
+
+
+def test_authorizer_role_is_built_with_its_settings() -> None:
+    text = (
+        f'[[realm]]\nname = "r"\n{BACKEND_ROLE}[[realm.role]]\nname = "user"\n'
+        'authorizer = "com.example.authorize"\nauthorizer_timeout = 2\nauthorizer_cache = 0\n'
+        'permissions = [{ uri = "com.example.public.", allow = ["subscribe"] }]\n'
+    )
+    settings = parse(text)
+    auth = settings.realms[0].extra[AUTHORIZATION]  # type: ignore[attr-defined]
+    role = auth.roles["user"]
+    assert (role.authorizer, role.authorizer_timeout, role.authorizer_cache) == (
+        "com.example.authorize",
+        2.0,
+        0.0,
+    )
+
+
+def test_undecided_actions_consult_the_authorizer_and_wamp_never_does() -> None:
+    auth = Authorization(
+        [
+            Role(
+                "r",
+                (
+                    Permission("com.open.", "prefix", frozenset({"subscribe"})),
+                    Permission("com.open.closed.", "prefix", frozenset()),
+                ),
+                authorizer="com.example.authorize",
+            ),
+            Role("plain", (Permission("com.open.", "prefix", frozenset({"subscribe"})),)),
+        ]
+    )
+    assert auth.decide("r", "subscribe", "com.open.x").allowed  # a rule decides
+    assert not auth.decide("r", "publish", "com.open.x").consult  # the rule denies publish
+    assert not auth.decide("r", "subscribe", "com.open.closed.x").consult
+    assert auth.decide("r", "call", "com.elsewhere").consult  # no rule: ask
+    assert not auth.decide("r", "call", "wamp.session.count").consult  # meta API: static only
+    assert not auth.decide("plain", "call", "com.elsewhere").consult  # no authorizer: deny
+    # per-event checks of a pattern the authorizer approved: rules still carve holes
+    assert auth.may_receive("r", "com.elsewhere.news")
+    assert not auth.may_receive("r", "com.open.closed.x")
+    assert not auth.may_receive("r", "wamp.session.on_join")
+    assert not auth.may_receive("plain", "com.elsewhere.news")
+    assert auth.may_serve("r", "com.elsewhere.proc")
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (Reply(True, [True], {}), (True, False, False)),
+        (Reply(True, [False], {}), (False, False, False)),
+        (Reply(True, [{"allow": True, "disclose": True, "cache": True}], {}), (True, True, True)),
+        (Reply(True, [{"allow": False, "cache": True}], {}), (False, False, True)),
+        (Reply(True, [], {"allow": True}), (True, False, False)),
+        (Reply(True, [{"allow": "yes"}], {}), (False, False, False)),
+        (Reply(True, [{"allow": True, "admin": True}], {}), (False, False, False)),
+        (Reply(True, [1], {}), (False, False, False)),
+        (Reply(True, [], {}), (False, False, False)),
+        (Reply(False, [], {}, "wamp.error.timeout"), (False, False, False)),
+        (Reply(False, [True], {}, "com.error"), (False, False, False)),
+    ],
+)
+def test_authorizer_answers(reply: Reply, expected: tuple[bool, bool, bool]) -> None:
+    decision, cache = parse_authorizer_reply(reply, "com.example.authorize")
+    assert (decision.allowed, decision.disclose, cache) == expected

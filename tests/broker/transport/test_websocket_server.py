@@ -70,7 +70,7 @@ async def test_the_clients_preferred_subprotocol_is_chosen(broker: BrokerProcess
 def limited_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     config = tmp_path_factory.mktemp("cfg") / "broker.toml"
     config.write_text(
-        '[limits]\nmax_message_size = 65536\nmax_queue = 64\n\n[[realm]]\nname = "realm1"\n'
+        '[limits]\nmax_message_size = 65536\nmax_write_buffer = 1048576\n\n[[realm]]\nname = "realm1"\n'
     )
     proc = start_broker("--config", str(config))
     yield proc
@@ -125,7 +125,7 @@ async def test_slow_consumer_is_dropped_and_others_get_everything(
     payload = "y" * 30_000
     received, left = 0, []
     # Publish in batches and wait for the healthy reader after each one, so only
-    # the stalled subscriber falls behind (its queue limit is 64 messages).
+    # the stalled subscriber falls behind (its write buffer limit is 1 MiB).
     for start in range(0, total, batch):
         for n in range(start, start + batch):
             await publisher.send(json.dumps([16, n + 1, {}, topic, [n, payload]]))

@@ -1,0 +1,180 @@
+"""The pub/sub link to Redis: the channels this node needs, and the probes that check it.
+
+Local subscriptions are counted per Redis channel or pattern (``watch``/``unwatch``);
+one subscriber task applies (P)SUBSCRIBE and (P)UNSUBSCRIBE in order, and the reader
+marks a target live when Redis confirms it. A probe is a random token this node
+publishes to its own probe channel: it must come back on the pub/sub connection
+within ``probe_timeout``, or the link is deaf. The probe's round trip is kept as
+``rtt`` (protocol_spec/cluster.md, "Redis outage and recovery").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from . import keys
+
+__all__ = ["ClusterTiming", "LinkLost", "PubSubLink", "Target"]
+
+log = logging.getLogger(__name__)
+
+Target = tuple[bool, bytes]
+"""What a local subscription needs from Redis: (is a pattern, channel or pattern)."""
+
+Dispatch = Callable[[bytes, bytes], None]
+"""Handle one message from a channel other than the probe's: (channel, data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTiming:
+    """Liveness and reconnection timings (seconds); see protocol_spec/cluster.md."""
+
+    heartbeat_interval: float = 1.0
+    node_timeout: float = 5.0
+    probe_interval: float = 2.0
+    probe_timeout: float = 2.0
+    backoff_max: float = 2.0
+
+
+class LinkLost(Exception):
+    """The connection to Redis (or the pub/sub link) is gone or deaf."""
+
+
+class PubSubLink:
+    """The Redis channels and patterns this node listens to, and the link's probes."""
+
+    def __init__(self, node: str, timing: ClusterTiming) -> None:
+        self.timing = timing
+        self.probe_channel = keys.probe(node)
+        self.linked = False
+        self.rtt: float | None = None
+        """Seconds the last probe took to come back; None while unknown."""
+        # Redis channel/pattern → how many local subscriptions need it
+        self._targets: dict[Target, int] = {}
+        self._live: set[Target] = set()
+        self._waiters: dict[Target, list[Callable[[], None]]] = {}
+        self._ops: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._probe_token = b""
+        self._probe_sent = 0.0
+        self._probe_back = asyncio.Event()
+
+    # --- subscriptions -----------------------------------------------------------------
+    def watch(self, target: Target, done: Callable[[], None]) -> None:
+        """Count one more local need for ``target``; ``done`` once Redis delivers it."""
+        count = self._targets.get(target, 0)
+        self._targets[target] = count + 1
+        if not self.linked or target in self._live:
+            done()
+            return
+        self._waiters.setdefault(target, []).append(done)
+        if count == 0:
+            self._queue("psubscribe" if target[0] else "subscribe", target[1])
+
+    def unwatch(self, target: Target) -> None:
+        """Count one less; unsubscribe once nothing local needs ``target``."""
+        count = self._targets.get(target, 0) - 1
+        if count > 0:
+            self._targets[target] = count
+            return
+        self._targets.pop(target, None)
+        if self.linked:
+            self._queue("punsubscribe" if target[0] else "unsubscribe", target[1])
+
+    def relink(self) -> None:
+        """A new pub/sub connection: subscribe everything needed, and the probe channel."""
+        self.linked = True
+        for target in self._targets:
+            self._queue("psubscribe" if target[0] else "subscribe", target[1])
+        self._queue("subscribe", self.probe_channel)
+
+    def unlink(self) -> None:
+        """The connection is gone: nothing is live, pending watchers are answered."""
+        self.linked = False
+        self.rtt = None
+        self._live.clear()
+        while not self._ops.empty():
+            self._ops.get_nowait()
+        for waiters in self._waiters.values():
+            for done in waiters:
+                done()
+        self._waiters.clear()
+
+    def _queue(self, op: str, target: bytes) -> None:
+        self._ops.put_nowait((op, target))
+
+    async def subscriber(self, pubsub: PubSub) -> None:
+        """Apply queued (un)subscriptions in order (runs for the connection's life)."""
+        while True:
+            op, target = await self._ops.get()
+            await getattr(pubsub, op)(target)
+
+    async def read(self, pubsub: PubSub, dispatch: Dispatch) -> None:
+        """Read the connection: confirmations, probe echoes, and messages for ``dispatch``."""
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
+            if msg is None:
+                continue
+            kind = msg["type"]
+            channel: bytes = msg["channel"]
+            if kind == "message" or kind == "pmessage":
+                self._receive(channel, msg["data"], dispatch)
+            elif kind == "subscribe" or kind == "psubscribe":
+                target = (kind == "psubscribe", channel)
+                self._live.add(target)
+                for done in self._waiters.pop(target, ()):
+                    done()
+            elif kind == "unsubscribe" or kind == "punsubscribe":
+                self._live.discard((kind == "punsubscribe", channel))
+
+    def _receive(self, channel: bytes, data: Any, dispatch: Dispatch) -> None:
+        if channel == self.probe_channel:
+            if data == self._probe_token:
+                self.rtt = time.monotonic() - self._probe_sent
+                self._probe_back.set()
+            return
+        try:
+            dispatch(channel, data)
+        except Exception:
+            log.exception("cluster: cannot apply a message from %r", channel)
+
+    # --- probes ----------------------------------------------------------------------
+    async def _send_probe(self, cmd: Redis) -> None:
+        self._probe_sent = time.monotonic()
+        await cmd.publish(self.probe_channel, self._probe_token)
+
+    def _new_probe(self) -> None:
+        self._probe_token = secrets.token_bytes(8)
+        self._probe_back.clear()
+
+    async def probe_once(self, cmd: Redis) -> None:
+        """Probe until the echo comes back: every subscription queued before is live."""
+        self._new_probe()
+        deadline = time.monotonic() + max(self.timing.probe_timeout, 2.0)
+        while not self._probe_back.is_set():
+            if time.monotonic() > deadline:
+                raise LinkLost("probe not echoed on the pub/sub link")
+            await self._send_probe(cmd)
+            try:
+                await asyncio.wait_for(self._probe_back.wait(), 0.2)
+            except TimeoutError:
+                continue
+
+    async def prober(self, cmd: Redis) -> None:
+        """Detect a silently dead pub/sub link: our own probe must come back."""
+        while True:
+            await asyncio.sleep(self.timing.probe_interval)
+            self._new_probe()
+            await self._send_probe(cmd)
+            try:
+                await asyncio.wait_for(self._probe_back.wait(), self.timing.probe_timeout)
+            except TimeoutError:
+                raise LinkLost("pub/sub link is deaf (probe lost)") from None

@@ -1,0 +1,116 @@
+"""The single writer: every PUBLISH, state write and claim script, pipelined in order.
+
+Commands are queued without awaiting (the core never waits on the cluster) and one
+task sends them in batches on the command connection, so Redis sees this node's
+writes in the order they were made (protocol_spec/cluster.md, "Guarantees").
+Writes that only the latest state matters for (a subscription's subscribers, a
+session's testaments) are *deferred* under a key and built when the next batch goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .link import LinkLost
+
+__all__ = ["MAX_OUTBOX", "Build", "Command", "Outbox", "Reply"]
+
+log = logging.getLogger(__name__)
+
+Command = tuple[Any, ...]
+"""A Redis command and its arguments, as ``execute_command`` takes them."""
+
+Reply = Callable[[Any], None]
+"""Gets the command's result, or the exception that replaced it."""
+
+Build = Callable[[], Iterable[Command]]
+"""Builds a deferred write from the state at the time it is sent."""
+
+MAX_OUTBOX = 200_000
+BATCH = 2000
+
+
+class Outbox:
+    """The queue of commands for Redis, and the task that writes it."""
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[Command, Reply | None]] = deque()
+        self._deferred: dict[Hashable, Build] = {}
+        self._wake = asyncio.Event()
+
+    @property
+    def pending(self) -> bool:
+        """Whether anything waits to be written."""
+        return bool(self._queue or self._deferred)
+
+    def push(self, command: Command, reply: Reply | None = None) -> None:
+        """Queue ``command``; ``reply`` gets its result (``LinkLost`` when it is dropped)."""
+        if len(self._queue) >= MAX_OUTBOX:
+            if reply is not None:
+                reply(LinkLost("cluster outbox full"))
+            return
+        self._queue.append((command, reply))
+        self._wake.set()
+
+    def defer(self, key: Hashable, build: Build) -> None:
+        """Write what ``build`` gives with the next batch (a later call for ``key`` wins)."""
+        self._deferred[key] = build
+        self._wake.set()
+
+    def cancel(self, key: Hashable) -> None:
+        """Forget the deferred write of ``key``."""
+        self._deferred.pop(key, None)
+
+    def cancel_all(self) -> None:
+        """Forget every deferred write (a full snapshot is being queued)."""
+        self._deferred.clear()
+
+    def fail(self, why: str) -> None:
+        """Drop every queued command; their replies get ``LinkLost(why)``."""
+        queued = list(self._queue)
+        self._queue.clear()
+        for _command, reply in queued:
+            if reply is not None:
+                reply(LinkLost(why))
+
+    async def drain(self) -> None:
+        """Wait until the writer has sent everything (shutdown only)."""
+        while self.pending:
+            self._wake.set()
+            await asyncio.sleep(0.01)  # polling the writer's queue during shutdown only
+
+    async def write(self, cmd: Redis) -> None:
+        """Send batches on ``cmd`` for the connection's life; raise ``LinkLost`` on failure."""
+        queue = self._queue
+        while True:
+            if not queue and not self._deferred:
+                self._wake.clear()
+                await self._wake.wait()
+            self._build_deferred()
+            batch = [queue.popleft() for _ in range(min(len(queue), BATCH))]
+            pipe = cmd.pipeline(transaction=False)
+            for command, _reply in batch:
+                pipe.execute_command(*command)
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                for _command, reply in batch:
+                    if reply is not None:
+                        reply(exc)
+                raise LinkLost(f"write failed: {exc}") from exc
+            for (_command, reply), result in zip(batch, results, strict=False):
+                if reply is not None:
+                    reply(result)
+                elif isinstance(result, Exception):
+                    log.warning("cluster: Redis refused a command: %s", result)
+
+    def _build_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        for build in deferred.values():
+            self._queue.extend((command, None) for command in build())
