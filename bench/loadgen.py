@@ -3,6 +3,7 @@
 Usage (from the repository root)::
 
     python -m bench.loadgen rpc --url ws://127.0.0.1:8080/ws --pid 1234 --cpu 1
+    python -m bench.loadgen rpc --callee-url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws
     python -m bench.loadgen fanout --url ws://127.0.0.1:8080/ws --subscribers 100
     python -m bench.loadgen cluster --pub-url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws
 
@@ -206,7 +207,7 @@ async def rpc_worker(p: dict[str, Any], index: int, procs: int, ctl: Control, sh
     count = p["count"]
     callee: Session | None = None
     if index == 0:
-        callee = await join(url, realm, client=p["client"])
+        callee = await join(p.get("callee_url") or url, realm, client=p["client"])
         await callee.register(PROCEDURE)
     callers = [await join(url, realm, client=p["client"]) for _ in mine]
     # --count is split exactly among the callers (caller j gets its share).
@@ -543,7 +544,7 @@ def _recv(conn: Connection, timeout: float, expect: str) -> Any:
 def run(p: dict[str, Any]) -> dict[str, Any]:
     """Run one scenario with the parameters ``p``; return the result record."""
     scenario = p["scenario"]
-    for key in ("url", "pub_url"):
+    for key in ("url", "pub_url", "callee_url"):
         if p.get(key):
             check_local(p[key])
     if scenario == "cluster" and not p.get("pub_url"):
@@ -627,7 +628,7 @@ def assemble(
     params = {
         k: v
         for k, v in p.items()
-        if k not in ("scenario", "target", "url", "pub_url", "pid", "json_only")
+        if k not in ("scenario", "target", "url", "pub_url", "callee_url", "pid", "json_only")
         and not (k in ("callers",) and scenario != "rpc")
         and not (k in ("subscribers", "window", "rate") and scenario in ("rpc", "connections"))
         and not (k in ("sessions", "concurrency", "settle") and scenario != "connections")
@@ -647,8 +648,9 @@ def assemble(
         "sent": sent,
         "errors": errors,
     }
-    if p.get("pub_url"):
-        record["pub_url"] = p["pub_url"]
+    for key in ("pub_url", "callee_url"):
+        if p.get(key):
+            record[key] = p[key]
     if scenario in ("fanout", "fanout-rate", "cluster"):
         record["published"] = sent
         record["delivered"] = received
@@ -698,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("scenario", choices=SCENARIOS)
     ap.add_argument("--url", required=True, help="router URL (node B for cluster)")
     ap.add_argument("--pub-url", help="cluster: the publisher's router URL (node A)")
+    ap.add_argument("--callee-url", help="rpc: the callee's router URL (default: --url)")
     ap.add_argument("--realm", default="realm1")
     ap.add_argument("--target", default="router", help="name for the JSON record")
     ap.add_argument("--pid", type=int, action="append", default=[], help="broker PID (repeat)")

@@ -480,6 +480,20 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
     )
 
 
+def _protect_dynamic_authenticators(realms: tuple[RealmSettings, ...]) -> None:
+    """Only static rules may let a role register a dynamic authenticator (not an authorizer)."""
+    for realm in realms:
+        for authenticator in realm.authenticators:
+            procedure = getattr(authenticator, "dynamic", None)
+            if not isinstance(procedure, str):
+                continue
+            target = getattr(authenticator, "dynamic_realm", "") or realm.name
+            for other in realms:
+                auth = other.extra.get(AUTHORIZATION)
+                if other.name == target and isinstance(auth, Authorization):
+                    auth.protect([procedure])
+
+
 # --- the whole file -------------------------------------------------------------------------
 def _limits(limits: Mapping[str, Any]) -> tuple[dict[str, Any], SessionLimits]:
     _check_keys("limits", limits, set(_TRANSPORT_LIMITS) | _SESSION_LIMITS)
@@ -544,6 +558,7 @@ def settings_from_toml(
     names = [r.name for r in realms]
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
+    _protect_dynamic_authenticators(realms)
     return Settings(
         transport=transport,
         realms=realms,

@@ -24,7 +24,10 @@ matches is not denied but *undecided* (``Decision.consult``): the router calls t
 procedure and maps its answer with ``parse_authorizer_reply``; answers marked
 cacheable are kept here (``cached`` / ``remember`` / ``forget``) per (role, authid,
 action, URI, match). ``wamp.*`` URIs are never sent to an authorizer (static rules
-only). Per-event / per-call checks of pattern subscriptions and registrations stay
+only), and neither is registering (or serving through a pattern) a procedure the router
+itself calls (``protected``: authorizers, dynamic authenticators), so an authorizer that
+carelessly approves a registration can never let a client impersonate it. Per-event /
+per-call checks of pattern subscriptions and registrations stay
 synchronous: a rule of the role decides if one matches; otherwise the authorizer's
 approval of the pattern covers every URI it matches (as in Crossbar).
 """
@@ -172,10 +175,15 @@ class Role:
 class Authorization:
     """The roles of one realm and the cached decisions made with them."""
 
-    __slots__ = ("_cache", "_dynamic", "roles")
+    __slots__ = ("_cache", "_dynamic", "protected", "roles")
 
-    def __init__(self, roles: Iterable[Role]) -> None:
+    def __init__(self, roles: Iterable[Role], protected: Iterable[str] = ()) -> None:
         self.roles: Mapping[str, Role] = {role.name: role for role in roles}
+        # procedures the router itself calls (authorizers, dynamic authenticators): only a
+        # static rule may let a role register or serve them, never an authorizer's answer
+        self.protected: frozenset[str] = frozenset(protected) | {
+            role.authorizer for role in self.roles.values() if role.authorizer
+        }
         self._cache: dict[tuple[str, str, str], Decision] = {}
         # cacheable authorizer answers (bounded like _cache; expired by the router's timers)
         self._dynamic: dict[DynamicKey, Decision] = {}
@@ -198,7 +206,11 @@ class Authorization:
             return DENY
         rule = role.rule_for(uri)
         if rule is None:
-            if role.authorizer and not uri.startswith(RESERVED_PREFIX):
+            if (
+                role.authorizer
+                and not uri.startswith(RESERVED_PREFIX)
+                and not (action == "register" and uri in self.protected)
+            ):
                 return CONSULT
             return DENY
         if action not in rule.allow:
@@ -221,6 +233,11 @@ class Authorization:
         """
         decision = self.decide(authrole, "register", procedure)
         return decision.allowed or decision.consult
+
+    def protect(self, procedures: Iterable[str]) -> None:
+        """Add procedures only static rules may let a role register (see ``protected``)."""
+        self.protected |= frozenset(procedures)
+        self._cache.clear()
 
     # --- the dynamic authorizer's cacheable answers ----------------------------------------
     def authorizer_of(self, authrole: str) -> Role | None:

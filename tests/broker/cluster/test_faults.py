@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -186,6 +187,10 @@ async def test_redis_restart_during_traffic_then_cross_node_traffic_resumes(
         restarted.kill()
 
 
+SUBSCRIBE_COMMAND = re.compile(rb"\r\nP?SUBSCRIBE\r\n", re.IGNORECASE)
+"""A (P)SUBSCRIBE command as a RESP bulk string: not "subscribers" inside an envelope."""
+
+
 class FreezingProxy:
     """A TCP proxy to Redis that can silently stop forwarding to pub/sub connections."""
 
@@ -208,7 +213,7 @@ class FreezingProxy:
 
         async def upstream() -> None:
             while data := await reader.read(65536):
-                if b"SUBSCRIBE" in data.upper():
+                if SUBSCRIBE_COMMAND.search(data):
                     state["pubsub"] = True
                 up_writer.write(data)
                 await up_writer.drain()

@@ -115,7 +115,9 @@ class Authorizer:
     def __init__(self) -> None:
         self.asked: list[tuple[dict[str, Any], str, str, dict[str, Any]]] = []
 
-    def __call__(self, details: dict[str, Any], uri: str, action: str, options: dict[str, Any]) -> Any:
+    def __call__(
+        self, details: dict[str, Any], uri: str, action: str, options: dict[str, Any]
+    ) -> Any:
         self.asked.append((details, uri, action, options))
         if uri.startswith("com.dyn.cached."):
             return {"allow": True, "cache": True, "disclose": True}

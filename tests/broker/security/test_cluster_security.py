@@ -62,7 +62,6 @@ name = "reader"
 permissions = [
     {{ uri = "com.feed.", allow = ["subscribe"] }},
     {{ uri = "com.feed.secret.", allow = [] }},
-    {{ uri = "com.feed..salary", match = "wildcard", allow = [] }},
     {{ uri = "com.svc.", allow = ["call"] }},
 ]
 authorizer = "com.authz.authorize"
@@ -136,19 +135,19 @@ async def call_when_registered(session: Any, procedure: str, *args: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("match", "pattern"), [("prefix", "com.feed."), ("wildcard", "com.feed..salary")]
+    ("match", "pattern"), [("prefix", "com.feed."), ("wildcard", "com.feed..news")]
 )
 async def test_denied_topics_never_cross_nodes_through_patterns(
     two_nodes: list[BrokerProcess], join: Join, match: str, pattern: str
 ) -> None:
     node_a, node_b = two_nodes
     reader, publisher = await join(node_a, "reader"), await join(node_b, "publisher")
-    if match == "wildcard":
-        # the pattern text itself is denied to the reader (a wildcard rule carves it out)
-        with pytest.raises(ApplicationError) as info:
-            await reader.subscribe(lambda *a: None, pattern, SubscribeOptions(match=match))
-        assert info.value.error == "wamp.error.not_authorized"
-        pattern = "com.feed..news"
+    # a pattern inside the hole is refused outright
+    with pytest.raises(ApplicationError) as info:
+        await reader.subscribe(
+            lambda *a: None, "com.feed.secret.", SubscribeOptions(match="prefix")
+        )
+    assert info.value.error == "wamp.error.not_authorized"
     got: list[str] = []
     end: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -159,19 +158,11 @@ async def test_denied_topics_never_cross_nodes_through_patterns(
 
     # SUBSCRIBED means node A's Redis subscription is live: node B's events reach it
     await reader.subscribe(on_event, pattern, SubscribeOptions(match=match))
-    topics = [
-        "com.feed.secret.news",  # denied by the prefix hole
-        "com.feed.hr.salary",  # denied by the wildcard hole
-        "com.feed.public.news",
-        "com.feed.end.news",
-    ]
+    topics = ["com.feed.secret.news", "com.feed.public.news", "com.feed.end.news"]
     for topic in topics:
         await publisher.publish(topic, topic, options=PublishOptions(acknowledge=True))
     await asyncio.wait_for(end, 10)
-    if match == "prefix":
-        assert got == ["com.feed.public.news", "com.feed.end.news"]
-    else:
-        assert got == ["com.feed.public.news", "com.feed.end.news"]
+    assert got == ["com.feed.public.news", "com.feed.end.news"]  # never the secret one
 
 
 async def test_pattern_registration_on_b_never_serves_a_denied_procedure_to_a(
@@ -214,7 +205,11 @@ async def test_authentication_works_and_fails_alike_on_both_nodes(
 ) -> None:
     for node in two_nodes:
         ticket = await autobahn_join(
-            node.url, "sec", authmethods=["ticket"], authid="reader", on_challenge=lambda c: "reader-pw"
+            node.url,
+            "sec",
+            authmethods=["ticket"],
+            authid="reader",
+            on_challenge=lambda c: "reader-pw",
         )
         assert (ticket.details.authid, ticket.details.authrole) == ("reader", "reader")
         ticket.leave()
@@ -266,4 +261,7 @@ async def test_authorizer_on_one_node_decides_for_the_other(
     with pytest.raises(ApplicationError) as info:
         await reader.call("com.closed.ping")
     assert info.value.error == "wamp.error.not_authorized"
-    assert asked[-2:] == [("reader", "call", "com.open.ping"), ("reader", "call", "com.closed.ping")]
+    assert asked[-2:] == [
+        ("reader", "call", "com.open.ping"),
+        ("reader", "call", "com.closed.ping"),
+    ]

@@ -212,3 +212,19 @@ def test_undecided_actions_consult_the_authorizer_and_wamp_never_does() -> None:
 def test_authorizer_answers(reply: Reply, expected: tuple[bool, bool, bool]) -> None:
     decision, cache = parse_authorizer_reply(reply, "com.example.authorize")
     assert (decision.allowed, decision.disclose, cache) == expected
+
+
+def test_dynamic_authenticator_procedure_is_registered_by_static_rules_only() -> None:
+    text = (
+        '[[realm]]\nname = "r"\n[realm.auth.ticket]\ndynamic = "com.example.authenticate"\n'
+        f"{BACKEND_ROLE}"
+        '[[realm.role]]\nname = "user"\nauthorizer = "com.example.authorize"\n'
+    )
+    settings = parse(text)
+    auth = settings.realms[0].extra[AUTHORIZATION]  # type: ignore[attr-defined]
+    assert auth.decide("user", "register", "com.example.other").consult
+    for procedure in ("com.example.authenticate", "com.example.authorize"):
+        decision = auth.decide("user", "register", procedure)
+        assert not decision.allowed and not decision.consult
+        assert not auth.may_serve("user", procedure)
+    assert auth.decide("user", "call", "com.example.authenticate").consult
