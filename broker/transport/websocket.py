@@ -40,8 +40,9 @@ from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, NegotiationError
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin, Subprotocol
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 CLOSE_SLOW_CONSUMER = 1008  # policy violation: the peer does not read fast enough
 CLOSE_POLICY = 1008  # rate limit, HELLO timeout
 CLOSE_TRY_AGAIN_LATER = 1013  # the node has max_sessions connections
+_SWEEP_INTERVAL = 1.0  # seconds between keepalive / HELLO-timeout sweeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,20 @@ def _frame(payload: bytes, opcode: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
 
 
+class _NoMessages:
+    """Stands in for websockets' per-connection message queue, which we never read."""
+
+    def put(self, frame: Frame) -> None:  # pragma: no cover - data frames go to the peer
+        raise RuntimeError("data frames are delivered to the WAMP peer")
+
+    def close(self) -> None:
+        pass
+
+
+_NO_MESSAGES = _NoMessages()
+_NO_HEADERS = Headers()
+
+
 class WampConnection(ServerConnection):
     """A ``ServerConnection`` that hands complete data frames to its ``WebSocketPeer``.
 
@@ -122,11 +138,31 @@ class WampConnection(ServerConnection):
         self.open_peer: Callable[[WampConnection], WebSocketPeer] | None = None
         self._fragments: list[bytes] | None = None
         self._fragmented_text = False
+        self.last_seen = 0.0  # loop time of the last frame received (keepalive sweeper)
+        self.opened_at = 0.0
+        self.ping_sent = False
+
+    def release_handshake(self) -> None:
+        """Drop what only the handshake needed, to keep idle connections small.
+
+        The request and response keep their path and status but lose their header
+        maps, and websockets' message queue (never used: data frames come to the
+        peer) is replaced by a shared stand-in.
+        """
+        if self.request is not None:
+            self.request = Request(self.request.path, _NO_HEADERS)
+        if self.response is not None:
+            self.response = Response(
+                self.response.status_code, self.response.reason_phrase, _NO_HEADERS
+            )
+        self.recv_messages = _NO_MESSAGES  # type: ignore[assignment]
 
     def process_event(self, event: Any) -> None:
         if self.request is None or not isinstance(event, Frame):
             super().process_event(event)
             return
+        self.last_seen = self.loop.time()
+        self.ping_sent = False
         opcode = event.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if event.fin:
@@ -344,6 +380,7 @@ class WebSocketTransport:
         self.slow_consumers = 0
         self.stats = TransportStats()
         self.burst = float(settings.message_burst)
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Bind and start accepting connections."""
@@ -360,8 +397,8 @@ class WebSocketTransport:
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
             max_size=s.max_message_size,
-            ping_interval=s.ping_interval,
-            ping_timeout=s.ping_timeout,
+            ping_interval=None,  # keepalive: one sweeper for all connections (_sweep)
+            ping_timeout=None,
             open_timeout=s.open_timeout,
             close_timeout=s.close_timeout,
             compression=None,
@@ -396,6 +433,9 @@ class WebSocketTransport:
 
     async def close(self) -> None:
         """Close every connection and the server."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self.server is not None:
             self.server.close(close_connections=True)
             await self.server.wait_closed()
@@ -429,6 +469,11 @@ class WebSocketTransport:
         ws.peer = peer
         peer.session = self.router.attach(peer)
         self.connections.add(ws)
+        ws.last_seen = ws.loop.time()
+        ws.opened_at = ws.last_seen
+        ws.release_handshake()
+        if self._sweeper is None:
+            self._sweeper = ws.loop.call_later(_SWEEP_INTERVAL, self._sweep)
         return peer
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -438,9 +483,6 @@ class WebSocketTransport:
         session = peer.session
         assert session is not None
         router = self.router
-        hello_timer = asyncio.get_running_loop().call_later(
-            self.settings.hello_timeout, self._hello_expired, session
-        )
         if len(self.connections) > self.settings.max_sessions:  # raced past the HTTP check
             router.abort(session, errors.UNAVAILABLE, "too many sessions", CLOSE_TRY_AGAIN_LATER)
         log.info(
@@ -452,7 +494,6 @@ class WebSocketTransport:
         try:
             await ws.wait_closed()
         finally:
-            hello_timer.cancel()
             router.detach(session)
             peer.session = None
             await peer.finish(self.settings.close_timeout + 1)
@@ -461,14 +502,49 @@ class WebSocketTransport:
                 self.slow_consumers += 1
             log.info("session %d closed (code %s)", session.id, ws.close_code)
 
-    def _hello_expired(self, session: Session) -> None:
-        if session.state < SessionState.ESTABLISHED:
-            self.router.abort(
-                session,
-                errors.TIMEOUT,
-                f"no WELCOME within {self.settings.hello_timeout:g} s",
-                CLOSE_POLICY,
-            )
+    def _sweep(self) -> None:
+        """Once a second: HELLO timeouts, keepalive pings, and peers that stopped answering.
+
+        One timer for every connection instead of a task and a timer per connection.
+        A connection idle for ``ping_interval`` gets a ping; one still silent
+        ``ping_timeout`` later is closed with 1011, as websockets' keepalive does.
+        """
+        self._sweeper = None
+        if not self.connections:
+            return
+        settings = self.settings
+        interval, timeout = settings.ping_interval, settings.ping_timeout
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for ws in list(self.connections):
+            assert isinstance(ws, WampConnection)
+            peer = ws.peer
+            if peer is None or peer.closing or ws.protocol.state is not State.OPEN:
+                continue
+            session = peer.session
+            if (
+                session is not None
+                and session.state < SessionState.ESTABLISHED
+                and now - ws.opened_at >= settings.hello_timeout
+            ):
+                self.router.abort(
+                    session,
+                    errors.TIMEOUT,
+                    f"no WELCOME within {settings.hello_timeout:g} s",
+                    CLOSE_POLICY,
+                )
+                continue
+            if not interval:
+                continue
+            idle = now - ws.last_seen
+            if ws.ping_sent and timeout and idle >= interval + timeout:
+                ws.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                ws.send_data()
+            elif not ws.ping_sent and idle >= interval:
+                ws.protocol.send_ping(b"keepalive")
+                ws.send_data()
+                ws.ping_sent = True
+        self._sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
 
 
 def _tls_context(settings: TransportSettings) -> ssl.SSLContext | None:
