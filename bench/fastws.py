@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import struct
 from typing import Any
 
@@ -246,14 +247,21 @@ async def connect_fast(
     url: str,
     subprotocols: list[Subprotocol],
     open_timeout: float = 10.0,
+    sock: socket.socket | None = None,
     **_options: Any,
 ) -> FastConnection:
-    """Open a ``FastConnection`` to ``url`` (``ws://`` only) offering ``subprotocols``."""
+    """Open a ``FastConnection`` to ``url`` (``ws://`` only) offering ``subprotocols``
+    (over ``sock`` when given: an already connected TCP socket)."""
     uri = parse_uri(url)
     protocol = ClientProtocol(uri, subprotocols=subprotocols, max_size=None)
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(open_timeout):
-        _, conn = await loop.create_connection(lambda: FastConnection(protocol), uri.host, uri.port)
+        if sock is not None:
+            _, conn = await loop.create_connection(lambda: FastConnection(protocol), sock=sock)
+        else:
+            _, conn = await loop.create_connection(
+                lambda: FastConnection(protocol), uri.host, uri.port
+            )
         try:
             await conn._handshake
         except BaseException:

@@ -54,6 +54,10 @@ from bench.wamp import (
 SCENARIOS = ("rpc", "fanout", "fanout-rate", "connections", "cluster")
 PROCEDURE = "bench.echo"
 TOPIC = "bench.topic"
+# SO_RCVBUF of a --stalled subscriber's socket, set before connecting (Linux doubles it
+# and keeps a minimum), so once it stops reading TCP pushes back on the router quickly.
+STALLED_RCVBUF = 4096
+STALLED_IDLE_S = 0.5  # at the end: no byte for this long after resuming = not dropped
 
 # All processes on one machine share CLOCK_MONOTONIC (perf_counter); the payload carries
 # nanoseconds since this base so the integer stays small whatever the uptime.
@@ -282,6 +286,44 @@ class Subscriber:
         self.lat = array.array("q")
 
 
+def is_marker(data: bytes) -> bool:
+    msg = unpackb(data)
+    return (msg[0] == EVENT or msg[0] == PUBLISH) and len(msg) > 4 and msg[4][0] < 0
+
+
+async def stall(session: Session, synced: Any, index: int) -> None:
+    """A ``--stalled`` subscriber: read until the first sync marker (so its subscription is
+    known to be live), then stop reading from the socket for good."""
+    ws = session.ws
+    while not is_marker(await ws.recv()):  # type: ignore[arg-type]
+        pass
+    ws.transport.pause_reading()  # type: ignore[union-attr]
+    synced[index] += 1
+
+
+async def was_dropped(session: Session, deadline: float) -> bool:
+    """Resume reading a stalled subscriber and tell whether the router has closed it: a
+    close frame, EOF or reset shows up behind whatever was still buffered. Idle for
+    ``STALLED_IDLE_S`` with the connection open means it was not dropped."""
+    ws = session.ws
+    if isinstance(ws, FastConnection) and ws._closed is not None:
+        return True
+    transport = ws.transport
+    if transport is None or transport.is_closing():
+        return True
+    transport.resume_reading()
+    recv = ws.recv_batch if isinstance(ws, FastConnection) else ws.recv
+    while time.perf_counter() < deadline:
+        try:
+            async with asyncio.timeout(STALLED_IDLE_S):
+                await recv()
+        except TimeoutError:
+            return False
+        except Exception:  # ConnectionClosed (close frame, EOF), a reset
+            return True
+    return False
+
+
 async def fanout_worker(
     p: dict[str, Any], index: int, procs: int, ctl: Control, sh: Shared
 ) -> None:
@@ -292,6 +334,18 @@ async def fanout_worker(
     subs = [Subscriber(s) for s in sessions]
     for sub in subs:
         await sub.session.subscribe(TOPIC)
+    # --stalled: more subscribers, on small receive buffers, that stop reading after the
+    # sync marker. They are not in the delivered/expected counts nor in the window.
+    total_stalled: int = p.get("stalled") or 0
+    stalled = await gather_bounded(
+        [
+            join(sub_url, realm, client=p["client"], rcvbuf=STALLED_RCVBUF)
+            for _ in shard(total_stalled, index, procs)
+        ],
+        50,
+    )
+    for st in stalled:
+        await st.subscribe(TOPIC)
     publisher: Session | None = (
         await join(pub_url, realm, client=p["client"]) if index == 0 else None
     )
@@ -345,14 +399,16 @@ async def fanout_worker(
                 wake.set()
 
     tasks = [asyncio.create_task(sub_loop(s)) for s in subs]
+    tasks += [asyncio.create_task(stall(st, synced, index)) for st in stalled]
 
     if publisher is not None:
         # Repeat a marker until every subscriber (in every worker) has seen one, so the
         # subscriptions are known to be live (on a cluster they propagate asynchronously).
         deadline = time.perf_counter() + p["timeout"]
-        while sum(synced) < total_subs:
+        want = total_subs + total_stalled
+        while sum(synced) < want:
             if time.perf_counter() > deadline:
-                raise RuntimeError(f"only {sum(synced)}/{total_subs} subscribers got the marker")
+                raise RuntimeError(f"only {sum(synced)}/{want} subscribers got the marker")
             await publisher.send([PUBLISH, publisher.next_id(), {}, TOPIC, [-1, 0]])
             await asyncio.sleep(0.02)
 
@@ -388,7 +444,12 @@ async def fanout_worker(
     report.extra["subscribers"] = len(subs)
     report.extra["short_subscribers"] = sum(1 for s in subs if s.n != final.value)
     ctl.send("report", report)
-    await close_all([*sessions, *([publisher] if publisher else [])])
+    if total_stalled:
+        await ctl.recv()  # "check": the coordinator has read the broker's CPU and RSS
+        deadline = time.perf_counter() + p["timeout"]
+        dropped = await asyncio.gather(*(was_dropped(st, deadline) for st in stalled))
+        ctl.send("stalled", sum(dropped))
+    await close_all([*sessions, *stalled, *([publisher] if publisher else [])])
 
 
 async def publish_windowed(
@@ -584,6 +645,12 @@ def run(p: dict[str, Any]) -> dict[str, Any]:
         m_after = procstat.machine()
         broker_cpu = after.cpu_s - before.cpu_s if before and after else 0.0
         extra: dict[str, Any] = {"machine": procstat.noise(m_before, m_after, broker_cpu)}
+        if p.get("stalled") and scenario != "rpc" and scenario != "connections":
+            # Only now (the broker's figures are taken) may the stalled subscribers read
+            # again to find out whether the router dropped them.
+            for c in conns:
+                c.send(("check", None))
+            extra["stalled_dropped"] = sum(_recv(c, p["timeout"] + 30.0, "stalled") for c in conns)
         if scenario == "connections":
             # Let the broker settle, read its RSS with every session open, then close them.
             time.sleep(p["settle"])
@@ -630,7 +697,9 @@ def assemble(
         for k, v in p.items()
         if k not in ("scenario", "target", "url", "pub_url", "callee_url", "pid", "json_only")
         and not (k in ("callers",) and scenario != "rpc")
-        and not (k in ("subscribers", "window", "rate") and scenario in ("rpc", "connections"))
+        and not (
+            k in ("subscribers", "window", "rate", "stalled") and scenario in ("rpc", "connections")
+        )
         and not (k in ("sessions", "concurrency", "settle") and scenario != "connections")
     }
     record: dict[str, Any] = {
@@ -656,6 +725,8 @@ def assemble(
         record["delivered"] = received
         record["expected"] = sent * p["subscribers"]
         record["short_subscribers"] = sum(r.extra.get("short_subscribers", 0) for r in reports)
+        record["stalled"] = p.get("stalled") or 0
+        record["stalled_dropped"] = extra.pop("stalled_dropped", 0)
     elif scenario == "rpc":
         record["received"] = received
     else:
@@ -716,6 +787,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--subscribers", type=int, help="fanout: subscribers (100; 1000 for -rate)")
     ap.add_argument("--window", type=int, default=64, help="fanout: outstanding events/sub")
     ap.add_argument("--rate", type=float, help="fanout-rate: publishes per second (10)")
+    ap.add_argument(
+        "--stalled",
+        type=int,
+        default=0,
+        help="fanout: extra subscribers that stop reading after subscribing (0)",
+    )
     ap.add_argument("--sessions", type=int, help="connections: sessions to open (10000)")
     ap.add_argument(
         "--concurrency", type=int, default=100, help="connections: set-ups in flight (total)"

@@ -27,15 +27,19 @@ def _read_stat(pid: int) -> tuple[int, float] | None:
     return ppid, (utime + stime) / _TICKS
 
 
-def _read_rss_kib(pid: int) -> int:
+def _read_rss_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of ``pid`` in KiB: resident memory now and its peak so far."""
+    rss = hwm = 0
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
+                    rss = int(line.split()[1])
+                elif line.startswith(b"VmHWM:"):
+                    hwm = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return rss, hwm
 
 
 def process_tree(pids: list[int]) -> list[int]:
@@ -65,6 +69,7 @@ class Sample:
     at: float  # time.perf_counter()
     cpu_s: float  # user + system seconds, summed
     rss_kib: int  # VmRSS, summed
+    hwm_kib: int  # VmHWM (each process's peak RSS so far), summed
     pids: tuple[int, ...]
 
 
@@ -72,13 +77,15 @@ def sample(pids: list[int]) -> Sample:
     """Read CPU seconds and RSS of ``pids`` and their descendants now."""
     tree = process_tree(pids)
     cpu = 0.0
-    rss = 0
+    rss = hwm = 0
     for pid in tree:
         st = _read_stat(pid)
         if st is not None:
             cpu += st[1]
-            rss += _read_rss_kib(pid)
-    return Sample(at=time.perf_counter(), cpu_s=cpu, rss_kib=rss, pids=tuple(tree))
+            now, peak = _read_rss_kib(pid)
+            rss += now
+            hwm += peak
+    return Sample(at=time.perf_counter(), cpu_s=cpu, rss_kib=rss, hwm_kib=hwm, pids=tuple(tree))
 
 
 def delta(before: Sample | None, after: Sample | None) -> dict[str, object] | None:
@@ -93,6 +100,9 @@ def delta(before: Sample | None, after: Sample | None) -> dict[str, object] | No
         "cpu_util": round(cpu / wall, 3),
         "rss_kib": after.rss_kib,
         "rss_mib": round(after.rss_kib / 1024, 1),
+        "rss_start_kib": before.rss_kib,
+        "peak_rss_kib": after.hwm_kib,
+        "peak_rss_mib": round(after.hwm_kib / 1024, 1),
     }
 
 

@@ -8,6 +8,7 @@ HELLO/WELCOME, SUBSCRIBE, REGISTER, GOODBYE; the scenarios drive CALL/PUBLISH th
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -117,20 +118,49 @@ class Session:
 CLIENTS: Final = ("fast", "websockets")
 
 
+async def small_socket(url: str, rcvbuf: int, timeout: float) -> socket.socket:
+    """A TCP socket connected to ``url``'s host and port whose receive buffer was shrunk to
+    ``rcvbuf`` bytes before connecting (so the advertised window is small too: a peer that
+    stops reading pushes back on the sender after a few KiB)."""
+    parts = urlsplit(url)
+    port = parts.port or 80
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def join(
-    url: str, realm: str = "realm1", *, open_timeout: float = 10.0, client: str = "fast"
+    url: str,
+    realm: str = "realm1",
+    *,
+    open_timeout: float = 10.0,
+    client: str = "fast",
+    rcvbuf: int = 0,
 ) -> Session:
     """Open a WebSocket (``wamp.2.msgpack``, no compression, no pings) and join ``realm``.
 
     ``client="fast"`` uses the lean connection of ``bench.fastws``; ``"websockets"`` uses
     ``websockets.asyncio.client`` (several times more client CPU per message).
+    ``rcvbuf``: set ``SO_RCVBUF`` to this many bytes before connecting (0: the default).
     """
     ws: Conn
+    sock = await small_socket(url, rcvbuf, open_timeout) if rcvbuf else None
     if client == "fast":
-        ws = await connect_fast(url, [MSGPACK], open_timeout=open_timeout)
+        ws = await connect_fast(url, [MSGPACK], open_timeout=open_timeout, sock=sock)
     else:
         ws = await connect(
             url,
+            **({"sock": sock} if sock is not None else {}),
             subprotocols=[MSGPACK],
             compression=None,
             ping_interval=None,

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--redis", help="redis://HOST:PORT/DB to join a cluster")
     parser.add_argument("--node-id", help="this node's name in a cluster")
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run on uvloop (pip install 'wamp-broker[fast]'); also BROKER_UVLOOP=1",
+    )
     parser.add_argument("--version", action="version", version=f"broker {__version__}")
     return parser
 
@@ -94,8 +100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"broker: configuration error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings)
+    loop_factory = None
+    if args.uvloop or os.environ.get("BROKER_UVLOOP", "") in ("1", "true", "yes"):
+        try:
+            import uvloop
+        except ImportError:
+            log.error("--uvloop: uvloop is not installed (pip install 'wamp-broker[fast]')")
+            return 2
+        loop_factory = uvloop.new_event_loop
+        log.info("running on uvloop")
     try:
-        asyncio.run(_run(settings))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_run(settings))
     except OSError as exc:
         log.error(
             "cannot listen on %s:%s: %s",

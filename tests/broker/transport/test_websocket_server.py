@@ -186,3 +186,16 @@ def test_json_log_format_prints_json_lines() -> None:
         assert entry["level"] == "info" and "listening on" in entry["message"]
     finally:
         proc.stop()
+
+
+async def test_broker_runs_on_uvloop_when_asked() -> None:
+    proc = start_broker("--uvloop")
+    try:
+        assert "running on uvloop" in proc.read_output()
+        ws = await joined(proc.url, "wamp.2.json")
+        await ws.send(json.dumps([48, 1, {}, "wamp.session.count"]))
+        result = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert result[0] == 50 and result[3] == [1]
+        await ws.close()
+    finally:
+        proc.stop()
