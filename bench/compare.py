@@ -47,12 +47,22 @@ class Case:
     scenario: str
     args: tuple[str, ...]
     what: str
+    targets: tuple[str, ...] = ("ours", "crossbar", "floor")  # where the case makes sense
 
 
 CASES: tuple[Case, ...] = (
     Case("rpc-50", "rpc", ("--callers", "50"), "RPC, 50 closed-loop callers, 1 callee"),
     Case("rpc-1", "rpc", ("--callers", "1"), "RPC, 1 caller, 1 callee"),
     Case("fanout-100", "fanout", ("--subscribers", "100"), "1 publisher -> 100 subscribers"),
+    # The floor's broadcast() has no slow-consumer policy (its buffer for the stalled
+    # connection just grows), so there is nothing of backpressure to compare against.
+    Case(
+        "fanout-100-stalled",
+        "fanout",
+        ("--subscribers", "100", "--stalled", "1"),
+        "fanout-100 plus 1 subscriber that stops reading",
+        targets=("ours", "crossbar"),
+    ),
     Case(
         "fanout-rate-1000",
         "fanout-rate",
@@ -271,7 +281,8 @@ def run_loadgen(
 
 # ----------------------------------------------------------------------------- table
 
-# (case, label, how to read the value from a record, True if higher is better)
+# (case, label, how to read the value from a record, True if higher is better); a path
+# "x/case" is x divided by x of the same target's record for that other case.
 METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("rpc-50", "calls/s", "throughput", True),
     ("rpc-50", "p99 ms", "latency_ms.p99", False),
@@ -280,6 +291,10 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("fanout-100", "delivered events/s", "throughput", True),
     ("fanout-100", "p99 ms", "latency_ms.p99", False),
     ("fanout-100", "broker CPU µs/event", "broker.cpu_us_per_op", False),
+    ("fanout-100", "broker peak RSS, MiB", "broker.peak_rss_kib", False),
+    ("fanout-100-stalled", "delivered events/s", "throughput", True),
+    ("fanout-100-stalled", "events/s ÷ fanout-100's", "throughput/fanout-100", True),
+    ("fanout-100-stalled", "broker peak RSS, MiB", "broker.peak_rss_kib", False),
     ("fanout-rate-1000", "delivered events/s", "throughput", True),
     ("fanout-rate-1000", "p50 ms", "latency_ms.p50", False),
     ("fanout-rate-1000", "p99 ms", "latency_ms.p99", False),
@@ -301,6 +316,18 @@ def pick(record: dict[str, Any] | None, path: str) -> float | None:
     if path.endswith("rss_kib"):
         return value / 1024
     return float(value)
+
+
+def value_of(
+    results: dict[tuple[str, str], dict[str, Any]], target: str, case: str, path: str
+) -> float | None:
+    """The metric ``path`` of ``target``'s record for ``case`` (see METRICS)."""
+    path, _, base = path.partition("/")
+    value = pick(results.get((target, case)), path)
+    if not base or value is None:
+        return value
+    denominator = pick(results.get((target, base)), path)
+    return value / denominator if denominator else None
 
 
 def fmt(value: float | None) -> str:
@@ -332,7 +359,7 @@ def table(results: dict[tuple[str, str], dict[str, Any]], targets: Sequence[str]
     for case, label, path, higher in METRICS:
         if not any((t, case) in results for t in cols):
             continue
-        values = {t: pick(results.get((t, case)), path) for t in cols}
+        values = {t: value_of(results, t, case, path) for t in cols}
         row = [case, label + (" ↑" if higher else " ↓")]
         for t in cols:
             rec = results.get((t, case))
@@ -407,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets.remove("crossbar")
     for target in targets:
         for case in cases:
+            if target not in case.targets:
+                continue
             try:
                 with running(target, server_cpus, ns.broker_arg) as server:
                     record = run_loadgen(case, server.url, target, [server.proc.pid], ns)
@@ -426,7 +455,8 @@ def table_for_single(results: dict[tuple[str, str], dict[str, Any]], target: str
     for (_, case), rec in results.items():
         for c, label, path, _ in METRICS:
             if c == case:
-                lines.append(f"| {case} | {label} | {fmt(pick(rec, path))} |")
+                value = value_of(results, target, case, path)
+                lines.append(f"| {case} | {label} | {fmt(value)} |")
         if case.startswith("cluster"):
             for label, path in (
                 ("delivered events/s", "throughput"),

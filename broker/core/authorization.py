@@ -91,6 +91,7 @@ class Decision:
 
 DENY = Decision(False)
 CONSULT = Decision(False, consult=True)
+ALLOW_ALL = Decision(True)
 
 
 @dataclass(frozen=True, slots=True)

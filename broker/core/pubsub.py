@@ -150,6 +150,14 @@ def _strs(value: Any) -> frozenset[str] | None:
     return frozenset(value)
 
 
+def _remote_filter(options: dict[str, Any] | None) -> DeliveryFilter | None:
+    """The delivery filter carried by a cluster envelope (validated by its origin node)."""
+    try:
+        return DeliveryFilter.from_options(options) if options else None
+    except ValueError:
+        return DeliveryFilter(eligible=frozenset())  # malformed: deliver to nobody
+
+
 @dataclass(frozen=True, slots=True)
 class RetainedEvent:
     """The last event published with ``retain=true`` on a topic (event_retention)."""
@@ -391,11 +399,9 @@ class Broker:
         filter_opts: dict[str, Any] | None,
     ) -> int:
         """Deliver an event published on another node to the local subscribers."""
-        try:
-            delivery_filter = DeliveryFilter.from_options(filter_opts) if filter_opts else None
-        except ValueError:
-            return 0
-        return self.deliver_local(topic, publication, details, args, kwargs, None, delivery_filter)
+        return self.deliver_local(
+            topic, publication, details, args, kwargs, None, _remote_filter(filter_opts)
+        )
 
     def retain_remote(
         self,
@@ -407,12 +413,8 @@ class Broker:
         filter_opts: dict[str, Any] | None,
     ) -> None:
         """Record the retained event of ``topic`` published on another node."""
-        try:
-            delivery_filter = DeliveryFilter.from_options(filter_opts) if filter_opts else None
-        except ValueError:
-            delivery_filter = None
         self.retained[topic] = RetainedEvent(
-            topic, publication, details, args, kwargs, delivery_filter
+            topic, publication, details, args, kwargs, _remote_filter(filter_opts)
         )
 
     def deliver_local(

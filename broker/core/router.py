@@ -45,7 +45,13 @@ from protocol_spec.messages import (
 from protocol_spec.uri import is_valid_uri
 
 from .auth import Accept, AskChallenge, Authenticator, Consult, Deny, Outcome, Reply
-from .authorization import Authorization, Decision, DynamicKey, parse_authorizer_reply
+from .authorization import (
+    ALLOW_ALL,
+    Authorization,
+    Decision,
+    DynamicKey,
+    parse_authorizer_reply,
+)
 from .dealer import Dealer
 from .features import welcome_roles
 from .ids import Counter, random_id
@@ -444,37 +450,56 @@ def _authorization(session: Session) -> Authorization | None:
     return auth
 
 
-def _publish(router: Router, session: Session, msg: Publish) -> None:
+def _authorize(
+    router: Router, session: Session, action: str, uri: str, msg: Any, request_type: int
+) -> Decision | None:
+    """The authorization decision for one action, or None when the message is handled.
+
+    None means: denied (ERROR sent, except for an unacknowledged PUBLISH, which has
+    no reply and is just dropped) or waiting for the dynamic authorizer (the message
+    is replayed when it answers). Realms without roles allow everything.
+    """
     auth = _authorization(session)
-    if auth is not None:
-        decision = auth.decide(session.authrole, "publish", msg.topic)
-        if decision.consult:
-            found = router.consult_authorizer(session, auth, "publish", msg.topic, msg)
-            if found is None:
-                return  # replayed when the authorizer answers
-            decision = found
-        if not decision.allowed:
-            # an unacknowledged PUBLISH has no reply: the event is just dropped
-            if msg.options.get("acknowledge") is True:
-                _deny(session, MessageType.PUBLISH, msg.request, "publish to", msg.topic)
-            return
-        if decision.disclose and msg.options.get("disclose_me") is not True:
-            msg = replace(msg, options={**msg.options, "disclose_me": True})
-    _broker(session).publish(session, msg)
+    if auth is None:
+        return ALLOW_ALL
+    decision = auth.decide(session.authrole, action, uri)
+    if decision.consult:
+        found = router.consult_authorizer(session, auth, action, uri, msg)
+        if found is None:
+            return None
+        decision = found
+    if not decision.allowed:
+        if request_type != MessageType.PUBLISH or msg.options.get("acknowledge") is True:
+            verb = _DENIED_VERBS[action]
+            _deny(session, request_type, msg.request, verb, uri)
+        return None
+    return decision
+
+
+_DENIED_VERBS = {
+    "publish": "publish to",
+    "subscribe": "subscribe to",
+    "register": "register",
+    "call": "call",
+}
+
+
+def _disclosing(msg: Any, decision: Decision) -> Any:
+    """``msg`` with ``disclose_me`` forced on when the role's rule says to disclose."""
+    if decision.disclose and msg.options.get("disclose_me") is not True:
+        return replace(msg, options={**msg.options, "disclose_me": True})
+    return msg
+
+
+def _publish(router: Router, session: Session, msg: Publish) -> None:
+    decision = _authorize(router, session, "publish", msg.topic, msg, MessageType.PUBLISH)
+    if decision is not None:
+        _broker(session).publish(session, _disclosing(msg, decision))
 
 
 def _subscribe(router: Router, session: Session, msg: Subscribe) -> None:
-    auth = _authorization(session)
-    if auth is not None:
-        decision = auth.decide(session.authrole, "subscribe", msg.topic)
-        if decision.consult:
-            found = router.consult_authorizer(session, auth, "subscribe", msg.topic, msg)
-            if found is None:
-                return  # replayed when the authorizer answers
-            decision = found
-        if not decision.allowed:
-            _deny(session, MessageType.SUBSCRIBE, msg.request, "subscribe to", msg.topic)
-            return
+    if _authorize(router, session, "subscribe", msg.topic, msg, MessageType.SUBSCRIBE) is None:
+        return
     limit = _limits(session).max_subscriptions
     if len(session.subscriptions) >= limit:
         _over_limit(session, MessageType.SUBSCRIBE, msg.request, "subscriptions", limit)
@@ -483,17 +508,8 @@ def _subscribe(router: Router, session: Session, msg: Subscribe) -> None:
 
 
 def _register(router: Router, session: Session, msg: Register) -> None:
-    auth = _authorization(session)
-    if auth is not None:
-        decision = auth.decide(session.authrole, "register", msg.procedure)
-        if decision.consult:
-            found = router.consult_authorizer(session, auth, "register", msg.procedure, msg)
-            if found is None:
-                return  # replayed when the authorizer answers
-            decision = found
-        if not decision.allowed:
-            _deny(session, MessageType.REGISTER, msg.request, "register", msg.procedure)
-            return
+    if _authorize(router, session, "register", msg.procedure, msg, MessageType.REGISTER) is None:
+        return
     limit = _limits(session).max_registrations
     if len(session.registrations) >= limit:
         _over_limit(session, MessageType.REGISTER, msg.request, "registrations", limit)
@@ -502,19 +518,10 @@ def _register(router: Router, session: Session, msg: Register) -> None:
 
 
 def _call(router: Router, session: Session, msg: Call) -> None:
-    auth = _authorization(session)
-    if auth is not None:
-        decision = auth.decide(session.authrole, "call", msg.procedure)
-        if decision.consult:
-            found = router.consult_authorizer(session, auth, "call", msg.procedure, msg)
-            if found is None:
-                return  # replayed when the authorizer answers
-            decision = found
-        if not decision.allowed:
-            _deny(session, MessageType.CALL, msg.request, "call", msg.procedure)
-            return
-        if decision.disclose and msg.options.get("disclose_me") is not True:
-            msg = replace(msg, options={**msg.options, "disclose_me": True})
+    decision = _authorize(router, session, "call", msg.procedure, msg, MessageType.CALL)
+    if decision is None:
+        return
+    msg = _disclosing(msg, decision)
     limit = _limits(session).max_pending_calls
     if len(session.calls) >= limit:
         _over_limit(session, MessageType.CALL, msg.request, "pending calls", limit)

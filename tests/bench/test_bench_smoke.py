@@ -31,7 +31,7 @@ COMMON_KEYS = {
     "machine",
 }
 LATENCY_KEYS = {"p50", "p90", "p99", "max", "mean", "samples"}
-BROKER_KEYS = {"pids", "cpu_s", "cpu_util", "rss_kib", "rss_mib"}
+BROKER_KEYS = {"pids", "cpu_s", "cpu_util", "rss_kib", "rss_mib", "peak_rss_kib", "peak_rss_mib"}
 
 
 def loadgen(broker: BrokerProcess, *args: str) -> dict[str, Any]:
@@ -67,6 +67,7 @@ def loadgen(broker: BrokerProcess, *args: str) -> dict[str, Any]:
     assert BROKER_KEYS <= record["broker"].keys()
     assert broker.proc.pid in record["broker"]["pids"]
     assert record["broker"]["rss_kib"] > 0
+    assert record["broker"]["peak_rss_kib"] >= record["broker"]["rss_kib"]
     return record
 
 
@@ -90,3 +91,21 @@ def test_fanout_every_subscriber_gets_every_event(broker: BrokerProcess) -> None
     assert record["delivered"] == record["expected"]
     assert record["short_subscribers"] == 0
     assert record["latency_ms"]["samples"] == 500
+
+
+@pytest.mark.timeout(60)
+def test_fanout_with_a_stalled_subscriber_the_others_get_every_event(
+    broker: BrokerProcess,
+) -> None:
+    record = loadgen(
+        broker, "fanout", "--subscribers", "5", "--stalled", "1", "--count", "100", "--window", "8"
+    )
+    assert record["params"]["stalled"] == 1
+    assert record["stalled"] == 1
+    # The stalled subscriber is not counted: the 5 healthy ones got all 100 events each.
+    assert record["published"] == 100
+    assert record["expected"] == 500
+    assert record["delivered"] == record["expected"]
+    assert record["short_subscribers"] == 0
+    # 100 small events are far below max_write_buffer: the router keeps it connected.
+    assert record["stalled_dropped"] == 0
