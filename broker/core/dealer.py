@@ -114,9 +114,18 @@ class Registration:
             "invoke": self.invoke,
         }
 
-    def pick(self) -> Session:
-        """Choose the callee for the next call according to the invoke policy."""
+    def pick(self, eligible: Callable[[Session], bool] | None = None) -> Session | None:
+        """Choose the callee for the next call according to the invoke policy.
+
+        With ``eligible``, only callees it accepts are considered; None when there is
+        none (a shared pattern registration whose callees' roles may not all serve
+        the called procedure).
+        """
         callees = self.callees
+        if eligible is not None:
+            callees = [callee for callee in callees if eligible(callee)]
+            if not callees:
+                return None
         if self.invoke == "roundrobin":
             self.rr = (self.rr + 1) % len(callees)
             return callees[self.rr]
@@ -401,7 +410,26 @@ class Dealer:
                 "timeout must be a non-negative number of milliseconds",
             )
             return
-        callee = reg.pick()
+        guard = self.realm.settings.extra.get("authorization")  # security hook
+        eligible = None
+        if guard is not None and reg.match != MATCH_EXACT:
+            # a pattern registration never serves a procedure its callee's role may not
+            # register; remote callees are checked on their own node (invoke_remote)
+            def eligible(callee: Session) -> bool:
+                return isinstance(callee, RemoteSession) or guard.may_serve(
+                    callee.authrole, procedure
+                )
+
+        callee = reg.pick(eligible)
+        if callee is None:
+            self._error(
+                session,
+                rtype,
+                msg.request,
+                errors.NO_ELIGIBLE_CALLEE,
+                f"no callee is authorized to serve {procedure!r}",
+            )
+            return
         if isinstance(callee, RemoteSession) and not self.realm.cluster.available:
             self._error(
                 session,
@@ -409,22 +437,6 @@ class Dealer:
                 msg.request,
                 errors.UNAVAILABLE,
                 "the callee is on another node and the cluster is unreachable",
-            )
-            return
-        guard = self.realm.settings.extra.get("authorization")  # security hook
-        if (
-            guard is not None
-            and reg.match != MATCH_EXACT
-            and not isinstance(callee, RemoteSession)  # checked on its node (invoke_remote)
-            and not guard.may_serve(callee.authrole, procedure)
-        ):
-            # a pattern registration never serves a procedure its role may not register
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.NO_ELIGIBLE_CALLEE,
-                f"no callee is authorized to serve {procedure!r}",
             )
             return
         details: dict[str, Any] = {}

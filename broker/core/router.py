@@ -313,8 +313,8 @@ class Router:
                 outcome = Deny()
             self._apply(session, realm, outcome)
             for message in backlog:
-                if session.state >= SessionState.CLOSING:
-                    break
+                if session.state is SessionState.CLOSED:
+                    break  # while CLOSING the table still answers a held GOODBYE
                 self.receive(session, message)
 
         self._consult_peer.waiting[request] = done

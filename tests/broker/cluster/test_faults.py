@@ -279,9 +279,9 @@ async def test_silently_deaf_pubsub_link_is_detected_and_rebuilt(
     async def hears_again() -> bool:
         await pub.publish("deaf.topic", 1, options=PublishOptions(acknowledge=True))
         try:
-            await asyncio.wait_for(got.get(), 0.5)
+            await asyncio.wait_for(got.get(), 1.0)
         except TimeoutError:
             return False
         return True
 
-    await eventually(hears_again, timeout=10, what="the rebuilt link delivers again")
+    await eventually(hears_again, timeout=20, what="the rebuilt link delivers again")

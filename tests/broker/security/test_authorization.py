@@ -139,6 +139,45 @@ async def test_pattern_registration_never_serves_denied_procedures(clients: Any)
     assert result[1] == 77 and result[3] == ["ok"]
 
 
+async def test_shared_pattern_registration_skips_callees_not_allowed_to_serve(
+    clients: Any,
+) -> None:
+    guest, backend, caller = (
+        await clients("dave"),
+        await clients("backend"),
+        await clients("backend"),
+    )
+    options = {"match": "prefix", "invoke": "roundrobin"}
+    assert (await guest.request([REGISTER, options, "com.guest."], REGISTERED))[0] == REGISTERED
+    assert (await backend.request([REGISTER, options, "com.guest."], REGISTERED))[0] == (REGISTERED)
+    # The guest's role may not serve com.guest.private.*: every such call goes to the
+    # backend, whatever the round-robin position, instead of failing half the time.
+    for request in range(1, 5):
+        await caller.send([CALL, request, {}, "com.guest.private.read", [request]])
+        invocation = await backend.recv_type(INVOCATION)
+        assert invocation[3]["procedure"] == "com.guest.private.read"
+        await backend.send([YIELD, invocation[1], {}, invocation[4]])
+        result = await caller.recv_type(RESULT)
+        assert result[1] == request and result[3] == [request]
+    # Procedures both may serve still alternate between them.
+    served = []
+    for request in range(10, 14):
+        await caller.send([CALL, request, {}, "com.guest.hello", [request]])
+        waits = {
+            asyncio.ensure_future(callee.recv_type(INVOCATION)): (callee, name)
+            for callee, name in ((guest, "guest"), (backend, "backend"))
+        }
+        done, pending = await asyncio.wait(waits, timeout=5, return_when="FIRST_COMPLETED")
+        for task in pending:
+            task.cancel()
+        (task,) = done
+        callee, name = waits[task]
+        served.append(name)
+        await callee.send([YIELD, task.result()[1], {}, [name]])
+        assert (await caller.recv_type(RESULT))[3] == [name]
+    assert set(served) == {"guest", "backend"}
+
+
 async def test_meta_api_is_privileged_by_default(clients: Any) -> None:
     guest, backend = await clients("dave"), await clients("backend")
     assert_denied(await guest.request([CALL, {}, "wamp.session.count"], RESULT), CALL)
