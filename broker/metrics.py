@@ -14,8 +14,8 @@ Exposed families::
     wamp_registrations{realm}                  gauge
     wamp_connections                           gauge: open WebSocket connections
     wamp_messages_received_total{type}         counter: decoded messages, by WAMP type
-    wamp_messages_sent_total{type}             counter: messages queued to peers, by type
-    wamp_events_delivered_total                counter: EVENT messages queued to subscribers
+    wamp_messages_sent_total{type}             counter: messages sent to peers, by type
+    wamp_events_delivered_total                counter: EVENT messages sent to subscribers
     wamp_calls_total                           counter: CALL messages received
     wamp_call_duration_seconds                 histogram: CALL → final RESULT/ERROR
     wamp_errors_total{uri}                     counter: ERROR messages sent, by error URI
@@ -272,7 +272,7 @@ def render(server: BrokerServer) -> str:
         _family(
             "wamp_messages_sent",
             "counter",
-            "WAMP messages queued to peers, by message type.",
+            "WAMP messages sent to peers, by message type.",
             _by_type(stats.messages_out),
         )
     )
@@ -280,7 +280,7 @@ def render(server: BrokerServer) -> str:
         _family(
             "wamp_events_delivered",
             "counter",
-            "EVENT messages queued to subscribers.",
+            "EVENT messages sent to subscribers.",
             [({}, stats.messages_out[MessageType.EVENT])],
         )
     )
@@ -305,7 +305,7 @@ def render(server: BrokerServer) -> str:
         _family(
             "wamp_slow_consumer_disconnects",
             "counter",
-            "Sessions closed because their outbound queue overflowed.",
+            "Sessions closed because too much output waited for them (slow consumers).",
             [({}, transport.slow_consumers)],
         )
     )
