@@ -304,10 +304,24 @@ class RedisCluster(Cluster):
         reply = claim_reply(claim, self.node, self.router, done, self.outbox.push)
         self.outbox.push(claim.command(self.node, random_id(), False), reply)
 
-    def release(self, realm: str, reg: Registration, session: Session) -> None:
-        """Leave the registration's claim (in the writer's order)."""
-        if self.available:
-            self.outbox.push(Claim.held(realm, reg, session).release(self.node, reg.id))
+    def release(
+        self,
+        realm: str,
+        reg: Registration,
+        session: Session,
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        """Leave the registration's claim (in the writer's order); ``done`` after Redis ran it.
+
+        So UNREGISTERED means the procedure is free on every node. Without Redis (or when
+        the write fails) ``done`` runs at once: the dead-node reaper frees it later.
+        """
+        command = Claim.held(realm, reg, session).release(self.node, reg.id)
+        if not self.available:
+            if done is not None:
+                done()
+            return
+        self.outbox.push(command, None if done is None else (lambda _result: done()))
 
     def kill(
         self,

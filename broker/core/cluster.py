@@ -200,8 +200,19 @@ class Cluster:
         """
         done(None, "", random_id(), 0)
 
-    def release(self, realm: str, reg: Registration, session: Session) -> None:
-        """A local callee left a registration."""
+    def release(
+        self,
+        realm: str,
+        reg: Registration,
+        session: Session,
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        """A local callee left a registration; ``done`` runs once that holds cluster-wide.
+
+        In one process it holds at once.
+        """
+        if done is not None:
+            done()
 
     def kill(
         self,

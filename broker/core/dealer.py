@@ -136,6 +136,10 @@ class Registration:
         return callees[0]
 
 
+def _has_local_callee(reg: Registration) -> bool:
+    return any(not isinstance(callee, RemoteSession) for callee in reg.callees)
+
+
 class PendingCall:
     """A call in flight between a caller and a callee."""
 
@@ -230,6 +234,11 @@ class Dealer:
             )
             return
         reg = self._regs.get(msg.procedure, match)
+        cluster = self.realm.cluster
+        if reg is not None and cluster.distributed and not _has_local_callee(reg):
+            # Only callees of other nodes, as mirrored here: the mirror may be stale (a
+            # release not seen yet), so the claim script in Redis decides.
+            reg = None
         if reg is not None:
             if reg.invoke == "single" or session in reg.callees:
                 self._error(
@@ -250,7 +259,6 @@ class Dealer:
                 )
                 return
         disclose = options.get("disclose_caller") is True
-        cluster = self.realm.cluster
         if not cluster.distributed:
             reg = self._add_callee(session, msg.procedure, match, invoke, disclose, 0, 0)
             session.peer.send(Registered(msg.request, reg.id))
@@ -345,22 +353,28 @@ class Dealer:
                 "not registered",
             )
             return
-        self._remove_callee(session, reg)
-        session.peer.send(Unregistered(msg.request))
+        request = msg.request
+        self._remove_callee(session, reg, lambda: session.peer.send(Unregistered(request)))
 
-    def _remove_callee(self, session: Session, reg: Registration) -> None:
+    def _remove_callee(
+        self, session: Session, reg: Registration, done: Callable[[], None] | None = None
+    ) -> None:
+        """Drop a callee; ``done`` runs once the procedure is free cluster-wide."""
         reg.callees.remove(session)
         reg.seqs.pop(session.id, None)
         session.registrations.discard(reg.id)
         cluster = self.realm.cluster
         if cluster.distributed and not isinstance(session, RemoteSession):
-            cluster.release(self.realm.name, reg, session)
+            cluster.release(self.realm.name, reg, session, done)
+            done = None
         broker = self.realm.broker
         broker.publish_meta("wamp.registration.on_unregister", [session.id, reg.id])
         if not reg.callees:
             self._regs.remove(reg.procedure, reg.match)
             del self._by_id[reg.id]
             broker.publish_meta("wamp.registration.on_delete", [session.id, reg.id])
+        if done is not None:
+            done()
 
     # --- CALL ------------------------------------------------------------------------
     def call(self, session: Session, msg: Call) -> None:
