@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from protocol_spec.uri import (
@@ -45,10 +45,10 @@ from protocol_spec.uri import (
     MATCH_PREFIX,
     RESERVED_PREFIX,
     is_valid_uri,
-    wildcard_matches,
 )
 
 from .auth import Reply
+from .matching import UriMap
 
 __all__ = [
     "ACTIONS",
@@ -118,24 +118,6 @@ class Permission:
         if self.match != MATCH_EXACT and self.uri and not is_valid_uri(self.uri, self.match):
             raise ValueError(f"invalid {self.match} pattern {self.uri!r}")
 
-    def matches(self, uri: str) -> bool:
-        """Tell whether this rule covers ``uri`` (the ``wamp.`` namespace needs a wamp rule)."""
-        if uri.startswith(RESERVED_PREFIX) and not self.uri.startswith(RESERVED_PREFIX):
-            return False
-        if self.match == MATCH_EXACT:
-            return uri == self.uri
-        if self.match == MATCH_PREFIX:
-            return uri.startswith(self.uri)
-        return wildcard_matches(tuple(self.uri.split(".")), uri.split("."))
-
-    def rank(self) -> tuple[int, int, tuple[bool, ...]]:
-        """Precedence among matching rules: higher wins."""
-        if self.match == MATCH_EXACT:
-            return (2, 0, ())
-        if self.match == MATCH_PREFIX:
-            return (1, len(self.uri), ())
-        return (0, 0, tuple(bool(c) for c in self.uri.split(".")))
-
 
 @dataclass(frozen=True, slots=True)
 class Role:
@@ -151,8 +133,10 @@ class Role:
     authorizer: str = ""
     authorizer_timeout: float = AUTHORIZER_TIMEOUT
     authorizer_cache: float = AUTHORIZER_CACHE_TTL
+    _rules: tuple[UriMap[Permission], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_rules", _rule_maps(self.permissions))
         if self.authorizer:
             if not is_valid_uri(self.authorizer) or self.authorizer.startswith(RESERVED_PREFIX):
                 raise ValueError(f"authorizer: invalid procedure URI {self.authorizer!r}")
@@ -162,15 +146,25 @@ class Role:
             raise ValueError("authorizer_cache must be between 0 and 86400 seconds")
 
     def rule_for(self, uri: str) -> Permission | None:
-        """The winning rule for ``uri``, if any rule matches."""
-        best: Permission | None = None
-        best_rank: tuple[int, int, tuple[bool, ...]] | None = None
-        for perm in self.permissions:
-            if perm.matches(uri):
-                rank = perm.rank()
-                if best_rank is None or rank > best_rank:
-                    best, best_rank = perm, rank
-        return best
+        """The winning rule for ``uri``: the router's own precedence (``UriMap.best``).
+
+        Exact beats the longest prefix, which beats the wildcard most specific from the
+        left. URIs under ``wamp.`` are covered only by rules written under ``wamp.``.
+        """
+        every, reserved = self._rules
+        return (reserved if uri.startswith(RESERVED_PREFIX) else every).best(uri)
+
+
+def _rule_maps(permissions: Iterable[Permission]) -> tuple[UriMap[Permission], ...]:
+    """(every rule, the ``wamp.`` rules) keyed like the router's URIs; first duplicate wins."""
+    every: UriMap[Permission] = UriMap()
+    reserved: UriMap[Permission] = UriMap()
+    for perm in permissions:
+        targets = (every, reserved) if perm.uri.startswith(RESERVED_PREFIX) else (every,)
+        for target in targets:
+            if target.get(perm.uri, perm.match) is None:
+                target.set(perm.uri, perm.match, perm)
+    return every, reserved
 
 
 class Authorization:

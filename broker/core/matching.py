@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from protocol_spec.uri import MATCH_EXACT, MATCH_PREFIX, MATCH_WILDCARD
+from protocol_spec.uri import MATCH_EXACT, MATCH_PREFIX, MATCH_WILDCARD, wildcard_matches
 
-__all__ = ["UriMap"]
+__all__ = ["UriMap", "pattern_matches"]
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ class UriMap(Generic[T]):
             bucket = self._wildcard.get(len(parts))
             if bucket:
                 for pattern, value in bucket.values():
-                    if _wildcard_match(pattern, parts):
+                    if wildcard_matches(pattern, parts):
                         out.append(value)
         return out
 
@@ -106,7 +106,7 @@ class UriMap(Generic[T]):
                 best_key: tuple[bool, ...] | None = None
                 winner: T | None = None
                 for pattern, value in bucket.values():
-                    if _wildcard_match(pattern, parts):
+                    if wildcard_matches(pattern, parts):
                         key = tuple(bool(c) for c in pattern)
                         if best_key is None or key > best_key:
                             best_key, winner = key, value
@@ -129,8 +129,10 @@ class UriMap(Generic[T]):
         )
 
 
-def _wildcard_match(pattern: tuple[str, ...], parts: list[str]) -> bool:
-    for want, got in zip(pattern, parts, strict=False):
-        if want and want != got:
-            return False
-    return True
+def pattern_matches(match: str, pattern: str, uri: str) -> bool:
+    """Tell whether one (match, pattern) entry matches ``uri``, as ``UriMap`` would."""
+    if match == MATCH_EXACT:
+        return uri == pattern
+    if match == MATCH_PREFIX:
+        return uri.startswith(pattern)
+    return wildcard_matches(tuple(pattern.split(".")), uri.split("."))

@@ -32,7 +32,7 @@ from protocol_spec.uri import (
 )
 
 from .ids import random_id, stable_id
-from .matching import UriMap
+from .matching import UriMap, pattern_matches
 from .session import SessionState
 
 if TYPE_CHECKING:
@@ -428,11 +428,33 @@ class Broker:
         delivery_filter: DeliveryFilter | None = None,
     ) -> int:
         """Send one publication to every local subscriber it reaches; return how many."""
+        return self._fan_out(
+            self._subs.matching(topic),
+            topic,
+            publication,
+            details,
+            args,
+            kwargs,
+            skip,
+            delivery_filter,
+        )
+
+    def _fan_out(
+        self,
+        subs: list[Subscription],
+        topic: str,
+        publication: int,
+        details: dict[str, Any],
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        skip: Session | None,
+        delivery_filter: DeliveryFilter | None,
+    ) -> int:
         sent = 0
         # security hook: a pattern subscription delivers only topics the receiver's
         # role may subscribe to (None: the realm is open, no check at all)
         guard = self.realm.settings.extra.get("authorization")
-        for sub in self._subs.matching(topic):
+        for sub in subs:
             if sub.match == MATCH_EXACT:
                 event = Event(sub.id, publication, details, args, kwargs)
             else:
@@ -454,8 +476,9 @@ class Broker:
         self, topic: str, args: list[Any], kwargs: dict[str, Any] | None = None
     ) -> None:
         """Publish a router-originated event (meta events, testaments of no publisher)."""
-        if self._subs.matching(topic):
-            self.deliver_local(topic, random_id(), {}, args, kwargs)
+        subs = self._subs.matching(topic)
+        if subs:
+            self._fan_out(subs, topic, random_id(), {}, args, kwargs, None, None)
 
     def _disclose(self, options: dict[str, Any]) -> bool:
         policy = self.realm.settings.disclose_publisher
@@ -471,7 +494,9 @@ class Broker:
             candidates = [found] if found is not None else []
         else:
             candidates = [
-                event for topic, event in self.retained.items() if sub in self._subs.matching(topic)
+                event
+                for topic, event in self.retained.items()
+                if pattern_matches(sub.match, sub.topic, topic)
             ]
         guard = self.realm.settings.extra.get("authorization")  # security hook, see deliver
         for event in candidates:

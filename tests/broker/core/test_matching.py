@@ -54,3 +54,19 @@ def test_get_remove_and_len() -> None:
     uris.remove("never", "exact")
     assert len(uris) == 3
     assert sorted(uris.values()) == ["exact", "long-prefix", "short-prefix"]
+
+
+def test_pattern_matches_agrees_with_the_map() -> None:
+    from broker.core.matching import pattern_matches
+
+    uris = build()
+    entries = [
+        ("exact", "com.app.user.get", "exact"),
+        ("prefix", "com.app.", "short-prefix"),
+        ("prefix", "com.app.user", "long-prefix"),
+        ("wildcard", "com..user.get", "wild-late"),
+        ("wildcard", "com.app..get", "wild-early"),
+    ]
+    for uri in ["com.app.user.get", "com.app.user.set", "com.web.user.get", "org.x", "com.app"]:
+        expected = sorted(uris.matching(uri))
+        assert sorted(v for m, p, v in entries if pattern_matches(m, p, uri)) == expected
