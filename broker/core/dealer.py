@@ -136,6 +136,21 @@ class Registration:
         return callees[0]
 
 
+def _guard(realm: Realm) -> Any:
+    """The realm's authorization (security hook), None for an open realm."""
+    return realm.settings.extra.get("authorization")
+
+
+def _no_eligible_callee(request: int, procedure: str) -> Error:
+    return Error(
+        MessageType.CALL,
+        request,
+        {},
+        errors.NO_ELIGIBLE_CALLEE,
+        [f"no callee is authorized to serve {procedure!r}"],
+    )
+
+
 def _has_local_callee(reg: Registration) -> bool:
     return any(not isinstance(callee, RemoteSession) for callee in reg.callees)
 
@@ -424,25 +439,15 @@ class Dealer:
                 "timeout must be a non-negative number of milliseconds",
             )
             return
-        guard = self.realm.settings.extra.get("authorization")  # security hook
         eligible = None
-        if guard is not None and reg.match != MATCH_EXACT:
-            # a pattern registration never serves a procedure its callee's role may not
-            # register; remote callees are checked on their own node (invoke_remote)
+        if reg.match != MATCH_EXACT and _guard(self.realm) is not None:
+            # remote callees are checked on their own node (invoke_remote)
             def eligible(callee: Session) -> bool:
-                return isinstance(callee, RemoteSession) or guard.may_serve(
-                    callee.authrole, procedure
-                )
+                return isinstance(callee, RemoteSession) or self._may_serve(reg, callee, procedure)
 
         callee = reg.pick(eligible)
         if callee is None:
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.NO_ELIGIBLE_CALLEE,
-                f"no callee is authorized to serve {procedure!r}",
-            )
+            session.peer.send(_no_eligible_callee(msg.request, procedure))
             return
         if isinstance(callee, RemoteSession) and not self.realm.cluster.available:
             self._error(
@@ -474,6 +479,13 @@ class Dealer:
                 timeout / 1000.0, lambda: self._on_timeout(pending)
             )
         callee.peer.send(Invocation(request, reg.id, details, msg.args, msg.kwargs))
+
+    def _may_serve(self, reg: Registration, callee: Session, procedure: str) -> bool:
+        """A pattern registration never serves a procedure its callee's role may not register."""
+        guard = _guard(self.realm)
+        return (
+            guard is None or reg.match == MATCH_EXACT or guard.may_serve(callee.authrole, procedure)
+        )
 
     def _call_internal(self, session: Session, msg: Call, proc: InternalProcedure) -> None:
         try:
@@ -627,22 +639,9 @@ class Dealer:
             return
         if request in caller.calls:
             return  # duplicate envelope
-        guard = self.realm.settings.extra.get("authorization")  # security hook, see call
         procedure = details.get("procedure", reg.procedure)
-        if (
-            guard is not None
-            and reg.match != MATCH_EXACT
-            and not guard.may_serve(callee.authrole, procedure)
-        ):
-            caller.peer.send(
-                Error(
-                    MessageType.CALL,
-                    request,
-                    {},
-                    errors.NO_ELIGIBLE_CALLEE,
-                    [f"no callee is authorized to serve {procedure!r}"],
-                )
-            )
+        if not self._may_serve(reg, callee, procedure):
+            caller.peer.send(_no_eligible_callee(request, procedure))
             return
         invocation = callee.next_invocation_id()
         receive_progress = details.get("receive_progress") is True
