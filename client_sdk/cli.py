@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .auth import Authenticator, CryptosignAuth, TicketAuth, WampCraAuth
+from .auth import AnonymousAuth, Authenticator, CryptosignAuth, TicketAuth, WampCraAuth
 from .connection import connect
 from .errors import ApplicationError, ClientError, JoinError, SessionClosed
 from .session import Session
@@ -180,8 +180,6 @@ def _auth(ns: argparse.Namespace) -> list[Authenticator]:
     if ticket:
         methods.append(TicketAuth(authid, ticket, authrole=authrole))
     if not methods and (authid or authrole):
-        from .auth import AnonymousAuth
-
         methods.append(AnonymousAuth(authid, authrole=authrole))
     return methods
 
@@ -191,6 +189,16 @@ def _result_json(result: CallResult) -> dict[str, Any]:
     if result.progress:
         out["progress"] = True
     return out
+
+
+async def _until_done(session: Session, done: asyncio.Event) -> int:
+    """Wait for ``done`` (EXIT_OK) or for the session to end first (EXIT_CONNECT)."""
+    closed = asyncio.ensure_future(session.wait_closed())
+    finished = asyncio.ensure_future(done.wait())
+    await asyncio.wait({closed, finished}, return_when=asyncio.FIRST_COMPLETED)
+    finished.cancel()
+    closed.cancel()
+    return EXIT_OK if done.is_set() else EXIT_CONNECT
 
 
 async def _sub(session: Session, ns: argparse.Namespace) -> int:
@@ -211,12 +219,7 @@ async def _sub(session: Session, ns: argparse.Namespace) -> int:
 
     await session.subscribe(ns.topic, on_event, match=ns.match, get_retained=ns.get_retained)
     _note(f"subscribed to {ns.topic}")
-    closed = asyncio.ensure_future(session.wait_closed())
-    finished = asyncio.ensure_future(done.wait())
-    await asyncio.wait({closed, finished}, return_when=asyncio.FIRST_COMPLETED)
-    finished.cancel()
-    closed.cancel()
-    return EXIT_OK if done.is_set() else EXIT_CONNECT
+    return await _until_done(session, done)
 
 
 async def _pub(session: Session, ns: argparse.Namespace) -> int:
@@ -263,12 +266,7 @@ async def _register(session: Session, ns: argparse.Namespace) -> int:
         ns.procedure, echo, match=ns.match, invoke=ns.invoke, details_arg="details"
     )
     _note(f"registered {ns.procedure}")
-    closed = asyncio.ensure_future(session.wait_closed())
-    finished = asyncio.ensure_future(done.wait())
-    await asyncio.wait({closed, finished}, return_when=asyncio.FIRST_COMPLETED)
-    finished.cancel()
-    closed.cancel()
-    return EXIT_OK if done.is_set() else EXIT_CONNECT
+    return await _until_done(session, done)
 
 
 _COMMANDS = {"sub": _sub, "pub": _pub, "call": _call, "register": _register}

@@ -40,7 +40,7 @@ from .connection import connect
 from .errors import ClientError, JoinError, NotConnected, SessionClosed
 from .pubsub import EventHandler, EventStream, Subscription
 from .rpc import ProcedureHandler, ProgressiveCall, Registration
-from .session import Session
+from .session import Session, _log_setup_failure
 from .values import CallOptions, CallResult, InvokePolicy, MatchPolicy, PublishOptions
 
 __all__ = ["FATAL_JOIN_ERRORS", "Client", "ClientRegistration", "ClientState", "ClientSubscription"]
@@ -87,7 +87,17 @@ class ClientSubscription:
     async def unsubscribe(self) -> None:
         """Stop restoring this subscription and remove it from the current session."""
         if self.active and self._client is not None:
-            await self._client._forget_subscription(self)
+            await self._client._forget(self)
+
+    async def _apply(self, session: Session) -> None:
+        self.current = await session.subscribe(
+            self.topic, self.handler, match=self.match, get_retained=self.get_retained
+        )
+
+    async def _release(self) -> None:
+        current, self.current = self.current, None
+        if current is not None:
+            await current.unsubscribe()
 
 
 @dataclass(eq=False)
@@ -106,7 +116,25 @@ class ClientRegistration:
     async def unregister(self) -> None:
         """Stop restoring this registration and remove it from the current session."""
         if self.active and self._client is not None:
-            await self._client._forget_registration(self)
+            await self._client._forget(self)
+
+    async def _apply(self, session: Session) -> None:
+        self.current = await session.register(
+            self.procedure,
+            self.handler,
+            match=self.match,
+            invoke=self.invoke,
+            details_arg=self.details_arg,
+        )
+
+    async def _release(self) -> None:
+        current, self.current = self.current, None
+        if current is not None:
+            await current.unregister()
+
+
+_Kept = ClientSubscription | ClientRegistration
+K = TypeVar("K", ClientSubscription, ClientRegistration)
 
 
 JoinHook = Callable[[Session], object]
@@ -166,8 +194,7 @@ class Client:
         self._stopped = asyncio.Event()
         self._stopped.set()
         self._stopping = False
-        self._subscriptions: list[ClientSubscription] = []
-        self._registrations: list[ClientRegistration] = []
+        self._kept: list[_Kept] = []  # restored, in declaration order, on every join
         self._streams: set[EventStream] = set()
         self._join_hooks: list[JoinHook] = []
         self._leave_hooks: list[LeaveHook] = []
@@ -340,26 +367,10 @@ class Client:
             await _run_hook(leave_hook, session, why)
 
     async def _restore(self, session: Session) -> None:
-        jobs = [self._apply_subscription(session, s) for s in self._subscriptions] + [
-            self._apply_registration(session, r) for r in self._registrations
-        ]
+        jobs = [spec._apply(session) for spec in self._kept]
         for outcome in await asyncio.gather(*jobs, return_exceptions=True):
             if isinstance(outcome, BaseException) and not isinstance(outcome, SessionClosed):
                 log.error("client %s: restoring after join failed: %s", self.url, outcome)
-
-    async def _apply_subscription(self, session: Session, spec: ClientSubscription) -> None:
-        spec.current = await session.subscribe(
-            spec.topic, spec.handler, match=spec.match, get_retained=spec.get_retained
-        )
-
-    async def _apply_registration(self, session: Session, spec: ClientRegistration) -> None:
-        spec.current = await session.register(
-            spec.procedure,
-            spec.handler,
-            match=spec.match,
-            invoke=spec.invoke,
-            details_arg=spec.details_arg,
-        )
 
     # --- declaring subscriptions and registrations ----------------------------
 
@@ -400,33 +411,11 @@ class Client:
         if handler is None:
 
             def decorate(fn: F) -> F:
-                spec = ClientSubscription(topic, fn, match, get_retained, _client=self)
-                self._subscriptions.append(spec)
-                self._apply_in_background(lambda s: self._apply_subscription(s, spec))
+                self._declare(ClientSubscription(topic, fn, match, get_retained, _client=self))
                 return fn
 
             return decorate
-        return self._add_subscription(
-            ClientSubscription(topic, handler, match, get_retained, _client=self)
-        )
-
-    async def _add_subscription(self, spec: ClientSubscription) -> ClientSubscription:
-        session = self.session
-        if session is not None:
-            await self._apply_subscription(session, spec)
-        self._subscriptions.append(spec)
-        return spec
-
-    async def _forget_subscription(self, spec: ClientSubscription) -> None:
-        spec.active = False
-        if spec in self._subscriptions:
-            self._subscriptions.remove(spec)
-        current, spec.current = spec.current, None
-        if current is not None and current.active:
-            try:
-                await current.unsubscribe()
-            except SessionClosed:
-                pass
+        return self._add(ClientSubscription(topic, handler, match, get_retained, _client=self))
 
     @overload
     def register(
@@ -468,42 +457,43 @@ class Client:
         if handler is None:
 
             def decorate(fn: F) -> F:
-                spec = ClientRegistration(procedure, fn, match, invoke, details_arg, _client=self)
-                self._registrations.append(spec)
-                self._apply_in_background(lambda s: self._apply_registration(s, spec))
+                self._declare(
+                    ClientRegistration(procedure, fn, match, invoke, details_arg, _client=self)
+                )
                 return fn
 
             return decorate
-        return self._add_registration(
+        return self._add(
             ClientRegistration(procedure, handler, match, invoke, details_arg, _client=self)
         )
 
-    async def _add_registration(self, spec: ClientRegistration) -> ClientRegistration:
+    async def _add(self, spec: K) -> K:
+        """Apply ``spec`` now if joined (its error propagates, nothing kept), then keep it."""
         session = self.session
         if session is not None:
-            await self._apply_registration(session, spec)
-        self._registrations.append(spec)
+            await spec._apply(session)
+        self._kept.append(spec)
         return spec
 
-    async def _forget_registration(self, spec: ClientRegistration) -> None:
-        spec.active = False
-        if spec in self._registrations:
-            self._registrations.remove(spec)
-        current, spec.current = spec.current, None
-        if current is not None and current.active:
-            try:
-                await current.unregister()
-            except SessionClosed:
-                pass
-
-    def _apply_in_background(self, job: Callable[[Session], Coroutine[Any, Any, None]]) -> None:
+    def _declare(self, spec: _Kept) -> None:
+        """Keep ``spec`` (decorator form) and apply it in the background if joined."""
+        self._kept.append(spec)
         session = self.session
         if session is None:
             return
-        task = asyncio.ensure_future(job(session))
+        task = asyncio.ensure_future(spec._apply(session))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(_log_setup_failure)
+
+    async def _forget(self, spec: _Kept) -> None:
+        spec.active = False
+        if spec in self._kept:
+            self._kept.remove(spec)
+        try:
+            await spec._release()
+        except SessionClosed:
+            pass
 
     def events(
         self,
@@ -520,11 +510,9 @@ class Client:
         stream = EventStream(maxsize=maxsize)
 
         async def attach(handler: EventHandler) -> ClientSubscription:
-            sub = await self.subscribe(topic, handler, match=match, get_retained=get_retained)
-            self._streams.add(stream)
-            return sub
+            return await self.subscribe(topic, handler, match=match, get_retained=get_retained)
 
-        stream.bind(attach)
+        stream.bind(attach, self._streams)
         return stream
 
     # --- operations on the current session ------------------------------------
@@ -574,8 +562,3 @@ async def _run_hook(hook: Callable[..., object], *args: Any) -> None:
             await result
     except Exception:
         log.exception("client hook %r failed", hook)
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background subscribe/register failed: %s", task.exception())

@@ -62,12 +62,23 @@ class Subscriber:
         self._by_id: dict[int, list[Subscription]] = {}
         self._streams: set[EventStream] = set()
 
+    def events(
+        self, topic: str, match: MatchPolicy, get_retained: bool, maxsize: int
+    ) -> EventStream:
+        """An ``EventStream`` on ``topic``, ended by ``close`` with the session."""
+        stream = EventStream(maxsize=maxsize)
+
+        async def attach(handler: EventHandler) -> Subscription:
+            return await self.subscribe(topic, handler, match, get_retained)
+
+        stream.bind(attach, self._streams)
+        return stream
+
     async def publish(
         self, topic: str, args: list[Any], kwargs: dict[str, Any], options: PublishOptions
     ) -> int | None:
         """Send PUBLISH; wait for PUBLISHED when acknowledged."""
         session = self._session
-        session._check_open()
         msg = wamp.Publish(session._next_request(), options.to_dict(), topic, args, kwargs)
         if not options.acknowledge:
             await session._send(msg)
@@ -82,7 +93,6 @@ class Subscriber:
         if not callable(handler):
             raise TypeError("handler must be callable")
         session = self._session
-        session._check_open()
         options: dict[str, Any] = {}
         if match != "exact":
             options["match"] = match
@@ -161,8 +171,6 @@ class Subscriber:
 async def _guard(result: Awaitable[object], sub: Subscription, event: Event) -> None:
     try:
         await result
-    except asyncio.CancelledError:
-        raise
     except Exception:
         log.exception("event handler %r for %s failed", sub.handler, event.topic)
 
@@ -185,18 +193,24 @@ class EventStream:
         self._buffer: deque[Event] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._attach: Callable[[EventHandler], Awaitable[Any]] | None = None
-        self._owner: Subscriber | None = None
+        self._registry: set[EventStream] | None = None
         self._handle: Any = None
         self._started = False
         self._ended = False
         self._error: BaseException | None = None
 
     def bind(
-        self, attach: Callable[[EventHandler], Awaitable[Any]], owner: Subscriber | None = None
+        self,
+        attach: Callable[[EventHandler], Awaitable[Any]],
+        registry: set[EventStream] | None = None,
     ) -> None:
-        """Set how to subscribe: ``attach(handler)`` returns a handle with ``unsubscribe()``."""
+        """Set how to subscribe: ``attach(handler)`` returns a handle with ``unsubscribe()``.
+
+        While subscribed the stream is a member of ``registry``, the set its owner
+        ends when it closes (see ``_end``).
+        """
         self._attach = attach
-        self._owner = owner
+        self._registry = registry
 
     async def start(self) -> None:
         """Subscribe now (idempotent)."""
@@ -206,8 +220,8 @@ class EventStream:
             raise RuntimeError("EventStream is not bound to a session or client")
         self._started = True
         self._handle = await self._attach(self.push)
-        if self._owner is not None:
-            self._owner._streams.add(self)
+        if self._registry is not None:
+            self._registry.add(self)
 
     def push(self, event: Event) -> None:
         """Buffer one event, dropping the oldest when full."""
@@ -255,8 +269,8 @@ class EventStream:
     async def aclose(self) -> None:
         """Unsubscribe and end the iteration (idempotent)."""
         self._end(None)
-        if self._owner is not None:
-            self._owner._streams.discard(self)
+        if self._registry is not None:
+            self._registry.discard(self)
         handle, self._handle = self._handle, None
         if handle is not None:
             try:

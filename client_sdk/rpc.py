@@ -59,6 +59,17 @@ class _PendingCall:
     cancel_mode: CancelMode
     timer: asyncio.TimerHandle | None = None
 
+    def settle(self, outcome: CallResult | BaseException) -> None:
+        """Stop the client-side deadline and resolve the future (once)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
+
 
 class Caller:
     """The caller role of one session."""
@@ -77,7 +88,6 @@ class Caller:
     ) -> tuple[int, asyncio.Future[CallResult]]:
         """Send CALL; return its request ID and the future of its final result."""
         session = self._session
-        session._check_open()
         wire_options = options.to_dict()
         sink = on_progress or options.on_progress
         if sink is not None:
@@ -129,12 +139,11 @@ class Caller:
         pending = self._calls.pop(request, None)
         if pending is None:
             return
-        if not pending.future.done():
-            pending.future.set_exception(
-                ApplicationError(
-                    wamp_errors.TIMEOUT, "the call timed out (deadline enforced by the client)"
-                )
+        pending.settle(
+            ApplicationError(
+                wamp_errors.TIMEOUT, "the call timed out (deadline enforced by the client)"
             )
+        )
         self._send_cancel(request, "kill")
 
     def on_result(self, msg: wamp.Result) -> None:
@@ -157,32 +166,21 @@ class Caller:
                         self._session._spawn(_await_quietly(outcome), "wamp-progress")
             return
         del self._calls[msg.request]
-        if pending.timer is not None:
-            pending.timer.cancel()
-        if not pending.future.done():
-            pending.future.set_result(result)
+        pending.settle(result)
 
-    def on_error(self, msg: wamp.Error) -> None:
-        """ERROR for a CALL: fail the call with an ``ApplicationError``."""
-        pending = self._calls.pop(msg.request, None)
+    def on_error(self, request: int, error: ApplicationError) -> None:
+        """ERROR for a CALL: fail the call with ``error``."""
+        pending = self._calls.pop(request, None)
         if pending is None:
-            log.debug("ERROR for unknown call %d", msg.request)
+            log.debug("ERROR for unknown call %d", request)
             return
-        if pending.timer is not None:
-            pending.timer.cancel()
-        if not pending.future.done():
-            pending.future.set_exception(
-                ApplicationError(msg.error, *(msg.args or ()), **(msg.kwargs or {}))
-            )
+        pending.settle(error)
 
     def close(self, why: SessionClosed) -> None:
         """The session ended: fail every pending call with ``why``."""
         calls, self._calls = self._calls, {}
         for pending in calls.values():
-            if pending.timer is not None:
-                pending.timer.cancel()
-            if not pending.future.done():
-                pending.future.set_exception(why)
+            pending.settle(why)
 
 
 async def _send_quietly(session: Session, message: Any) -> None:
@@ -370,7 +368,6 @@ class Callee:
         if not callable(handler):
             raise TypeError("handler must be callable")
         session = self._session
-        session._check_open()
         options: dict[str, Any] = {}
         if match != "exact":
             options["match"] = match
@@ -409,9 +406,15 @@ class Callee:
                 "wamp-invocation-error",
             )
             return
+        request = msg.request
         task = self._session._spawn(self._run(reg, msg), f"wamp-invocation-{reg.procedure}")
-        self._running[msg.request] = task
-        task.add_done_callback(lambda _: self._running.pop(msg.request, None))
+        self._running[request] = task
+
+        def forget(_: asyncio.Task[Any]) -> None:
+            self._running.pop(request, None)
+            self._interrupted.discard(request)  # an INTERRUPT the handler swallowed
+
+        task.add_done_callback(forget)
 
     def on_interrupt(self, msg: wamp.Interrupt) -> None:
         """INTERRUPT: cancel the invocation's task (it answers ``wamp.error.canceled``)."""

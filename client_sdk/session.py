@@ -397,13 +397,7 @@ class Session:
         counts the losses. Iteration stops when the session leaves cleanly and raises
         ``SessionClosed``/``TransportLost`` when it ends abnormally.
         """
-        stream = EventStream(maxsize=maxsize)
-
-        async def attach(handler: EventHandler) -> Subscription:
-            return await self._subscriber.subscribe(topic, handler, match, get_retained)
-
-        stream.bind(attach, owner=self._subscriber)
-        return stream
+        return self._subscriber.events(topic, match, get_retained, maxsize)
 
     # --- call / register --------------------------------------------------------
 
@@ -590,16 +584,15 @@ class Session:
             self._on_reply(msg)
 
     def _on_error(self, msg: wamp.Error) -> None:
+        error = ApplicationError(msg.error, *(msg.args or ()), **(msg.kwargs or {}))
         if msg.request_type == wamp.MessageType.CALL:
-            self._caller.on_error(msg)
+            self._caller.on_error(msg.request, error)
             return
         request = self._requests.pop(msg.request, None)
         if request is None or request.future.done():
             log.debug("session %d: ERROR for unknown request %d", self.id, msg.request)
             return
-        request.future.set_exception(
-            ApplicationError(msg.error, *(msg.args or ()), **(msg.kwargs or {}))
-        )
+        request.future.set_exception(error)
 
     def _on_goodbye(self, msg: wamp.Goodbye) -> None:
         message = _opt_str(msg.details.get("message"))
