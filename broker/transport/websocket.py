@@ -212,26 +212,21 @@ class WebSocketPeer:
     )
 
     def __init__(
-        self,
-        ws: ServerConnection,
-        serializer: Serializer,
-        max_write_buffer: int,
-        stats: TransportStats | None = None,
-        owner: WebSocketTransport | None = None,
+        self, ws: ServerConnection, serializer: Serializer, owner: WebSocketTransport
     ) -> None:
         self._ws = ws
         self._transport = ws.transport
         self.owner = owner
-        self.stats = stats if stats is not None else TransportStats()
+        self.stats = owner.stats
         self.calls_started: dict[int, float] = {}  # CALL request id -> arrival (metrics)
         self.serializer = serializer
         self._opcode = Opcode.BINARY if serializer.binary else Opcode.TEXT
-        self.max_write_buffer = max_write_buffer
+        self.max_write_buffer = owner.settings.max_write_buffer
         self._closing: tuple[int, str] | None = None
         self._closer: asyncio.Future[None] | None = None
         self.slow = False
         self.session: Session | None = None
-        self._bucket = 0.0  # token bucket for the message rate limit
+        self._bucket = owner.burst  # token bucket for the message rate limit
         self._last = time.monotonic()
         address = ws.remote_address
         self.transport_info: dict[str, Any] = {
@@ -336,7 +331,6 @@ class WebSocketPeer:
         if self._closing is not None or session is None:
             return  # the session is over: drop what the peer still sends
         owner = self.owner
-        assert owner is not None
         router = owner.router
         rate = owner.settings.message_rate
         if rate:
@@ -464,8 +458,7 @@ class WebSocketTransport:
         if ws.peer is not None:
             return ws.peer
         serializer = by_subprotocol(ws.subprotocol or "")
-        peer = WebSocketPeer(ws, serializer, self.settings.max_write_buffer, self.stats, self)
-        peer._bucket = self.burst
+        peer = WebSocketPeer(ws, serializer, self)
         ws.peer = peer
         peer.session = self.router.attach(peer)
         self.connections.add(ws)
