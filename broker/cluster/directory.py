@@ -63,9 +63,10 @@ class Directory:
         """When the current connection (or the last republish) started; 0 when down."""
         self._loading: dict[str, list[dict[str, Any]]] = {}
         self._background: set[asyncio.Future[None]] = set()
+        self._hashes = dict(zip(keys.NODE_HASHES, keys.node_hashes(node), strict=True))
 
     def _hash(self, kind: str) -> str:
-        return keys.node_hash(self.node, kind)
+        return self._hashes[kind]
 
     # --- local changes -----------------------------------------------------------------
     def session_joined(self, realm: str, session: Session) -> None:
@@ -220,7 +221,7 @@ class Directory:
             )
         finally:
             for env in self._loading.pop(node, []):
-                self.mirror.control(env)
+                self.mirror.control(node, env)
 
     # --- liveness ------------------------------------------------------------------------
     async def heartbeat(self, cmd: Redis) -> None:

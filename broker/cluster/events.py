@@ -20,7 +20,7 @@ from . import keys
 from .keys import CONTROL, pack
 from .outbox import Outbox
 
-__all__ = ["EventChannels", "event_envelope"]
+__all__ = ["EventChannels", "event_envelope", "event_fields"]
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,23 @@ def event_envelope(
     filter_options: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The event envelope ``{n, r, t, p, d, a, k, f}``."""
-    env = {"n": node, "r": realm, "t": topic, "p": publication, "d": details}
-    env["a"], env["k"], env["f"] = args, kwargs, filter_options
-    return env
+    return {
+        "n": node,
+        "r": realm,
+        "t": topic,
+        "p": publication,
+        "d": details,
+        "a": args,
+        "k": kwargs,
+        "f": filter_options,
+    }
+
+
+def event_fields(
+    env: dict[str, Any],
+) -> tuple[str, int, dict[str, Any], Any, Any, Any]:
+    """An event envelope's (topic, publication, details, args, kwargs, filter options)."""
+    return env["t"], env["p"], env.get("d") or {}, env.get("a"), env.get("k"), env.get("f")
 
 
 class EventChannels:
@@ -85,9 +99,7 @@ class EventChannels:
             self._seen.discard(self._seen_order.popleft())
         realm = self.router.realms.get(env.get("r", ""))
         if realm is not None:
-            realm.broker.deliver_remote(
-                env["t"], publication, env.get("d") or {}, env.get("a"), env.get("k"), env.get("f")
-            )
+            realm.broker.deliver_remote(*event_fields(env))
 
     def testaments(self, entry: dict[str, Any]) -> Iterator[tuple[bytes, bytes]]:
         """Deliver a dead session's testaments locally; yield (channel, envelope) for the rest."""

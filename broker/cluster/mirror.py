@@ -9,7 +9,7 @@ Remote sessions and subscriptions go into each realm's ``RemoteView`` for the me
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +20,15 @@ from broker.core.router import Router
 from protocol_spec import errors
 from protocol_spec.messages import Error, Interrupt, Invocation, Message, MessageType, Result, Yield
 
+from . import keys
+from .events import event_fields
+
 __all__ = ["Mirror", "NodePeer", "NodeState"]
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, dict[str, Any]], None]
-"""Ship an inbox envelope to a node: (node, envelope)."""
+Send = Callable[[bytes, dict[str, Any]], None]
+"""Ship an inbox envelope: (the node's inbox channel, envelope)."""
 
 
 class NodePeer:
@@ -35,13 +38,14 @@ class NodePeer:
     remote *caller* (one per caller node and local callee) RESULT/ERROR back to it.
     """
 
-    __slots__ = ("callee", "node", "realm", "send_to")
+    __slots__ = ("callee", "channel", "origin", "realm", "send_to")
 
     transport_info: dict[str, Any] = {"type": "cluster"}
 
-    def __init__(self, send_to: Send, node: str, realm: str, callee: int) -> None:
+    def __init__(self, send_to: Send, origin: str, node: str, realm: str, callee: int) -> None:
         self.send_to = send_to
-        self.node = node
+        self.origin = origin
+        self.channel = keys.inbox(node)
         self.realm = realm
         self.callee = callee
 
@@ -67,9 +71,10 @@ class NodePeer:
             env["a"], env["k"] = message.args, message.kwargs
         else:
             return
+        env["n"] = self.origin
         env["r"] = self.realm
         env["s"] = self.callee
-        self.send_to(self.node, env)
+        self.send_to(self.channel, env)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Stand-ins have no transport."""
@@ -105,11 +110,8 @@ class Mirror:
         return found
 
     # --- control envelopes ------------------------------------------------------------
-    def control(self, env: dict[str, Any]) -> None:
-        """Apply one control envelope from another node."""
-        node = env.get("n")
-        if not isinstance(node, str) or node == self.node:
-            return
+    def control(self, node: str, env: dict[str, Any]) -> None:
+        """Apply one control envelope from another node ``node`` (its ``n``)."""
         handler = _CONTROL.get(env.get("op", ""))
         if handler is not None:
             handler(self, node, env)
@@ -178,7 +180,9 @@ class Mirror:
         state = self.state(node)
         proxy = state.callees.get((realm.name, sid))
         if proxy is None:
-            proxy = RemoteSession(sid, NodePeer(self.send_to, node, realm.name, sid), node)
+            proxy = RemoteSession(
+                sid, NodePeer(self.send_to, self.node, node, realm.name, sid), node
+            )
             features = entry.get("features")
             proxy.client_roles = {
                 "callee": {"features": features if isinstance(features, dict) else {}}
@@ -214,9 +218,7 @@ class Mirror:
     @staticmethod
     def retain(realm: Realm, ev: dict[str, Any]) -> None:
         """Record a retained event envelope published on another node."""
-        realm.broker.retain_remote(
-            ev["t"], ev["p"], ev.get("d") or {}, ev.get("a"), ev.get("k"), ev.get("f")
-        )
+        realm.broker.retain_remote(*event_fields(ev))
 
     def _kill(self, node: str, env: dict[str, Any]) -> None:
         realm = self._realm(env.get("r"))
@@ -249,7 +251,8 @@ class Mirror:
         if op == "inv":
             caller = state.callers.get(key)
             if caller is None:
-                caller = RemoteSession(0, NodePeer(self.send_to, node, realm.name, key[1]), node)
+                peer = NodePeer(self.send_to, self.node, node, realm.name, key[1])
+                caller = RemoteSession(0, peer, node)
                 caller.realm = realm
                 state.callers[key] = caller
             realm.dealer.invoke_remote(
@@ -290,31 +293,32 @@ class Mirror:
         for state in self.nodes.values():
             state.callers.pop((realm, sid), None)
 
+    def _proxies(
+        self, proxies: dict[tuple[str, int], RemoteSession]
+    ) -> Iterator[tuple[Realm, RemoteSession]]:
+        """(realm, stand-in) of every stand-in whose realm still exists."""
+        for (realm_name, _sid), proxy in proxies.items():
+            realm = self.router.realms.get(realm_name)
+            if realm is not None:
+                yield realm, proxy
+
     def abandon_calls(self, uri: str, text: str) -> None:
         """The link to the other nodes is down: end every call that crosses it."""
         for state in self.nodes.values():
-            for (realm_name, _sid), proxy in state.callees.items():
-                realm = self.router.realms.get(realm_name)
-                if realm is not None:
-                    realm.dealer.abandon(proxy, uri, text)
-            for (realm_name, _sid), proxy in state.callers.items():
-                realm = self.router.realms.get(realm_name)
-                if realm is not None:
-                    realm.dealer.abandon(proxy, uri, text)
+            for realm, proxy in self._proxies(state.callees):
+                realm.dealer.abandon(proxy, uri, text)
+            for realm, proxy in self._proxies(state.callers):
+                realm.dealer.abandon(proxy, uri, text)
 
     def drop_node(self, node: str, why: str) -> None:
         """Forget every session, subscription, callee and caller of ``node``."""
         state = self.nodes.pop(node, None)
         if state is None:
             return
-        for (realm_name, _sid), proxy in state.callers.items():
-            realm = self.router.realms.get(realm_name)
-            if realm is not None:
-                realm.dealer.abandon(proxy, errors.CANCELED, why)
-        for (realm_name, _sid), proxy in state.callees.items():
-            realm = self.router.realms.get(realm_name)
-            if realm is not None:
-                realm.dealer.detach(proxy, why)
+        for realm, proxy in self._proxies(state.callers):
+            realm.dealer.abandon(proxy, errors.CANCELED, why)
+        for realm, proxy in self._proxies(state.callees):
+            realm.dealer.detach(proxy, why)
         for realm in self.router.realms.values():
             for info in realm.remote.drop_node(node):
                 realm.broker.publish_meta(

@@ -48,7 +48,7 @@ from broker.core.session import Session
 from protocol_spec import errors
 
 from . import keys
-from .claims import Claim, claim_reply
+from .claims import Claim, claim_reply, release_command
 from .directory import Directory
 from .events import EventChannels, event_envelope
 from .keys import CONTROL, pack, unpack
@@ -233,12 +233,11 @@ class RedisCluster(Cluster):
         elif op == "gone":
             self.mirror.drop_node(node, "callee node left")
         elif not self.directory.hold(node, env):
-            self.mirror.control(env)
+            self.mirror.control(node, env)
 
-    def _send_inbox(self, node: str, env: dict[str, Any]) -> None:
+    def _send_inbox(self, channel: bytes, env: dict[str, Any]) -> None:
         if self.available:
-            env["n"] = self.node
-            self.outbox.push(("PUBLISH", keys.inbox(node), pack(env)))
+            self.outbox.push(("PUBLISH", channel, pack(env)))
 
     # --- the Cluster hooks (called by the core) --------------------------------------------
     def publish(
@@ -316,11 +315,11 @@ class RedisCluster(Cluster):
         So UNREGISTERED means the procedure is free on every node. Without Redis (or when
         the write fails) ``done`` runs at once: the dead-node reaper frees it later.
         """
-        command = Claim.held(realm, reg, session).release(self.node, reg.id)
         if not self.available:
             if done is not None:
                 done()
             return
+        command = release_command(self.node, realm, reg.id, reg.procedure, reg.match, session.id)
         self.outbox.push(command, None if done is None else (lambda _result: done()))
 
     def kill(
