@@ -118,12 +118,6 @@ class DeliveryFilter:
         )
 
 
-def filter_options(options: dict[str, Any]) -> dict[str, Any] | None:
-    """The black/whitelisting part of PUBLISH options (what other nodes need)."""
-    found = {key: options[key] for key in _FILTER_KEYS if key in options}
-    return found or None
-
-
 _FILTER_KEYS = (
     "exclude",
     "exclude_authid",
@@ -365,7 +359,7 @@ class Broker:
                 details,
                 msg.args,
                 msg.kwargs,
-                filter_options(options) if delivery_filter is not None else None,
+                delivery_filter.to_options() if delivery_filter is not None else None,
                 retain,
             )
         if acknowledge:
