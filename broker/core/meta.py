@@ -19,6 +19,7 @@ from protocol_spec import errors
 from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_valid_uri
 
 from .dealer import InternalError
+from .pubsub import DeliveryFilter
 from .session import Testament
 
 if TYPE_CHECKING:
@@ -194,6 +195,10 @@ def _add_testament(realm: Realm, caller: Session, args: list[Any], kw: dict[str,
     scope = kw.get("scope", "destroyed")
     if scope not in ("destroyed", "detached") or not isinstance(options, dict):
         raise InternalError(errors.INVALID_ARGUMENT, "scope must be destroyed or detached")
+    try:
+        DeliveryFilter.from_options(options)
+    except ValueError as exc:
+        raise InternalError(errors.INVALID_ARGUMENT, f"publish_options: {exc}") from None
     caller.testaments.append(Testament(topic, t_args, t_kwargs, options, scope))
     if realm.cluster.distributed:
         realm.cluster.testaments_changed(realm.name, caller)

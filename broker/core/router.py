@@ -545,10 +545,8 @@ def _publish_testaments(broker: Broker, session: Session) -> None:
     # spec: without session resumption, detached-scope testaments go before destroyed ones
     ordered = sorted(session.testaments, key=lambda t: t.scope != "detached")
     for testament in ordered:
-        try:
-            delivery_filter = DeliveryFilter.from_options(testament.options)
-        except ValueError:
-            delivery_filter = None
+        # validated by wamp.session.add_testament
+        delivery_filter = DeliveryFilter.from_options(testament.options)
         broker.deliver(
             testament.topic,
             random_id(),

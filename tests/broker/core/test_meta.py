@@ -182,3 +182,12 @@ def test_meta_topics_cannot_be_published_by_clients(world: World) -> None:
     a = world.client()
     a.send(Publish(1, {"acknowledge": True}, "wamp.session.on_join"))
     assert a.take_one(Error).error == errors.INVALID_URI
+
+
+def test_testament_with_malformed_publish_options_is_refused(world: World) -> None:
+    mortal = world.client()
+    reply = meta(
+        mortal, "wamp.session.add_testament", "com.gone", ["bye"], publish_options={"exclude": "x"}
+    )
+    assert reply.error == errors.INVALID_ARGUMENT
+    assert mortal.session.testaments == []
