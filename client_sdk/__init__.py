@@ -19,7 +19,7 @@ standard WAMP only, so it works with any WAMP router.
 from __future__ import annotations
 
 from .auth import AnonymousAuth, Authenticator, AuthError, CryptosignAuth, TicketAuth, WampCraAuth
-from .backoff import Backoff
+from protocol_spec.backoff import Backoff
 from .client import Client, ClientState
 from .connection import connect
 from .errors import (

@@ -35,7 +35,7 @@ from typing import Any, TypeVar, overload
 from protocol_spec import errors as wamp_errors
 
 from .auth import Authenticator
-from .backoff import Backoff
+from protocol_spec.backoff import Backoff
 from .connection import connect
 from .errors import ClientError, JoinError, NotConnected, SessionClosed
 from .pubsub import EventHandler, EventStream, Subscription

@@ -15,7 +15,6 @@ import client_sdk
 MODULES = [
     "client_sdk",
     "client_sdk.auth",
-    "client_sdk.backoff",
     "client_sdk.cli",
     "client_sdk.client",
     "client_sdk.connection",

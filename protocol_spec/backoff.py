@@ -1,4 +1,9 @@
-"""Reconnection delays: exponential backoff with jitter."""
+"""Reconnection delays: exponential backoff with jitter.
+
+One policy for every reconnecting party: the client SDK (to its router) and a broker
+node (to Redis). It lives here because both may import protocol_spec and nothing else
+of each other.
+"""
 
 from __future__ import annotations
 
