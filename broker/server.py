@@ -16,11 +16,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from broker import __version__
 from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
-from broker.metrics import CONTENT_TYPE, render
+from broker.metrics import BrokerMetrics
 from broker.transport.websocket import WebSocketTransport
 
 __all__ = ["AsyncioScheduler", "BrokerServer"]
@@ -50,7 +51,6 @@ class BrokerServer:
         self.settings = settings
         self.router = Router(settings.realms, AsyncioScheduler())
         self.transport = WebSocketTransport(self.router, settings.transport)
-        self.transport.http_routes["/metrics"] = lambda: (200, CONTENT_TYPE, render(self))
         self.transport.http_routes["/readyz"] = self._readiness
         self.cluster: RedisCluster | None = None
         if settings.redis_url:
@@ -58,6 +58,9 @@ class BrokerServer:
             self.cluster = RedisCluster(settings.redis_url, settings.node_id, self.router, timing)
             for realm in self.router.realms.values():
                 realm.cluster = self.cluster
+        node = settings.node_id or ""
+        self.metrics = BrokerMetrics(__version__, node, self.router, self.transport, self.cluster)
+        self.transport.http_routes["/metrics"] = self.metrics.http_response
         self._closed: asyncio.Event | None = None
         self._closing = False
 
