@@ -2,10 +2,12 @@
 
 ``Client`` keeps the *intent* of the application (subscriptions, registrations,
 hooks) apart from the current ``Session``. Whenever a session ends unexpectedly it
-reconnects with ``Backoff`` (exponential, jittered), joins again, re-subscribes and
-re-registers everything, then runs the ``on_join`` hooks.
+reconnects after the delays of a ``Backoff`` (``protocol_spec.backoff``, exponential
+with jitter, re-exported as ``client_sdk.Backoff``; the broker's Redis link uses the
+same policy), joins again, re-subscribes and re-registers everything, then runs the
+``on_join`` hooks.
 
-States (``client.state``)::
+States (``client.state``; the table is ``states.CLIENT_TRANSITIONS``)::
 
     STOPPED ──start()──► CONNECTING ──WELCOME + restore──► JOINED
        ▲                    │  ▲                              │ session lost
@@ -22,7 +24,6 @@ seconds for the next join. Calls in flight when a connection drops fail with
 from __future__ import annotations
 
 import asyncio
-import enum
 import inspect
 import logging
 import random
@@ -33,14 +34,15 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from protocol_spec import errors as wamp_errors
+from protocol_spec.backoff import Backoff
 
 from .auth import Authenticator
-from protocol_spec.backoff import Backoff
 from .connection import connect
 from .errors import ClientError, JoinError, NotConnected, SessionClosed
 from .pubsub import EventHandler, EventStream, Subscription
 from .rpc import ProcedureHandler, ProgressiveCall, Registration
-from .session import Session, _log_setup_failure
+from .session import Session, log_setup_failure
+from .states import CLIENT_TRANSITIONS, ClientEvent, ClientState, StateMachine
 from .values import CallOptions, CallResult, InvokePolicy, MatchPolicy, PublishOptions
 
 __all__ = ["FATAL_JOIN_ERRORS", "Client", "ClientRegistration", "ClientState", "ClientSubscription"]
@@ -61,15 +63,6 @@ FATAL_JOIN_ERRORS = frozenset(
     }
 )
 """ABORT reasons that stop the client instead of retrying (credentials will not get better)."""
-
-
-class ClientState(enum.Enum):
-    """Where a ``Client`` is in its life cycle."""
-
-    STOPPED = "stopped"
-    CONNECTING = "connecting"
-    JOINED = "joined"
-    WAITING = "waiting"
 
 
 @dataclass(eq=False)
@@ -187,7 +180,7 @@ class Client:
             "headers": headers,
         }
         self._rng = rng
-        self._state = ClientState.STOPPED
+        self._state = StateMachine(f"client {url}", CLIENT_TRANSITIONS, ClientState.STOPPED)
         self._session: Session | None = None
         self._task: asyncio.Task[None] | None = None
         self._joined = asyncio.Event()
@@ -205,12 +198,12 @@ class Client:
     @property
     def state(self) -> ClientState:
         """The current ``ClientState``."""
-        return self._state
+        return self._state.state
 
     @property
     def session(self) -> Session | None:
         """The joined session, or None while not JOINED."""
-        return self._session if self._state is ClientState.JOINED else None
+        return self._session if self._state.state is ClientState.JOINED else None
 
     def on_join(self, hook: JoinHook) -> JoinHook:
         """Add a hook run after every join (after restoring); usable as a decorator.
@@ -226,7 +219,7 @@ class Client:
         return hook
 
     def __repr__(self) -> str:
-        return f"<Client {self.url} realm={self.realm!r} state={self._state.value}>"
+        return f"<Client {self.url} realm={self.realm!r} state={self._state.state.value}>"
 
     # --- life cycle -------------------------------------------------------------
 
@@ -278,7 +271,7 @@ class Client:
             stream._end(None)
         for bg in list(self._background):
             bg.cancel()
-        self._set_state(ClientState.STOPPED)
+        self._state.fire(ClientEvent.STOP)
         self._stopped.set()
 
     async def __aenter__(self) -> Client:
@@ -299,16 +292,11 @@ class Client:
     ) -> None:
         await self.stop()
 
-    def _set_state(self, state: ClientState) -> None:
-        if state is not self._state:
-            log.debug("client %s: %s -> %s", self.url, self._state.value, state.value)
-            self._state = state
-
     async def _run(self) -> None:
         failures = 0
         try:
             while not self._stopping:
-                self._set_state(ClientState.CONNECTING)
+                self._state.fire(ClientEvent.CONNECT)
                 self.attempts += 1
                 try:
                     session = await connect(self.url, self.realm, **self._connect_args)
@@ -335,12 +323,12 @@ class Client:
                     delay,
                     self.last_error,
                 )
-                self._set_state(ClientState.WAITING)
+                self._state.fire(ClientEvent.WAIT)
                 await asyncio.sleep(delay)
         finally:
             self._joined.clear()
             self._session = None
-            self._set_state(ClientState.STOPPED)
+            self._state.fire(ClientEvent.STOP)
             self._stopped.set()
 
     async def _serve(self, session: Session) -> None:
@@ -350,7 +338,7 @@ class Client:
         try:
             await self._restore(session)
             if session.is_open:
-                self._set_state(ClientState.JOINED)
+                self._state.fire(ClientEvent.JOINED)
                 self._joined.set()
                 for hook in list(self._join_hooks):
                     await _run_hook(hook, session)
@@ -484,7 +472,7 @@ class Client:
         task = asyncio.ensure_future(spec._apply(session))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(_log_setup_failure)
+        task.add_done_callback(log_setup_failure)
 
     async def _forget(self, spec: _Kept) -> None:
         spec.active = False
@@ -528,7 +516,7 @@ class Client:
             except TimeoutError:
                 pass
         raise NotConnected(
-            f"not connected to {self.url} (state {self._state.value}; last error: {self.last_error})"
+            f"not connected to {self.url} (state {self._state.state.value}; last error: {self.last_error})"
         )
 
     async def publish(
