@@ -2,10 +2,10 @@
 
 ``Client`` keeps the *intent* of the application (subscriptions, registrations,
 hooks) apart from the current ``Session``. Whenever a session ends unexpectedly it
-reconnects after the delays of a ``Backoff`` (``protocol_spec.backoff``, exponential
-with jitter, re-exported as ``client_sdk.Backoff``; the broker's Redis link uses the
-same policy), joins again, re-subscribes and re-registers everything, then runs the
-``on_join`` hooks.
+reconnects after the delays of a ``Backoff`` (``protocol_spec.backoff.Backoff``,
+exponential with jitter, re-exported as ``client_sdk.Backoff``; it lives in
+protocol_spec so that the broker's Redis link can share it), joins again,
+re-subscribes and re-registers everything, then runs the ``on_join`` hooks.
 
 States (``client.state``; the table is ``states.CLIENT_TRANSITIONS``)::
 
@@ -140,7 +140,9 @@ class Client:
     ``async with Client(url, realm) as client`` starts it and waits for the first
     join (up to ``first_join_timeout``); leaving the block stops it. Subscriptions,
     registrations and hooks may be declared before ``start()`` (decorators work).
-    The connection parameters are those of ``connect``.
+    The connection parameters are those of ``connect``. ``backoff`` (a
+    ``protocol_spec.backoff.Backoff``) sets the delay before each new attempt;
+    ``max_attempts`` failed attempts in a row stop the client.
     """
 
     def __init__(
