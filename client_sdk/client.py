@@ -398,14 +398,9 @@ class Client:
         nothing is kept) and returns a ``ClientSubscription``. As a decorator: the
         subscription is declared and made at the next join (or now, in the background).
         """
-        if handler is None:
-
-            def decorate(fn: F) -> F:
-                self._declare(ClientSubscription(topic, fn, match, get_retained, _client=self))
-                return fn
-
-            return decorate
-        return self._add(ClientSubscription(topic, handler, match, get_retained, _client=self))
+        return self._keep(
+            handler, lambda fn: ClientSubscription(topic, fn, match, get_retained, _client=self)
+        )
 
     @overload
     def register(
@@ -444,18 +439,23 @@ class Client:
         now if joined (raising the router's error, keeping nothing) and returns a
         ``ClientRegistration``.
         """
+        return self._keep(
+            handler,
+            lambda fn: ClientRegistration(procedure, fn, match, invoke, details_arg, _client=self),
+        )
+
+    def _keep(
+        self, handler: Callable[..., Any] | None, make: Callable[[Any], K]
+    ) -> Callable[[F], F] | Coroutine[Any, Any, K]:
+        """Both forms of subscribe/register: ``make(handler)`` is the spec to keep."""
         if handler is None:
 
             def decorate(fn: F) -> F:
-                self._declare(
-                    ClientRegistration(procedure, fn, match, invoke, details_arg, _client=self)
-                )
+                self._declare(make(fn))
                 return fn
 
             return decorate
-        return self._add(
-            ClientRegistration(procedure, handler, match, invoke, details_arg, _client=self)
-        )
+        return self._add(make(handler))
 
     async def _add(self, spec: K) -> K:
         """Apply ``spec`` now if joined (its error propagates, nothing kept), then keep it."""
