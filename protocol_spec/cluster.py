@@ -149,7 +149,7 @@ def _session_info(value: Any) -> dict[str, Any]:
 
 
 def _selector(value: Any) -> str:
-    if value not in KILL_SELECTORS:
+    if type(value) is not str or value not in KILL_SELECTORS:
         raise _fail(f"must be one of {sorted(KILL_SELECTORS)}")
     return str(value)
 
