@@ -209,19 +209,62 @@ def _dump(value: dict[str, Any]) -> bytes:
 _T = TypeVar("_T", bound="_Wire")
 
 
+_Codec = tuple[Callable[[Any], dict[str, Any]], Callable[[dict[Any, Any]], Any]]
+_CODECS: dict[type, _Codec] = {}
+
+
+def _codec(cls: type) -> _Codec:
+    """(encode, decode) of ``cls``, generated once from its fields (as dataclasses does).
+
+    ``encode`` builds the map (with ``v`` and ``op`` for envelopes); ``decode`` builds the
+    instance from a map and raises ``KeyError`` or ``ClusterProtocolError`` when malformed.
+    """
+    found = _CODECS.get(cls)
+    if found is not None:
+        return found
+    ns: dict[str, Any] = {"cls": cls}
+    items: list[str] = []
+    if hasattr(cls, "OP"):  # an envelope
+        items.append(f"'v': {VERSION!r}")
+        if cls.OP:
+            items.append(f"'op': {cls.OP!r}")
+    args: list[str] = []
+    for i, (name, key, decode, encode, default) in enumerate(_spec(cls)):
+        ns[f"d{i}"], ns[f"e{i}"], ns[f"m{i}"] = decode, encode, default
+        items.append(f"{key!r}: " + (f"self.{name}" if encode is None else f"e{i}(self.{name})"))
+        value = f"d{i}(env[{key!r}])"
+        args.append(
+            f"{name}={value}"
+            if default is MISSING
+            else f"{name}={value} if {key!r} in env else m{i}"
+        )
+    source = (
+        f"def encode(self):\n    return {{{', '.join(items)}}}\n"
+        f"def decode(env):\n    return cls({', '.join(args)})\n"
+    )
+    exec(source, ns)  # generated from our own field names and keys only
+    found = _CODECS[cls] = (ns["encode"], ns["decode"])
+    return found
+
+
 class _Wire:
     """What envelopes and records share: the field-driven map codec."""
 
     __slots__ = ()
 
-    def _fields_map(self, out: dict[str, Any]) -> dict[str, Any]:
-        for name, key, _decode, encode, _default in _spec(type(self)):
-            value = getattr(self, name)
-            out[key] = encode(value) if encode is not None else value
-        return out
+    def _fields_map(self) -> dict[str, Any]:
+        return _codec(type(self))[0](self)
 
     @classmethod
     def _from_fields(cls: type[_T], env: dict[Any, Any]) -> _T:
+        try:
+            found: _T = _codec(cls)[1](env)
+        except (KeyError, ClusterProtocolError):
+            return cls._explain(env)  # the slow path names the fault
+        return found
+
+    @classmethod
+    def _explain(cls: type[_T], env: dict[Any, Any]) -> _T:
         kwargs: dict[str, Any] = {}
         for name, key, decode, _encode, default in _spec(cls):
             if key in env:
@@ -241,7 +284,7 @@ class Record(_Wire):
 
     def to_map(self) -> dict[str, Any]:
         """The record as a map (for nesting in an envelope)."""
-        return self._fields_map({})
+        return self._fields_map()
 
     def pack(self) -> bytes:
         """The record as msgpack bytes."""
@@ -278,10 +321,7 @@ class Envelope(_Wire):
 
     def to_map(self) -> dict[str, Any]:
         """The envelope as a map, version and kind included."""
-        out: dict[str, Any] = {"v": VERSION}
-        if self.OP:
-            out["op"] = self.OP
-        return self._fields_map(out)
+        return self._fields_map()
 
     def pack(self) -> bytes:
         """The envelope as msgpack bytes."""
