@@ -16,11 +16,33 @@ Each field's wire key is in its ``metadata["key"]``; ``wire_keys(cls)`` lists th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Final, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
 
-import msgpack
+from .cluster_codec import (
+    VERSION,
+    ClusterProtocolError,
+    Envelope,
+    Record,
+    anything,
+    as_map,
+    boolean,
+    decode_envelope,
+    fail,
+    integer,
+    integers,
+    load,
+    mapping,
+    mapping_or_empty,
+    nested,
+    opt_integer,
+    opt_list,
+    opt_mapping,
+    opt_text,
+    text,
+    wire,
+    wire_keys,
+)
 
 __all__ = [
     "CONTROL_TYPES",
@@ -57,100 +79,26 @@ __all__ = [
     "wire_keys",
 ]
 
-VERSION: Final = 1
-"""The cluster protocol version every envelope carries as ``v``."""
-
 KILL_SELECTORS: Final = frozenset({"session", "authid", "authrole", "all"})
-
-
-class ClusterProtocolError(ValueError):
-    """A cluster envelope or record that does not follow protocol_spec/cluster.md."""
-
-
-Decode = Callable[[Any], Any]
-Encode = Callable[[Any], Any]
-
-
-# --- field checks ----------------------------------------------------------------------
-def _fail(what: str) -> ClusterProtocolError:
-    return ClusterProtocolError(what)
-
-
-def _str(value: Any) -> str:
-    if type(value) is not str:
-        raise _fail("must be a string")
-    return value
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else _str(value)
-
-
-def _int(value: Any) -> int:
-    if type(value) is not int:
-        raise _fail("must be an integer")
-    return value
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else _int(value)
-
-
-def _bool(value: Any) -> bool:
-    if type(value) is not bool:
-        raise _fail("must be a boolean")
-    return value
-
-
-def _map(value: Any) -> dict[str, Any]:
-    if type(value) is not dict:
-        raise _fail("must be a map")
-    return value
-
-
-def _map_or_empty(value: Any) -> dict[str, Any]:
-    return {} if value is None else _map(value)
-
-
-def _opt_map(value: Any) -> dict[str, Any] | None:
-    return None if value is None else _map(value)
-
-
-def _opt_list(value: Any) -> list[Any] | None:
-    if value is not None and type(value) is not list:
-        raise _fail("must be a list or nil")
-    return value
-
-
-def _any(value: Any) -> Any:
-    return value
-
-
-def _int_tuple(value: Any) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    if type(value) is not list or not all(type(v) is int for v in value):
-        raise _fail("must be a list of integers")
-    return tuple(value)
 
 
 def _features(value: Any) -> dict[str, Any]:
     # Redis's cmsgpack packs an empty Lua table as an empty array
     if value is None or value == []:
         return {}
-    return _map(value)
+    return mapping(value)
 
 
 def _session_info(value: Any) -> dict[str, Any]:
-    info = _map(value)
+    info = mapping(value)
     if type(info.get("session")) is not int:
-        raise _fail("must describe a session (integer 'session')")
+        raise fail("must describe a session (integer 'session')")
     return info
 
 
 def _selector(value: Any) -> str:
     if type(value) is not str or value not in KILL_SELECTORS:
-        raise _fail(f"must be one of {sorted(KILL_SELECTORS)}")
+        raise fail(f"must be one of {sorted(KILL_SELECTORS)}")
     return str(value)
 
 
@@ -158,188 +106,11 @@ def _testaments(value: Any) -> list[dict[str, Any]]:
     if value is None:
         return []
     if type(value) is not list:
-        raise _fail("must be a list of testaments")
+        raise fail("must be a list of testaments")
     for item in value:
         if type(item) is not dict or type(item.get("topic")) is not str:
-            raise _fail("must be a list of testaments (maps with a string 'topic')")
+            raise fail("must be a list of testaments (maps with a string 'topic')")
     return value
-
-
-def _w(key: str, decode: Decode, encode: Encode | None = None) -> dict[str, Any]:
-    """Field metadata: carried under ``key``, checked by ``decode``, written by ``encode``."""
-    return {"key": key, "decode": decode, "encode": encode}
-
-
-_Spec = tuple[tuple[str, str, Decode, Encode | None, Any], ...]
-_SPECS: dict[type, _Spec] = {}
-
-
-def _spec(cls: type) -> _Spec:
-    """(attribute, key, decode, encode, default) of each field of ``cls``, cached."""
-    spec = _SPECS.get(cls)
-    if spec is None:
-        spec = tuple(
-            (f.name, f.metadata["key"], f.metadata["decode"], f.metadata["encode"], f.default)
-            for f in fields(cls)
-        )
-        _SPECS[cls] = spec
-    return spec
-
-
-def wire_keys(cls: type) -> tuple[str, ...]:
-    """The wire keys of ``cls``'s fields in declaration order (``v`` and ``op`` excluded)."""
-    return tuple(key for _name, key, _dec, _enc, _default in _spec(cls))
-
-
-def _load(data: bytes | str) -> dict[Any, Any]:
-    try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several types for bad input
-        raise ClusterProtocolError(f"undecodable envelope: {exc}") from None
-    if type(value) is not dict:
-        raise ClusterProtocolError("an envelope must be a map")
-    return value
-
-
-def _dump(value: dict[str, Any]) -> bytes:
-    data: bytes = msgpack.packb(value, use_bin_type=True)
-    return data
-
-
-_T = TypeVar("_T", bound="_Wire")
-
-
-_Codec = tuple[Callable[[Any], dict[str, Any]], Callable[[dict[Any, Any]], Any]]
-_CODECS: dict[type, _Codec] = {}
-
-
-def _codec(cls: type) -> _Codec:
-    """(encode, decode) of ``cls``, generated once from its fields (as dataclasses does).
-
-    ``encode`` builds the map (with ``v`` and ``op`` for envelopes); ``decode`` builds the
-    instance from a map and raises ``KeyError`` or ``ClusterProtocolError`` when malformed.
-    """
-    found = _CODECS.get(cls)
-    if found is not None:
-        return found
-    ns: dict[str, Any] = {"cls": cls}
-    items: list[str] = []
-    if hasattr(cls, "OP"):  # an envelope
-        items.append(f"'v': {VERSION!r}")
-        if cls.OP:
-            items.append(f"'op': {cls.OP!r}")
-    args: list[str] = []
-    for i, (name, key, decode, encode, default) in enumerate(_spec(cls)):
-        ns[f"d{i}"], ns[f"e{i}"], ns[f"m{i}"] = decode, encode, default
-        items.append(f"{key!r}: " + (f"self.{name}" if encode is None else f"e{i}(self.{name})"))
-        value = f"d{i}(env[{key!r}])"
-        args.append(
-            f"{name}={value}"
-            if default is MISSING
-            else f"{name}={value} if {key!r} in env else m{i}"
-        )
-    source = (
-        f"def encode(self):\n    return {{{', '.join(items)}}}\n"
-        f"def decode(env):\n    return cls({', '.join(args)})\n"
-    )
-    exec(source, ns)  # generated from our own field names and keys only
-    found = _CODECS[cls] = (ns["encode"], ns["decode"])
-    return found
-
-
-class _Wire:
-    """What envelopes and records share: the field-driven map codec."""
-
-    __slots__ = ()
-
-    def _fields_map(self) -> dict[str, Any]:
-        return _codec(type(self))[0](self)
-
-    @classmethod
-    def _from_fields(cls: type[_T], env: dict[Any, Any]) -> _T:
-        try:
-            found: _T = _codec(cls)[1](env)
-        except (KeyError, ClusterProtocolError):
-            return cls._explain(env)  # the slow path names the fault
-        return found
-
-    @classmethod
-    def _explain(cls: type[_T], env: dict[Any, Any]) -> _T:
-        kwargs: dict[str, Any] = {}
-        for name, key, decode, _encode, default in _spec(cls):
-            if key in env:
-                try:
-                    kwargs[name] = decode(env[key])
-                except ClusterProtocolError as exc:
-                    raise ClusterProtocolError(f"{cls.__name__}.{key} {exc}") from None
-            elif default is MISSING:
-                raise ClusterProtocolError(f"{cls.__name__} without {key!r}")
-        return cls(**kwargs)
-
-
-class Record(_Wire):
-    """A value stored in a per-node hash (cluster.md, "Keys"): a plain msgpack map."""
-
-    __slots__ = ()
-
-    def to_map(self) -> dict[str, Any]:
-        """The record as a map (for nesting in an envelope)."""
-        return self._fields_map()
-
-    def pack(self) -> bytes:
-        """The record as msgpack bytes."""
-        return _dump(self.to_map())
-
-    @classmethod
-    def from_map(cls: type[_T], value: Any) -> _T:
-        """Check and build the record from a decoded map."""
-        if type(value) is not dict:
-            raise ClusterProtocolError(f"{cls.__name__} must be a map")
-        return cls._from_fields(value)
-
-    @classmethod
-    def unpack(cls: type[_T], data: bytes | str) -> _T:
-        """Decode and check a record read from Redis."""
-        return cls._from_fields(_load(data))
-
-
-def _record(cls: type[Record]) -> Decode:
-    return cls.from_map
-
-
-def _to_map(value: Record) -> dict[str, Any]:
-    return value.to_map()
-
-
-class Envelope(_Wire):
-    """A message between nodes: ``{v, op, n, …}`` packed with msgpack."""
-
-    __slots__ = ()
-
-    OP: ClassVar[str] = ""
-    """The ``op`` value (empty for event envelopes, whose channel names them)."""
-
-    def to_map(self) -> dict[str, Any]:
-        """The envelope as a map, version and kind included."""
-        return self._fields_map()
-
-    def pack(self) -> bytes:
-        """The envelope as msgpack bytes."""
-        return _dump(self.to_map())
-
-
-def _decode(env: dict[Any, Any], table: dict[str, type[_E]], channel: str) -> _E:
-    version = env.get("v")
-    if version != VERSION:
-        raise ClusterProtocolError(f"unsupported cluster protocol version {version!r}")
-    op = env.get("op")
-    cls = table.get(op) if type(op) is str else None
-    if cls is None:
-        raise ClusterProtocolError(f"unknown {channel} envelope op {op!r}")
-    return cls._from_fields(env)
-
-
-_E = TypeVar("_E", bound=Envelope)
 
 
 # --- records -------------------------------------------------------------------------------
@@ -347,8 +118,8 @@ _E = TypeVar("_E", bound=Envelope)
 class SessionRecord(Record):
     """``wamp:node:{node}:sessions`` value: ``{realm, info}`` (``wamp.session.get``)."""
 
-    realm: str = field(metadata=_w("realm", _str))
-    info: dict[str, Any] = field(metadata=_w("info", _session_info))
+    realm: str = field(metadata=wire("realm", text))
+    info: dict[str, Any] = field(metadata=wire("info", _session_info))
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,12 +129,12 @@ class SubscriptionRecord(Record):
     ``{realm, id, uri, match, created, subscribers}``; no subscribers: the node has none.
     """
 
-    realm: str = field(metadata=_w("realm", _str))
-    id: int = field(metadata=_w("id", _int))
-    uri: str = field(metadata=_w("uri", _str))
-    match: str = field(metadata=_w("match", _str))
-    created: str = field(default="", metadata=_w("created", _str))
-    subscribers: tuple[int, ...] = field(default=(), metadata=_w("subscribers", _int_tuple, list))
+    realm: str = field(metadata=wire("realm", text))
+    id: int = field(metadata=wire("id", integer))
+    uri: str = field(metadata=wire("uri", text))
+    match: str = field(metadata=wire("match", text))
+    created: str = field(default="", metadata=wire("created", text))
+    subscribers: tuple[int, ...] = field(default=(), metadata=wire("subscribers", integers, list))
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,26 +144,26 @@ class CalleeRecord(Record):
     ``reg`` and ``seq`` are 0 until the claim script fills them in.
     """
 
-    node: str = field(metadata=_w("node", _str))
-    realm: str = field(metadata=_w("realm", _str))
-    uri: str = field(metadata=_w("uri", _str))
-    match: str = field(metadata=_w("match", _str))
-    invoke: str = field(metadata=_w("invoke", _str))
-    session: int = field(metadata=_w("session", _int))
-    disclose: bool = field(default=False, metadata=_w("disclose", _bool))
-    authid: str | None = field(default=None, metadata=_w("authid", _opt_str))
-    authrole: str | None = field(default=None, metadata=_w("authrole", _opt_str))
-    features: dict[str, Any] | None = field(default=None, metadata=_w("features", _features))
-    reg: int = field(default=0, metadata=_w("reg", _int))
-    seq: int = field(default=0, metadata=_w("seq", _int))
+    node: str = field(metadata=wire("node", text))
+    realm: str = field(metadata=wire("realm", text))
+    uri: str = field(metadata=wire("uri", text))
+    match: str = field(metadata=wire("match", text))
+    invoke: str = field(metadata=wire("invoke", text))
+    session: int = field(metadata=wire("session", integer))
+    disclose: bool = field(default=False, metadata=wire("disclose", boolean))
+    authid: str | None = field(default=None, metadata=wire("authid", opt_text))
+    authrole: str | None = field(default=None, metadata=wire("authrole", opt_text))
+    features: dict[str, Any] | None = field(default=None, metadata=wire("features", _features))
+    reg: int = field(default=0, metadata=wire("reg", integer))
+    seq: int = field(default=0, metadata=wire("seq", integer))
 
 
 @dataclass(frozen=True, slots=True)
 class TestamentsRecord(Record):
     """``wamp:node:{node}:testaments`` value: ``{realm, testaments: [{topic, args, kwargs, options}]}``."""
 
-    realm: str = field(metadata=_w("realm", _str))
-    testaments: list[dict[str, Any]] = field(metadata=_w("testaments", _testaments))
+    realm: str = field(metadata=wire("realm", text))
+    testaments: list[dict[str, Any]] = field(metadata=wire("testaments", _testaments))
 
 
 # --- event envelopes -------------------------------------------------------------------------
@@ -404,23 +175,23 @@ class EventEnvelope(Envelope):
     (publisher disclosure), ``f`` the black/whitelisting PUBLISH options or nil.
     """
 
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    topic: str = field(metadata=_w("t", _str))
-    publication: int = field(metadata=_w("p", _int))
-    details: dict[str, Any] = field(metadata=_w("d", _map_or_empty))
-    args: list[Any] | None = field(default=None, metadata=_w("a", _opt_list))
-    kwargs: dict[str, Any] | None = field(default=None, metadata=_w("k", _opt_map))
-    filter: dict[str, Any] | None = field(default=None, metadata=_w("f", _opt_map))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    topic: str = field(metadata=wire("t", text))
+    publication: int = field(metadata=wire("p", integer))
+    details: dict[str, Any] = field(metadata=wire("d", mapping_or_empty))
+    args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
+    kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
+    filter: dict[str, Any] | None = field(default=None, metadata=wire("f", opt_mapping))
 
 
 def _event(value: Any) -> EventEnvelope:
-    return EventEnvelope._from_fields(_map(value))
+    return EventEnvelope._from_fields(mapping(value))
 
 
 def decode_event(data: bytes | str) -> EventEnvelope:
     """Decode an event envelope; raise ``ClusterProtocolError`` when malformed."""
-    env = _load(data)
+    env = load(data)
     version = env.get("v")
     if version != VERSION:
         raise ClusterProtocolError(f"unsupported cluster protocol version {version!r}")
@@ -441,7 +212,7 @@ class NodeHello(ControlMessage):
     """``hello``: node ``n`` (re)published its state; load it."""
 
     OP: ClassVar[str] = "hello"
-    node: str = field(metadata=_w("n", _str))
+    node: str = field(metadata=wire("n", text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +220,7 @@ class NodeGone(ControlMessage):
     """``gone``: node ``n`` left (or was reaped); drop everything of it."""
 
     OP: ClassVar[str] = "gone"
-    node: str = field(metadata=_w("n", _str))
+    node: str = field(metadata=wire("n", text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,9 +228,9 @@ class SessionJoined(ControlMessage):
     """``join``: a session joined realm ``r`` on node ``n``; ``info`` describes it."""
 
     OP: ClassVar[str] = "join"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    info: dict[str, Any] = field(metadata=_w("info", _session_info))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    info: dict[str, Any] = field(metadata=wire("info", _session_info))
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,11 +238,11 @@ class SessionLeft(ControlMessage):
     """``leave``: session ``s`` of node ``n`` left realm ``r``."""
 
     OP: ClassVar[str] = "leave"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    session: int = field(metadata=_w("s", _int))
-    authid: str | None = field(default=None, metadata=_w("authid", _opt_str))
-    authrole: str | None = field(default=None, metadata=_w("authrole", _opt_str))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    authid: str | None = field(default=None, metadata=wire("authid", opt_text))
+    authrole: str | None = field(default=None, metadata=wire("authrole", opt_text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,9 +250,9 @@ class SubscriptionChanged(ControlMessage):
     """``sub``: node ``n``'s subscribers of one subscription (none: it has it no more)."""
 
     OP: ClassVar[str] = "sub"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    sub: SubscriptionRecord = field(metadata=_w("sub", _record(SubscriptionRecord), _to_map))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    sub: SubscriptionRecord = field(metadata=wire("sub", nested(SubscriptionRecord), as_map))
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,8 +260,8 @@ class CalleeAdded(ControlMessage):
     """``reg``: a callee of node ``n`` joined a registration (sent by the claim script)."""
 
     OP: ClassVar[str] = "reg"
-    node: str = field(metadata=_w("n", _str))
-    entry: CalleeRecord = field(metadata=_w("e", _record(CalleeRecord), _to_map))
+    node: str = field(metadata=wire("n", text))
+    entry: CalleeRecord = field(metadata=wire("e", nested(CalleeRecord), as_map))
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,10 +269,10 @@ class CalleeRemoved(ControlMessage):
     """``unreg``: callee ``s`` of node ``n`` left registration ``reg`` (release script)."""
 
     OP: ClassVar[str] = "unreg"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    reg: int = field(metadata=_w("reg", _int))
-    session: int = field(metadata=_w("s", _int))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    reg: int = field(metadata=wire("reg", integer))
+    session: int = field(metadata=wire("s", integer))
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,11 +280,11 @@ class RetainedChanged(ControlMessage):
     """``retain``: the retained event of topic ``t`` is now ``ev``."""
 
     OP: ClassVar[str] = "retain"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    topic: str = field(metadata=_w("t", _str))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    topic: str = field(metadata=wire("t", text))
     event: EventEnvelope = field(
-        metadata=_w("ev", lambda v: EventEnvelope._from_fields(_map(v)), _to_map)
+        metadata=wire("ev", lambda v: EventEnvelope._from_fields(mapping(v)), as_map)
     )
 
 
@@ -526,13 +297,13 @@ class KillSessions(ControlMessage):
     """
 
     OP: ClassVar[str] = "kill"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    selector: str = field(metadata=_w("sel", _selector))
-    value: Any = field(default=None, metadata=_w("val", _any))
-    except_session: int | None = field(default=None, metadata=_w("except", _opt_int))
-    reason: str | None = field(default=None, metadata=_w("reason", _opt_str))
-    message: str | None = field(default=None, metadata=_w("message", _opt_str))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    selector: str = field(metadata=wire("sel", _selector))
+    value: Any = field(default=None, metadata=wire("val", anything))
+    except_session: int | None = field(default=None, metadata=wire("except", opt_integer))
+    reason: str | None = field(default=None, metadata=wire("reason", opt_text))
+    message: str | None = field(default=None, metadata=wire("message", opt_text))
 
 
 CONTROL_TYPES: Final[dict[str, type[ControlMessage]]] = {
@@ -554,7 +325,7 @@ CONTROL_TYPES: Final[dict[str, type[ControlMessage]]] = {
 
 def decode_control(data: bytes | str) -> ControlMessage:
     """Decode a control envelope; raise ``ClusterProtocolError`` when malformed."""
-    return _decode(_load(data), CONTROL_TYPES, "control")
+    return decode_envelope(load(data), CONTROL_TYPES, "control")
 
 
 # --- inbox envelopes (wamp:inbox:{node}) -----------------------------------------------------
@@ -578,14 +349,14 @@ class InboxInvocation(InboxMessage):
     """``inv`` caller node → callee node: invoke registration ``reg`` on callee ``s``."""
 
     OP: ClassVar[str] = "inv"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    session: int = field(metadata=_w("s", _int))
-    request: int = field(metadata=_w("i", _int))
-    registration: int = field(metadata=_w("reg", _int))
-    details: dict[str, Any] = field(metadata=_w("d", _map_or_empty))
-    args: list[Any] | None = field(default=None, metadata=_w("a", _opt_list))
-    kwargs: dict[str, Any] | None = field(default=None, metadata=_w("k", _opt_map))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    request: int = field(metadata=wire("i", integer))
+    registration: int = field(metadata=wire("reg", integer))
+    details: dict[str, Any] = field(metadata=wire("d", mapping_or_empty))
+    args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
+    kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,11 +364,11 @@ class InboxInterrupt(InboxMessage):
     """``int`` caller node → callee node: the call was canceled or timed out."""
 
     OP: ClassVar[str] = "int"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    session: int = field(metadata=_w("s", _int))
-    request: int = field(metadata=_w("i", _int))
-    options: dict[str, Any] = field(metadata=_w("o", _map_or_empty))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    request: int = field(metadata=wire("i", integer))
+    options: dict[str, Any] = field(metadata=wire("o", mapping_or_empty))
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,13 +376,13 @@ class InboxResult(InboxMessage):
     """``res`` callee node → caller node: a result (``d.progress`` when progressive)."""
 
     OP: ClassVar[str] = "res"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    session: int = field(metadata=_w("s", _int))
-    request: int = field(metadata=_w("i", _int))
-    details: dict[str, Any] = field(metadata=_w("d", _map_or_empty))
-    args: list[Any] | None = field(default=None, metadata=_w("a", _opt_list))
-    kwargs: dict[str, Any] | None = field(default=None, metadata=_w("k", _opt_map))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    request: int = field(metadata=wire("i", integer))
+    details: dict[str, Any] = field(metadata=wire("d", mapping_or_empty))
+    args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
+    kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
 
     @property
     def progress(self) -> bool:
@@ -624,14 +395,14 @@ class InboxError(InboxMessage):
     """``err`` callee node → caller node: the call failed with error URI ``e``."""
 
     OP: ClassVar[str] = "err"
-    node: str = field(metadata=_w("n", _str))
-    realm: str = field(metadata=_w("r", _str))
-    session: int = field(metadata=_w("s", _int))
-    request: int = field(metadata=_w("i", _int))
-    details: dict[str, Any] = field(metadata=_w("d", _map_or_empty))
-    error: str = field(metadata=_w("e", _str))
-    args: list[Any] | None = field(default=None, metadata=_w("a", _opt_list))
-    kwargs: dict[str, Any] | None = field(default=None, metadata=_w("k", _opt_map))
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    request: int = field(metadata=wire("i", integer))
+    details: dict[str, Any] = field(metadata=wire("d", mapping_or_empty))
+    error: str = field(metadata=wire("e", text))
+    args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
+    kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
 
 
 INBOX_TYPES: Final[dict[str, type[InboxMessage]]] = {
@@ -642,7 +413,7 @@ INBOX_TYPES: Final[dict[str, type[InboxMessage]]] = {
 
 def decode_inbox(data: bytes | str) -> InboxMessage:
     """Decode an inbox envelope; raise ``ClusterProtocolError`` when malformed."""
-    return _decode(_load(data), INBOX_TYPES, "inbox")
+    return decode_envelope(load(data), INBOX_TYPES, "inbox")
 
 
 # --- probes ------------------------------------------------------------------------------------
