@@ -57,7 +57,7 @@ from .features import welcome_roles
 from .ids import Counter, random_id
 from .interfaces import Peer, Scheduler
 from .meta import install_meta_api
-from .pubsub import Broker, DeliveryFilter
+from .pubsub import Broker, DeliveryFilter, Publication
 from .realm import Realm, RealmSettings
 from .session import Session, SessionState
 
@@ -548,13 +548,9 @@ def _publish_testaments(broker: Broker, session: Session) -> None:
         # validated by wamp.session.add_testament
         delivery_filter = DeliveryFilter.from_options(testament.options)
         broker.deliver(
-            testament.topic,
-            random_id(),
-            {},
-            testament.args,
-            testament.kwargs,
-            None,
-            delivery_filter,
+            Publication(
+                testament.topic, random_id(), {}, testament.args, testament.kwargs, delivery_filter
+            )
         )
     session.testaments.clear()
 
