@@ -20,6 +20,9 @@ Exposed families::
     wamp_call_duration_seconds                 histogram: CALL → final RESULT/ERROR
     wamp_errors_total{uri}                     counter: ERROR messages sent, by error URI
     wamp_slow_consumer_disconnects_total       counter
+    wamp_auth_failures_total{realm,authmethod} counter: authentication checks that failed
+    wamp_auth_throttled_total{realm,authmethod} counter: attempts refused unchecked (throttled)
+    wamp_auth_overloaded_total{realm,authmethod} counter: attempts refused, auth work queue full
     wamp_cluster_link_up{link}                 gauge, only with a cluster backend that reports it
     wamp_redis_rtt_seconds                     gauge, only with a cluster backend that reports it
 """
@@ -210,6 +213,20 @@ def _cluster_state(server: BrokerServer) -> tuple[dict[str, bool], float | None]
     )
 
 
+def _auth_families(server: BrokerServer) -> Iterator[str]:
+    guard = server.router.guard
+    for name, counts, help_text in (
+        ("wamp_auth_failures", guard.failures, "Authentication checks that failed."),
+        ("wamp_auth_throttled", guard.throttled, "Authentication attempts refused unchecked."),
+        ("wamp_auth_overloaded", guard.overloaded, "Authentication attempts refused: busy."),
+    ):
+        samples = [
+            ({"realm": realm, "authmethod": method}, n)
+            for (realm, method), n in sorted(counts.items())
+        ]
+        yield from _family(name, "counter", help_text, samples)
+
+
 def render(server: BrokerServer) -> str:
     """The whole exposition for one broker process."""
     from broker import __version__
@@ -309,6 +326,7 @@ def render(server: BrokerServer) -> str:
             [({}, transport.slow_consumers)],
         )
     )
+    add(_auth_families(server))
     links, rtt = _cluster_state(server)
     if links:
         add(

@@ -8,6 +8,10 @@ is left. ``close`` is idempotent.
 
 HTTP routes beside the WebSocket: ``/healthz`` (the process is alive) and
 ``/readyz`` (200 when serving normally; 503 while the cluster link is degraded).
+
+CPU-bound authentication work (PBKDF2 ticket checks) runs on ``ThreadOffload``, a
+small thread pool with a bounded queue, so it never blocks the event loop
+(hashlib releases the GIL while deriving).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings
@@ -23,7 +29,7 @@ from broker.core.router import Router
 from broker.metrics import CONTENT_TYPE, render
 from broker.transport.websocket import WebSocketTransport
 
-__all__ = ["AsyncioScheduler", "BrokerServer"]
+__all__ = ["AsyncioScheduler", "BrokerServer", "ThreadOffload"]
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +49,57 @@ class AsyncioScheduler:
         return asyncio.get_running_loop().call_later(delay, guarded)
 
 
+class ThreadOffload:
+    """The core's ``Offload``: ``workers`` threads, at most ``max_pending`` jobs queued or running.
+
+    Results come back on the event loop that submitted the work. When the pool is
+    full, ``submit`` refuses at once (the router then fails the attempt), so a flood
+    of logins cannot queue unbounded work or memory.
+    """
+
+    def __init__(self, workers: int = 1, max_pending: int = 64) -> None:
+        self.max_pending = max_pending
+        self.pending = 0
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="auth-derive")
+
+    def submit(self, work: Callable[[], Any], done: Callable[[Any], None]) -> bool:
+        """Queue ``work``; ``done`` gets its result (or exception) on the loop."""
+        if self.pending >= self.max_pending:
+            return False
+        loop = asyncio.get_running_loop()
+        self.pending += 1
+
+        def finish(future: Future[Any]) -> None:
+            self.pending -= 1
+            if future.cancelled():
+                return  # shutting down
+            error = future.exception()
+            try:
+                done(error if error is not None else future.result())
+            except Exception:
+                log.exception("internal error while finishing an authentication check")
+
+        def hand_back(future: Future[Any]) -> None:  # on the worker thread
+            try:
+                loop.call_soon_threadsafe(finish, future)
+            except RuntimeError:  # the loop is closed: the server is gone
+                pass
+
+        self._pool.submit(work).add_done_callback(hand_back)
+        return True
+
+    def close(self) -> None:
+        """Drop queued work; running derivations finish in the background."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class BrokerServer:
     """One broker process: router + WebSocket listener."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.router = Router(settings.realms, AsyncioScheduler())
+        self.offload = ThreadOffload()
+        self.router = Router(settings.realms, AsyncioScheduler(), offload=self.offload)
         self.transport = WebSocketTransport(self.router, settings.transport)
         self.transport.http_routes["/metrics"] = lambda: (200, CONTENT_TYPE, render(self))
         self.transport.http_routes["/readyz"] = self._readiness
@@ -117,6 +168,7 @@ class BrokerServer:
                 "drain timeout: closing %d remaining connection(s)", len(transport.connections)
             )
         await transport.close()
+        self.offload.close()
         log.info("stopped")
         if self._closed is not None:
             self._closed.set()
