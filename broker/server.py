@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -49,10 +51,19 @@ class AsyncioScheduler:
         return asyncio.get_running_loop().call_later(delay, guarded)
 
 
+def _lower_priority() -> None:
+    """Nice the calling worker thread (Linux: per thread) so the event loop wins its core."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (OSError, AttributeError):  # not permitted or not supported: run as is
+        pass
+
+
 class ThreadOffload:
     """The core's ``Offload``: ``workers`` threads, at most ``max_pending`` jobs queued or running.
 
-    Results come back on the event loop that submitted the work. When the pool is
+    The threads run at a lower CPU priority (nice 10) than the event loop. Results
+    come back on the event loop that submitted the work. When the pool is
     full, ``submit`` refuses at once (the router then fails the attempt), so a flood
     of logins cannot queue unbounded work or memory.
     """
@@ -60,7 +71,9 @@ class ThreadOffload:
     def __init__(self, workers: int = 1, max_pending: int = 64) -> None:
         self.max_pending = max_pending
         self.pending = 0
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="auth-derive")
+        self._pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="auth-derive", initializer=_lower_priority
+        )
 
     def submit(self, work: Callable[[], Any], done: Callable[[Any], None]) -> bool:
         """Queue ``work``; ``done`` gets its result (or exception) on the loop."""
