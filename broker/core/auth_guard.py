@@ -98,7 +98,7 @@ class AuthGuard:
         authid_policy: ThrottlePolicy = AUTHID_POLICY,
         *,
         max_entries: int = 20_000,
-        max_wait: float = 4.0,
+        max_wait: float = 2.0,
         max_consults: int = 256,
         log_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,

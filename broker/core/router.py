@@ -143,8 +143,8 @@ class Router(AuthFlow):
         guard: AuthGuard | None = None,
     ) -> None:
         self.scheduler = scheduler
-        self.offload: Offload = offload or InlineOffload()
-        self.guard = guard or AuthGuard()
+        self.offload: Offload = offload if offload is not None else InlineOffload()
+        self.guard = guard if guard is not None else AuthGuard()
         self.realms: dict[str, Realm] = {}
         self.sessions: dict[int, Session] = {}
         # sessions whose authentication waits for a consulted procedure → held messages
