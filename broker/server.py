@@ -24,11 +24,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from broker import __version__
 from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
-from broker.metrics import CONTENT_TYPE, render
+from broker.metrics import BrokerMetrics
 from broker.transport.websocket import WebSocketTransport
 
 __all__ = ["AsyncioScheduler", "BrokerServer", "ThreadOffload"]
@@ -114,7 +115,6 @@ class BrokerServer:
         self.offload = ThreadOffload()
         self.router = Router(settings.realms, AsyncioScheduler(), offload=self.offload)
         self.transport = WebSocketTransport(self.router, settings.transport)
-        self.transport.http_routes["/metrics"] = lambda: (200, CONTENT_TYPE, render(self))
         self.transport.http_routes["/readyz"] = self._readiness
         self.cluster: RedisCluster | None = None
         if settings.redis_url:
@@ -122,8 +122,29 @@ class BrokerServer:
             self.cluster = RedisCluster(settings.redis_url, settings.node_id, self.router, timing)
             for realm in self.router.realms.values():
                 realm.cluster = self.cluster
+        node = settings.node_id or ""
+        self.metrics = BrokerMetrics(__version__, node, self.router, self.transport, self.cluster)
+        self.transport.http_routes["/metrics"] = self.metrics.http_response
+        self._count_auth_in_metrics()
         self._closed: asyncio.Event | None = None
         self._closing = False
+
+    def _count_auth_in_metrics(self) -> None:
+        """Make the router's ``AuthGuard`` count straight into this server's metric families.
+
+        ``wamp_auth_failures_total`` (checked and failed), ``wamp_auth_throttled_total``
+        (refused unchecked) and ``wamp_auth_overloaded_total`` (auth work queue full),
+        all by ``(realm, authmethod)``: configured values, so the label sets are bounded.
+        """
+        guard, metrics = self.router.guard, self.metrics
+        labels = ("realm", "authmethod")
+        guard.failures = metrics.auth_failures.counts
+        guard.throttled = metrics.counter(
+            "wamp_auth_throttled", "Authentication attempts refused unchecked: throttled.", labels
+        ).counts
+        guard.overloaded = metrics.counter(
+            "wamp_auth_overloaded", "Authentication attempts refused: work queue full.", labels
+        ).counts
 
     @property
     def url(self) -> str:

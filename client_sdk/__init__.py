@@ -18,8 +18,9 @@ standard WAMP only, so it works with any WAMP router.
 
 from __future__ import annotations
 
-from .auth import AnonymousAuth, Authenticator, AuthError, CryptosignAuth, TicketAuth, WampCraAuth
 from protocol_spec.backoff import Backoff
+
+from .auth import AnonymousAuth, Authenticator, AuthError, CryptosignAuth, TicketAuth, WampCraAuth
 from .client import Client, ClientState
 from .connection import connect
 from .errors import (

@@ -33,9 +33,9 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from protocol_spec import errors as wamp_errors
+from protocol_spec.backoff import Backoff
 
 from .auth import Authenticator
-from protocol_spec.backoff import Backoff
 from .connection import connect
 from .errors import ClientError, JoinError, NotConnected, SessionClosed
 from .pubsub import EventHandler, EventStream, Subscription

@@ -45,6 +45,7 @@ from broker.core.cluster import ClaimDone, Cluster
 from broker.core.ids import random_id
 from broker.core.router import Router
 from broker.core.session import Session
+from broker.metrics.views import ClusterLinks, ClusterMetrics, ClusterState
 from protocol_spec import errors
 
 from . import keys
@@ -107,6 +108,23 @@ class RedisCluster(Cluster):
     def redis_rtt(self) -> float | None:
         """Seconds the last pub/sub probe took to come back; None while unknown."""
         return self.link.rtt if self.available else None
+
+    def metrics(self) -> ClusterMetrics:
+        """The state ``/metrics`` reports (the ``ClusterMetrics`` contract).
+
+        This backend has one connection state for both links, and does not count
+        dropped outbox commands yet (``outbox_dropped`` stays 0).
+        """
+        if self._closing:
+            state: ClusterState = "down"
+        elif self.available:
+            state = "up"
+        elif self.state_text == "connecting":
+            state = "connecting"
+        else:
+            state = "degraded"
+        links: ClusterLinks = {"redis": self.available, "pubsub": self.available}
+        return {"links": links, "redis_rtt": self.redis_rtt, "state": state, "outbox_dropped": 0}
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self, wait: float = 5.0) -> None:

@@ -86,7 +86,7 @@ class _Entry:
 
 
 _Key = tuple[str, ...]
-_Count = dict[tuple[str, str], int]
+_Count = dict[tuple[str, ...], int]
 
 
 class AuthGuard:

@@ -77,9 +77,9 @@ def auth_counters(broker: BrokerProcess) -> dict[str, float]:
     with urllib.request.urlopen(broker.http_base + "/metrics", timeout=5) as response:
         text = response.read().decode()
     found: dict[str, float] = {}
-    pattern = r'^(wamp_auth_\w+_total)\{realm="secure",[^}]*\} (\S+)$'
-    for name, value in re.findall(pattern, text, re.M):
-        found[name] = found.get(name, 0.0) + float(value)
+    for name, labels, value in re.findall(r"^(wamp_auth_\w+_total)\{(.*)\} (\S+)$", text, re.M):
+        if 'realm="secure"' in labels.split(","):
+            found[name] = found.get(name, 0.0) + float(value)
     return found
 
 
@@ -163,7 +163,7 @@ async def test_guessing_run_is_throttled_and_another_realm_keeps_working(
     )
     # the free failures, then at most one check per spacing slot (>= 0.5 s)
     free = min(ADDRESS_POLICY.free_failures, AUTHID_POLICY.free_failures)
-    assert checked <= free + elapsed / AUTHID_POLICY.base_delay + 1
+    assert AUTHID_POLICY.free_failures <= checked <= free + elapsed / AUTHID_POLICY.base_delay + 1
     assert refused > 0 and checked + refused == len(answers)
     # the witness in another realm was answered throughout
     assert acknowledged > 0
