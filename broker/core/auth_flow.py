@@ -111,7 +111,7 @@ class AuthFlow:
     def _hold(self, session: Session) -> Callable[[Callable[[], None]], None]:
         """Hold ``session``'s messages; the returned ``release(step)`` runs step, replays them.
 
-        ``release`` does nothing when the session went away meanwhile.
+        ``release`` does nothing when the session went away or was aborted meanwhile.
         """
         self._backlog[session.id] = []
 
@@ -119,6 +119,8 @@ class AuthFlow:
             backlog = self._backlog.pop(session.id, None)
             if backlog is None or self.sessions.get(session.id) is not session:
                 return
+            if session.state is SessionState.CLOSED:
+                return  # aborted meanwhile (HELLO timeout), the transport is closing
             step()
             for message in backlog:
                 if session.state is SessionState.CLOSED:

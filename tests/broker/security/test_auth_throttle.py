@@ -186,6 +186,18 @@ def test_a_session_that_leaves_while_held_or_deriving_is_forgotten() -> None:
     assert not router._backlog
 
 
+def test_a_session_aborted_while_deriving_gets_no_welcome() -> None:
+    clock = ManualClock()
+    offload = HeldOffload(capacity=4)
+    router = make_router(clock, offload=offload)
+    deriving = attempt(router, "10.0.0.1", "alice", "right")
+    router.abort(deriving.session, "wamp.error.timeout", "no WELCOME within 10 s")
+    assert isinstance(deriving.take_one(Abort), Abort)
+    offload.run_all()  # the right ticket checks out, but the session was aborted
+    assert deriving.take() == []
+    assert not router.realms["secure"].sessions
+
+
 def test_full_offload_fails_fast_with_the_same_abort() -> None:
     clock = ManualClock()
     offload = HeldOffload(capacity=1)
