@@ -117,10 +117,8 @@ class AuthFlow:
 
         def release(step: Callable[[], None]) -> None:
             backlog = self._backlog.pop(session.id, None)
-            if backlog is None or self.sessions.get(session.id) is not session:
-                return
-            if session.state is SessionState.CLOSED:
-                return  # aborted meanwhile (HELLO timeout), the transport is closing
+            if backlog is None or not self._current(session):
+                return  # gone, or aborted meanwhile (HELLO timeout): nothing to answer
             step()
             for message in backlog:
                 if session.state is SessionState.CLOSED:
@@ -128,6 +126,10 @@ class AuthFlow:
                 self.receive(session, message)
 
         return release
+
+    def _current(self, session: Session) -> bool:
+        """True while ``session`` is attached and not aborted or closed."""
+        return self.sessions.get(session.id) is session and session.state < SessionState.CLOSING
 
     def _later(self, session: Session, delay: float, step: Callable[[], None]) -> None:
         """Run ``step`` for ``session`` after ``delay`` seconds, holding its messages."""
