@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from protocol_spec import errors
+from protocol_spec import errors, meta
 from protocol_spec.messages import (
     Call,
     Cancel,
@@ -329,8 +329,8 @@ class Dealer:
     def _announce(self, session: Session, reg: Registration, created: bool) -> None:
         broker = self.realm.broker
         if created:
-            broker.publish_meta("wamp.registration.on_create", [session.id, reg.info()])
-        broker.publish_meta("wamp.registration.on_register", [session.id, reg.id])
+            broker.publish_meta(meta.REGISTRATION_ON_CREATE, [session.id, reg.info()])
+        broker.publish_meta(meta.REGISTRATION_ON_REGISTER, [session.id, reg.id])
 
     # --- callees on other nodes (called by the cluster backend) ------------------------
     def add_remote_callee(
@@ -383,11 +383,11 @@ class Dealer:
             cluster.release(self.realm.name, reg, session, done)
             done = None
         broker = self.realm.broker
-        broker.publish_meta("wamp.registration.on_unregister", [session.id, reg.id])
+        broker.publish_meta(meta.REGISTRATION_ON_UNREGISTER, [session.id, reg.id])
         if not reg.callees:
             self._regs.remove(reg.procedure, reg.match)
             del self._by_id[reg.id]
-            broker.publish_meta("wamp.registration.on_delete", [session.id, reg.id])
+            broker.publish_meta(meta.REGISTRATION_ON_DELETE, [session.id, reg.id])
         if done is not None:
             done()
 

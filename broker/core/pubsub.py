@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from protocol_spec import errors
+from protocol_spec import errors, meta
 from protocol_spec.messages import (
     Error,
     Event,
@@ -251,8 +251,8 @@ class Broker:
         session.peer.send(Subscribed(msg.request, sub.id))
         if not already and not is_reserved(msg.topic):
             if created:
-                self.publish_meta("wamp.subscription.on_create", [session.id, sub.info()])
-            self.publish_meta("wamp.subscription.on_subscribe", [session.id, sub.id])
+                self.publish_meta(meta.SUBSCRIPTION_ON_CREATE, [session.id, sub.info()])
+            self.publish_meta(meta.SUBSCRIPTION_ON_SUBSCRIBE, [session.id, sub.id])
         if msg.options.get("get_retained") is True:
             self._send_retained(session, sub)
 
@@ -284,7 +284,7 @@ class Broker:
         session.subscriptions.discard(sub.id)
         quiet = is_reserved(sub.topic)
         if not quiet:
-            self.publish_meta("wamp.subscription.on_unsubscribe", [session.id, sub.id])
+            self.publish_meta(meta.SUBSCRIPTION_ON_UNSUBSCRIBE, [session.id, sub.id])
         cluster = self.realm.cluster
         if cluster.distributed:
             cluster.subscription_changed(self.realm.name, sub)
@@ -294,7 +294,7 @@ class Broker:
             if cluster.distributed:
                 cluster.unwatch(self.realm.name, sub.match, sub.topic)
             if not quiet:
-                self.publish_meta("wamp.subscription.on_delete", [session.id, sub.id])
+                self.publish_meta(meta.SUBSCRIPTION_ON_DELETE, [session.id, sub.id])
 
     # --- PUBLISH ---------------------------------------------------------------------
     def publish(self, session: Session, msg: Publish) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from protocol_spec import meta
+
 from .auth import AnonymousAuthenticator, Authenticator
 from .cluster import Cluster, LocalCluster, RemoteView
 from .dealer import Dealer
@@ -69,7 +71,7 @@ class Realm:
         session.realm = self
         if self.cluster.distributed:
             self.cluster.session_joined(self.name, session)
-        self.broker.publish_meta("wamp.session.on_join", [session.info()])
+        self.broker.publish_meta(meta.SESSION_ON_JOIN, [session.info()])
 
     def leave(self, session: Session) -> None:
         """Remove a session and everything it owns; announce wamp.session.on_leave."""
@@ -80,7 +82,7 @@ class Realm:
         if self.cluster.distributed:
             self.cluster.session_left(self.name, session)
         self.broker.publish_meta(
-            "wamp.session.on_leave", [session.id, session.authid, session.authrole]
+            meta.SESSION_ON_LEAVE, [session.id, session.authid, session.authrole]
         )
 
     def __repr__(self) -> str:

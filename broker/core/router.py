@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from protocol_spec import errors
+from protocol_spec.errors import LIMIT_EXCEEDED, CloseCode
 from protocol_spec.messages import (
     Abort,
     Authenticate,
@@ -65,8 +66,6 @@ __all__ = [
     "AUTHORIZATION",
     "GOODBYE_TIMEOUT",
     "LIMITS",
-    "LIMIT_EXCEEDED",
-    "RATE_LIMIT_EXCEEDED",
     "Router",
     "SessionLimits",
 ]
@@ -80,11 +79,6 @@ AUTHORIZATION = "authorization"
 """Key of a realm's ``Authorization`` in ``RealmSettings.extra`` (absent: open realm)."""
 LIMITS = "limits"
 """Key of a realm's ``SessionLimits`` in ``RealmSettings.extra`` (absent: defaults)."""
-
-LIMIT_EXCEEDED = "broker.error.limit_exceeded"
-"""ERROR URI when a session holds too many subscriptions, registrations or calls."""
-RATE_LIMIT_EXCEEDED = "broker.error.rate_limit_exceeded"
-"""ABORT reason when a session sends faster than its message rate allows."""
 
 MAX_BACKLOG = 1000
 """Messages a session may send while its authentication (or an authorizer) is deciding."""
@@ -125,7 +119,7 @@ class _ConsultPeer:
         if callback is not None:
             callback(reply)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         return
 
 
@@ -187,11 +181,11 @@ class Router:
     def protocol_violation(self, session: Session, reason: str) -> None:
         """ABORT the session with protocol_violation and close its transport."""
         if session.state >= SessionState.CLOSING:
-            session.peer.close(1002, "protocol violation")
+            session.peer.close(CloseCode.PROTOCOL_ERROR, "protocol violation")
             return
         session.peer.send(Abort({"message": reason}, errors.PROTOCOL_VIOLATION))
         self._end(session, publish_testaments=True)
-        session.peer.close(1002, "protocol violation")
+        session.peer.close(CloseCode.PROTOCOL_ERROR, "protocol violation")
 
     def detach(self, session: Session) -> None:
         """The transport is gone: end the session (testaments fire if no GOODBYE)."""
@@ -199,7 +193,9 @@ class Router:
         self.sessions.pop(session.id, None)
         self._backlog.pop(session.id, None)
 
-    def abort(self, session: Session, reason: str, message: str, code: int = 1008) -> None:
+    def abort(
+        self, session: Session, reason: str, message: str, code: int = CloseCode.POLICY_VIOLATION
+    ) -> None:
         """End a session for the transport (rate limit, HELLO timeout): ABORT, then close."""
         if session.state >= SessionState.CLOSING:
             session.peer.close(code, message)
@@ -218,7 +214,7 @@ class Router:
             elif session.state < SessionState.CLOSING:
                 session.peer.send(Abort({"message": "router shutting down"}, reason))
                 self._end(session, publish_testaments=False)
-                session.peer.close(1001, "going away")
+                session.peer.close(CloseCode.GOING_AWAY, "going away")
         return told
 
     def kill(self, session: Session, reason: str, message: str | None) -> None:
@@ -233,7 +229,9 @@ class Router:
         self._end(session, publish_testaments=False)
         session.state = SessionState.CLOSING
         peer = session.peer
-        self.scheduler.call_later(GOODBYE_TIMEOUT, lambda: peer.close(1000, "goodbye timeout"))
+        self.scheduler.call_later(
+            GOODBYE_TIMEOUT, lambda: peer.close(CloseCode.NORMAL, "goodbye timeout")
+        )
 
     def _end(self, session: Session, *, publish_testaments: bool) -> None:
         """Leave the realm (once), optionally publishing the session's testaments."""
@@ -405,18 +403,18 @@ class Router:
     def _abort(self, session: Session, reason: str, message: str) -> None:
         session.peer.send(Abort({"message": message}, reason))
         self._end(session, publish_testaments=False)
-        session.peer.close(1000, "aborted")
+        session.peer.close(CloseCode.NORMAL, "aborted")
 
     def _on_goodbye(self, session: Session, msg: Goodbye) -> None:
         if session.state == SessionState.ESTABLISHED:
             session.peer.send(Goodbye({}, errors.CLOSE_GOODBYE_AND_OUT))
             self._end(session, publish_testaments=False)
         session.state = SessionState.CLOSED
-        session.peer.close(1000, "goodbye")
+        session.peer.close(CloseCode.NORMAL, "goodbye")
 
     def _on_client_abort(self, session: Session, msg: Abort) -> None:
         self._end(session, publish_testaments=True)
-        session.peer.close(1000, "aborted by peer")
+        session.peer.close(CloseCode.NORMAL, "aborted by peer")
 
     def _on_error(self, session: Session, msg: Error) -> None:
         if msg.request_type != MessageType.INVOCATION:
