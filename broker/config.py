@@ -93,8 +93,7 @@ from broker.core.authorization import (
     Permission,
     Role,
 )
-from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
-from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
+from broker.core.settings import DISCLOSE_POLICIES, RealmSettings, SessionLimits
 from broker.transport.websocket import TransportSettings
 from protocol_spec.uri import is_reserved, is_valid_uri
 
@@ -463,9 +462,7 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
     for key in ("disclose_publisher", "disclose_caller"):
         if key in table and table[key] not in DISCLOSE_POLICIES:
             raise ConfigError(f"[{section}] {key}: one of {sorted(DISCLOSE_POLICIES)}")
-    extra: dict[str, Any] = {LIMITS: limits}
-    if "role" in table:
-        extra[AUTHORIZATION] = _roles(section, table["role"])
+    authorization = _roles(section, table["role"]) if "role" in table else None
     authenticators = _authenticators(section, table.get("auth", {}), env)
     return RealmSettings(
         name=name,
@@ -476,22 +473,32 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
         disclose_publisher=table.get("disclose_publisher", "client"),
         disclose_caller=table.get("disclose_caller", "client"),
         authenticators=authenticators,
-        extra=extra,
+        authorization=authorization,
+        limits=limits,
     )
 
 
-def _protect_dynamic_authenticators(realms: tuple[RealmSettings, ...]) -> None:
-    """Only static rules may let a role register a dynamic authenticator (not an authorizer)."""
+def _protect_dynamic_authenticators(
+    realms: tuple[RealmSettings, ...],
+) -> tuple[RealmSettings, ...]:
+    """Only static rules may let a role register a dynamic authenticator (not an authorizer).
+
+    Returns the realms with each dynamic authenticator's procedure added to the
+    ``protected`` procedures of the realm it calls into.
+    """
+    protected: dict[str, set[str]] = {}
     for realm in realms:
         for authenticator in realm.authenticators:
             procedure = getattr(authenticator, "dynamic", None)
-            if not isinstance(procedure, str):
-                continue
-            target = getattr(authenticator, "dynamic_realm", "") or realm.name
-            for other in realms:
-                auth = other.extra.get(AUTHORIZATION)
-                if other.name == target and isinstance(auth, Authorization):
-                    auth.protect([procedure])
+            if isinstance(procedure, str):
+                target = getattr(authenticator, "dynamic_realm", "") or realm.name
+                protected.setdefault(target, set()).add(procedure)
+    return tuple(
+        replace(realm, authorization=realm.authorization.protecting(protected[realm.name]))
+        if realm.authorization is not None and realm.name in protected
+        else realm
+        for realm in realms
+    )
 
 
 # --- the whole file -------------------------------------------------------------------------
@@ -558,7 +565,7 @@ def settings_from_toml(
     names = [r.name for r in realms]
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
-    _protect_dynamic_authenticators(realms)
+    realms = _protect_dynamic_authenticators(realms)
     return Settings(
         transport=transport,
         realms=realms,
@@ -622,7 +629,7 @@ def load_settings(
     realms = settings.realms
     development = not realms
     if development:
-        realms = (RealmSettings(name=DEFAULT_REALM, extra={LIMITS: settings.session_limits}),)
+        realms = (RealmSettings(name=DEFAULT_REALM, limits=settings.session_limits),)
     return replace(
         settings,
         transport=transport,

@@ -29,6 +29,7 @@ from protocol_spec.messages import (
 )
 from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid_uri
 
+from .authorization import Guard
 from .cluster import RemoteSession
 from .ids import random_id
 from .interfaces import Scheduler, TimerHandle
@@ -136,9 +137,9 @@ class Registration:
         return callees[0]
 
 
-def _guard(realm: Realm) -> Any:
+def _guard(realm: Realm) -> Guard | None:
     """The realm's authorization (security hook), None for an open realm."""
-    return realm.settings.extra.get("authorization")
+    return realm.guard
 
 
 def _no_eligible_callee(request: int, procedure: str) -> Error:

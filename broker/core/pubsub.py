@@ -447,7 +447,7 @@ class Broker:
         sent = 0
         # security hook: a pattern subscription delivers only topics the receiver's
         # role may subscribe to (None: the realm is open, no check at all)
-        guard = self.realm.settings.extra.get("authorization")
+        guard = self.realm.guard
         for sub in subs:
             if sub.match == MATCH_EXACT:
                 event = Event(sub.id, publication, details, args, kwargs)
@@ -492,7 +492,7 @@ class Broker:
                 for topic, event in self.retained.items()
                 if pattern_matches(sub.match, sub.topic, topic)
             ]
-        guard = self.realm.settings.extra.get("authorization")  # security hook, see deliver
+        guard = self.realm.guard  # security hook, see deliver
         for event in candidates:
             if event.filter is not None and not event.filter.allows(session):
                 continue

@@ -2,55 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from protocol_spec import meta
 
-from .auth import AnonymousAuthenticator, Authenticator
+from .authorization import Guard
 from .cluster import Cluster, LocalCluster, RemoteView
 from .dealer import Dealer
 from .interfaces import Scheduler
 from .pubsub import Broker
+from .settings import DISCLOSE_POLICIES, RealmSettings
 
 if TYPE_CHECKING:
     from .session import Session
 
 __all__ = ["DISCLOSE_POLICIES", "Realm", "RealmSettings"]
 
-DISCLOSE_POLICIES = frozenset({"client", "always", "never"})
-
-
-@dataclass(frozen=True, slots=True)
-class RealmSettings:
-    """How one realm behaves; built by broker.config from TOML/flags.
-
-    ``disclose_publisher`` / ``disclose_caller``: ``client`` honours the client's
-    ``disclose_me`` option, ``always`` and ``never`` override it.
-    """
-
-    name: str
-    anonymous: bool = True
-    anonymous_role: str = "anonymous"
-    disclose_publisher: str = "client"
-    disclose_caller: str = "client"
-    authenticators: tuple[Authenticator, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def authenticator(self, method: str) -> Authenticator | None:
-        """The authenticator for ``method`` in this realm, if offered."""
-        for auth in self.authenticators:
-            if auth.authmethod == method:
-                return auth
-        if method == "anonymous" and self.anonymous:
-            return AnonymousAuthenticator(self.anonymous_role)
-        return None
-
 
 class Realm:
     """Sessions joined to one realm and the roles that route between them."""
 
-    __slots__ = ("broker", "cluster", "dealer", "name", "remote", "sessions", "settings")
+    __slots__ = ("broker", "cluster", "dealer", "guard", "name", "remote", "sessions", "settings")
 
     def __init__(
         self, settings: RealmSettings, scheduler: Scheduler, cluster: Cluster | None = None
@@ -58,6 +30,8 @@ class Realm:
         self.name = settings.name
         self.settings = settings
         self.sessions: dict[int, Session] = {}
+        # the realm's authorization at run time (policy + cached decisions); None: open
+        self.guard = Guard(settings.authorization) if settings.authorization else None
         # the backend (server.py replaces the in-process default before serving)
         self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
         # sessions and subscriptions on other nodes (filled by the backend)

@@ -8,9 +8,9 @@ protocol violation (ABORT ``wamp.error.protocol_violation``, transport closed),
 except while closing, when stray messages are ignored as the spec asks.
 
 Security lives here too: every PUBLISH, SUBSCRIBE, CALL and REGISTER is checked
-against the realm's ``Authorization`` (``RealmSettings.extra["authorization"]``;
-none means the realm is open) and the per-session ``SessionLimits``
-(``extra["limits"]``) before the broker or dealer sees it. An authenticator
+against the realm's authorization (``Realm.guard``, built from
+``RealmSettings.authorization``; none means the realm is open) and the per-session
+``SessionLimits`` (``RealmSettings.limits``) before the broker or dealer sees it. An authenticator
 answering ``Consult`` makes the router call a procedure through the dealer as an
 internal caller; the session's later messages wait (bounded) until it is decided.
 A role's dynamic authorizer is called the same way when no rule of the role
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from protocol_spec import errors
@@ -48,9 +48,9 @@ from protocol_spec.uri import is_valid_uri
 from .auth import Accept, AskChallenge, Authenticator, Consult, Deny, Outcome, Reply
 from .authorization import (
     ALLOW_ALL,
-    Authorization,
     Decision,
     DynamicKey,
+    Guard,
     parse_authorizer_reply,
 )
 from .dealer import Dealer
@@ -59,13 +59,12 @@ from .ids import Counter, random_id
 from .interfaces import Peer, Scheduler
 from .meta import install_meta_api
 from .pubsub import Broker, DeliveryFilter
-from .realm import Realm, RealmSettings
+from .realm import Realm
 from .session import Session, SessionState
+from .settings import RealmSettings, SessionLimits
 
 __all__ = [
-    "AUTHORIZATION",
     "GOODBYE_TIMEOUT",
-    "LIMITS",
     "Router",
     "SessionLimits",
 ]
@@ -75,28 +74,11 @@ log = logging.getLogger(__name__)
 GOODBYE_TIMEOUT = 5.0
 """Seconds a peer gets to answer the router's GOODBYE before its transport is closed."""
 
-AUTHORIZATION = "authorization"
-"""Key of a realm's ``Authorization`` in ``RealmSettings.extra`` (absent: open realm)."""
-LIMITS = "limits"
-"""Key of a realm's ``SessionLimits`` in ``RealmSettings.extra`` (absent: defaults)."""
-
 MAX_BACKLOG = 1000
 """Messages a session may send while its authentication (or an authorizer) is deciding."""
 
 Handler = Callable[["Router", Session, Any], None]
 _ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """What one session may hold at once; exceeding a limit gets ERROR ``LIMIT_EXCEEDED``."""
-
-    max_subscriptions: int = 10_000
-    max_registrations: int = 10_000
-    max_pending_calls: int = 10_000
-
-
-_DEFAULT_LIMITS = SessionLimits()
 
 
 class _ConsultPeer:
@@ -323,7 +305,7 @@ class Router:
     def consult_authorizer(
         self,
         session: Session,
-        auth: Authorization,
+        auth: Guard,
         action: str,
         uri: str,
         msg: Publish | Subscribe | Register | Call,
@@ -437,15 +419,13 @@ def _over_limit(session: Session, request_type: int, request: int, what: str, li
 def _limits(session: Session) -> SessionLimits:
     realm = session.realm
     assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    limits: SessionLimits = realm.settings.extra.get(LIMITS, _DEFAULT_LIMITS)
-    return limits
+    return realm.settings.limits
 
 
-def _authorization(session: Session) -> Authorization | None:
+def _authorization(session: Session) -> Guard | None:
     realm = session.realm
     assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    auth: Authorization | None = realm.settings.extra.get(AUTHORIZATION)
-    return auth
+    return realm.guard
 
 
 def _authorize(
