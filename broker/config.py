@@ -94,10 +94,16 @@ from broker.core.authorization import (
     Role,
 )
 from broker.core.settings import DISCLOSE_POLICIES, RealmSettings, SessionLimits
-from broker.transport.websocket import TransportSettings
 from protocol_spec.uri import is_reserved, is_valid_uri
 
-__all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings", "settings_from_toml"]
+__all__ = [
+    "DEFAULT_REALM",
+    "ConfigError",
+    "Settings",
+    "TransportSettings",
+    "load_settings",
+    "settings_from_toml",
+]
 
 DEFAULT_REALM = "realm1"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -105,6 +111,40 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    """Limits and timings of the WebSocket listener (``broker.transport.websocket``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/ws"
+    max_message_size: int = 4 * 1024 * 1024
+    max_write_buffer: int = 4 * 1024 * 1024
+    """Bytes waiting in one session's transport buffer before it is a slow consumer."""
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    close_timeout: float = 5.0
+    hello_timeout: float = 10.0
+    """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
+    max_sessions: int = 50_000
+    """Open connections per node; more are refused with HTTP 503."""
+    message_rate: float = 50_000.0
+    """Sustained messages per second per session (token bucket refill); 0 disables."""
+    message_burst: int = 100_000
+    """Token bucket size: messages a session may send above the rate at once."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""
+    tls_cert: str | None = None
+    """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        """``wss`` with TLS, ``ws`` without."""
+        return "wss" if self.tls_cert else "ws"
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from .matching import UriMap
 from .session import Session, SessionState
 
 if TYPE_CHECKING:
-    from .dealer import Registration
     from .interfaces import Peer
-    from .pubsub import Subscription
+    from .registration import Registration
+    from .subscription import Subscription
 
 __all__ = [
     "ClaimDone",

@@ -19,8 +19,8 @@ from protocol_spec import errors
 from protocol_spec import meta as names
 from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid_uri
 
-from .dealer import InternalError
 from .pubsub import DeliveryFilter
+from .registration import InternalError
 from .session import Testament
 
 if TYPE_CHECKING:

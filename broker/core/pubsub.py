@@ -9,7 +9,6 @@ serializer (the ``EncodeCache`` passed to every recipient's peer).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from protocol_spec import errors, meta
@@ -34,34 +33,13 @@ from protocol_spec.uri import (
 from .ids import random_id, stable_id
 from .matching import UriMap, pattern_matches
 from .session import SessionState
+from .subscription import Subscription
 
 if TYPE_CHECKING:
-    from .realm import Realm
+    from .context import RealmContext
     from .session import Session
 
 __all__ = ["Broker", "DeliveryFilter", "RetainedEvent", "Subscription"]
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO 8601, as the meta API reports creation times."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Subscription:
-    """Every subscriber of one (match, topic) pair, sharing one subscription ID."""
-
-    __slots__ = ("created", "id", "match", "subscribers", "topic")
-
-    def __init__(self, sub_id: int, topic: str, match: str) -> None:
-        self.id = sub_id
-        self.topic = topic
-        self.match = match
-        self.created = now_iso()
-        self.subscribers: dict[int, Session] = {}
-
-    def info(self) -> dict[str, Any]:
-        """The subscription's description for the meta API."""
-        return {"id": self.id, "created": self.created, "uri": self.topic, "match": self.match}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +147,8 @@ class Broker:
 
     __slots__ = ("_by_id", "_subs", "realm", "retained")
 
-    def __init__(self, realm: Realm) -> None:
+    def __init__(self, realm: RealmContext) -> None:
+        # the realm's name, sessions, settings, guard and cluster backend (not the Realm)
         self.realm = realm
         self._subs: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}

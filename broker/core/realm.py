@@ -6,38 +6,67 @@ from typing import TYPE_CHECKING
 
 from protocol_spec import meta
 
-from .authorization import Guard
 from .cluster import Cluster, LocalCluster, RemoteView
+from .context import RealmContext
 from .dealer import Dealer
 from .interfaces import Scheduler
 from .pubsub import Broker
 from .settings import DISCLOSE_POLICIES, RealmSettings
 
 if TYPE_CHECKING:
+    from .authorization import Guard
     from .session import Session
 
 __all__ = ["DISCLOSE_POLICIES", "Realm", "RealmSettings"]
 
 
 class Realm:
-    """Sessions joined to one realm and the roles that route between them."""
+    """Sessions joined to one realm and the roles that route between them.
 
-    __slots__ = ("broker", "cluster", "dealer", "guard", "name", "remote", "sessions", "settings")
+    The roles share the realm's ``RealmContext`` (name, settings, sessions, guard,
+    cluster); they never reach back to the realm itself.
+    """
+
+    __slots__ = ("broker", "context", "dealer", "remote")
 
     def __init__(
         self, settings: RealmSettings, scheduler: Scheduler, cluster: Cluster | None = None
     ) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.sessions: dict[int, Session] = {}
-        # the realm's authorization at run time (policy + cached decisions); None: open
-        self.guard = Guard(settings.authorization) if settings.authorization else None
         # the backend (server.py replaces the in-process default before serving)
-        self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
+        self.context = RealmContext(settings, cluster if cluster is not None else LocalCluster())
         # sessions and subscriptions on other nodes (filled by the backend)
         self.remote = RemoteView()
-        self.broker = Broker(self)
-        self.dealer = Dealer(self, scheduler)
+        self.broker = Broker(self.context)
+        self.dealer = Dealer(self.context, scheduler, self.broker.publish_meta)
+
+    @property
+    def name(self) -> str:
+        """The realm's URI."""
+        return self.context.name
+
+    @property
+    def settings(self) -> RealmSettings:
+        """The realm's frozen settings."""
+        return self.context.settings
+
+    @property
+    def sessions(self) -> dict[int, Session]:
+        """Local sessions joined to this realm, by session ID."""
+        return self.context.sessions
+
+    @property
+    def guard(self) -> Guard | None:
+        """The realm's authorization at run time; None for an open realm."""
+        return self.context.guard
+
+    @property
+    def cluster(self) -> Cluster:
+        """The cluster backend the roles report to."""
+        return self.context.cluster
+
+    @cluster.setter
+    def cluster(self, cluster: Cluster) -> None:
+        self.context.cluster = cluster
 
     def join(self, session: Session) -> None:
         """Add an established session and announce it (wamp.session.on_join)."""

@@ -35,7 +35,6 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -47,6 +46,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin, Subprotocol
 
+from broker.config import TransportSettings
 from broker.core.interfaces import EncodeCache
 from broker.core.router import Router
 from broker.core.session import Session, SessionState
@@ -61,40 +61,6 @@ __all__ = ["TransportSettings", "WebSocketPeer", "WebSocketTransport"]
 log = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL = 1.0  # seconds between keepalive / HELLO-timeout sweeps
-
-
-@dataclass(frozen=True, slots=True)
-class TransportSettings:
-    """Limits and timings of the WebSocket listener."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    path: str = "/ws"
-    max_message_size: int = 4 * 1024 * 1024
-    max_write_buffer: int = 4 * 1024 * 1024
-    """Bytes waiting in one session's transport buffer before it is a slow consumer."""
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    open_timeout: float = 10.0
-    close_timeout: float = 5.0
-    hello_timeout: float = 10.0
-    """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
-    max_sessions: int = 50_000
-    """Open connections per node; more are refused with HTTP 503."""
-    message_rate: float = 50_000.0
-    """Sustained messages per second per session (token bucket refill); 0 disables."""
-    message_burst: int = 100_000
-    """Token bucket size: messages a session may send above the rate at once."""
-    allowed_origins: tuple[str, ...] = ()
-    """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""
-    tls_cert: str | None = None
-    """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
-    tls_key: str | None = None
-
-    @property
-    def scheme(self) -> str:
-        """``wss`` with TLS, ``ws`` without."""
-        return "wss" if self.tls_cert else "ws"
 
 
 def _frame(payload: bytes, opcode: int) -> bytes:
