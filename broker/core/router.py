@@ -60,7 +60,7 @@ from .interfaces import Peer, Scheduler
 from .meta import install_meta_api
 from .pubsub import Broker, DeliveryFilter
 from .realm import Realm
-from .session import Session, SessionState
+from .session import Session, SessionState, fail
 from .settings import RealmSettings, SessionLimits
 
 __all__ = [
@@ -162,12 +162,13 @@ class Router:
 
     def protocol_violation(self, session: Session, reason: str) -> None:
         """ABORT the session with protocol_violation and close its transport."""
-        if session.state >= SessionState.CLOSING:
-            session.peer.close(CloseCode.PROTOCOL_ERROR, "protocol violation")
-            return
-        session.peer.send(Abort({"message": reason}, errors.PROTOCOL_VIOLATION))
-        self._end(session, publish_testaments=True)
-        session.peer.close(CloseCode.PROTOCOL_ERROR, "protocol violation")
+        self.abort(
+            session,
+            errors.PROTOCOL_VIOLATION,
+            reason,
+            CloseCode.PROTOCOL_ERROR,
+            "protocol violation",
+        )
 
     def detach(self, session: Session) -> None:
         """The transport is gone: end the session (testaments fire if no GOODBYE)."""
@@ -176,15 +177,23 @@ class Router:
         self._backlog.pop(session.id, None)
 
     def abort(
-        self, session: Session, reason: str, message: str, code: int = CloseCode.POLICY_VIOLATION
+        self,
+        session: Session,
+        reason: str,
+        message: str,
+        code: int = CloseCode.POLICY_VIOLATION,
+        close_reason: str | None = None,
     ) -> None:
-        """End a session for the transport (rate limit, HELLO timeout): ABORT, then close."""
+        """End a session for the transport (rate limit, HELLO timeout): ABORT, then close.
+
+        The session's testaments are published. ``close_reason`` is the WebSocket close
+        reason (default: ``message``). A session already closing is just closed.
+        """
+        close_reason = message if close_reason is None else close_reason
         if session.state >= SessionState.CLOSING:
-            session.peer.close(code, message)
+            session.peer.close(code, close_reason)
             return
-        session.peer.send(Abort({"message": message}, reason))
-        self._end(session, publish_testaments=True)
-        session.peer.close(code, message)
+        self._abort_and_close(session, reason, message, code, close_reason, testaments=True)
 
     def shutdown(self, reason: str = errors.CLOSE_SYSTEM_SHUTDOWN) -> list[Session]:
         """Send GOODBYE to every joined session; return the sessions told to go."""
@@ -194,9 +203,9 @@ class Router:
                 self._goodbye(session, reason, "the router is shutting down")
                 told.append(session)
             elif session.state < SessionState.CLOSING:
-                session.peer.send(Abort({"message": "router shutting down"}, reason))
-                self._end(session, publish_testaments=False)
-                session.peer.close(CloseCode.GOING_AWAY, "going away")
+                message = "router shutting down"
+                code = CloseCode.GOING_AWAY
+                self._abort_and_close(session, reason, message, code, "going away")
         return told
 
     def kill(self, session: Session, reason: str, message: str | None) -> None:
@@ -383,9 +392,22 @@ class Router:
         realm.join(session)
 
     def _abort(self, session: Session, reason: str, message: str) -> None:
+        self._abort_and_close(session, reason, message, CloseCode.NORMAL, "aborted")
+
+    def _abort_and_close(
+        self,
+        session: Session,
+        reason: str,
+        message: str,
+        code: int,
+        close_reason: str,
+        *,
+        testaments: bool = False,
+    ) -> None:
+        """Send ABORT ``reason``, end the session, close the transport with ``code``."""
         session.peer.send(Abort({"message": message}, reason))
-        self._end(session, publish_testaments=False)
-        session.peer.close(CloseCode.NORMAL, "aborted")
+        self._end(session, publish_testaments=testaments)
+        session.peer.close(code, close_reason)
 
     def _on_goodbye(self, session: Session, msg: Goodbye) -> None:
         if session.state == SessionState.ESTABLISHED:
@@ -406,26 +428,36 @@ class Router:
 
 
 # --- authorization and limits (checked before the broker / dealer see a request) --------
-def _deny(session: Session, request_type: int, request: int, action: str, uri: str) -> None:
-    text = f"session is not authorized to {action} {uri!r}"
-    session.peer.send(Error(request_type, request, {}, errors.NOT_AUTHORIZED, [text]))
-
-
-def _over_limit(session: Session, request_type: int, request: int, what: str, limit: int) -> None:
-    text = f"too many {what} for this session (limit {limit})"
-    session.peer.send(Error(request_type, request, {}, LIMIT_EXCEEDED, [text]))
+def _joined(session: Session) -> Realm:
+    """The realm of an ESTABLISHED session."""
+    realm = session.realm
+    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
+    return realm
 
 
 def _limits(session: Session) -> SessionLimits:
-    realm = session.realm
-    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    return realm.settings.limits
+    return _joined(session).settings.limits
 
 
 def _authorization(session: Session) -> Guard | None:
-    realm = session.realm
-    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    return realm.guard
+    return _joined(session).guard
+
+
+def _broker(session: Session) -> Broker:
+    return _joined(session).broker
+
+
+def _dealer(session: Session) -> Dealer:
+    return _joined(session).dealer
+
+
+def _within_limit(session: Session, msg: Any, held: int, limit: int, what: str) -> bool:
+    """Tell whether ``session`` may hold one more; else answer ``msg`` with LIMIT_EXCEEDED."""
+    if held < limit:
+        return True
+    text = f"too many {what} for this session (limit {limit})"
+    fail(session, msg.TYPE, msg.request, LIMIT_EXCEEDED, text)
+    return False
 
 
 def _authorize(
@@ -448,8 +480,8 @@ def _authorize(
         decision = found
     if not decision.allowed:
         if request_type != MessageType.PUBLISH or msg.options.get("acknowledge") is True:
-            verb = _DENIED_VERBS[action]
-            _deny(session, request_type, msg.request, verb, uri)
+            text = f"session is not authorized to {_DENIED_VERBS[action]} {uri!r}"
+            fail(session, request_type, msg.request, errors.NOT_AUTHORIZED, text)
         return None
     return decision
 
@@ -478,21 +510,17 @@ def _publish(router: Router, session: Session, msg: Publish) -> None:
 def _subscribe(router: Router, session: Session, msg: Subscribe) -> None:
     if _authorize(router, session, "subscribe", msg.topic, msg, MessageType.SUBSCRIBE) is None:
         return
-    limit = _limits(session).max_subscriptions
-    if len(session.subscriptions) >= limit:
-        _over_limit(session, MessageType.SUBSCRIBE, msg.request, "subscriptions", limit)
-        return
-    _broker(session).subscribe(session, msg)
+    held, limit = len(session.subscriptions), _limits(session).max_subscriptions
+    if _within_limit(session, msg, held, limit, "subscriptions"):
+        _broker(session).subscribe(session, msg)
 
 
 def _register(router: Router, session: Session, msg: Register) -> None:
     if _authorize(router, session, "register", msg.procedure, msg, MessageType.REGISTER) is None:
         return
-    limit = _limits(session).max_registrations
-    if len(session.registrations) >= limit:
-        _over_limit(session, MessageType.REGISTER, msg.request, "registrations", limit)
-        return
-    _dealer(session).register(session, msg)
+    held, limit = len(session.registrations), _limits(session).max_registrations
+    if _within_limit(session, msg, held, limit, "registrations"):
+        _dealer(session).register(session, msg)
 
 
 def _call(router: Router, session: Session, msg: Call) -> None:
@@ -500,23 +528,9 @@ def _call(router: Router, session: Session, msg: Call) -> None:
     if decision is None:
         return
     msg = _disclosing(msg, decision)
-    limit = _limits(session).max_pending_calls
-    if len(session.calls) >= limit:
-        _over_limit(session, MessageType.CALL, msg.request, "pending calls", limit)
-        return
-    _dealer(session).call(session, msg)
-
-
-def _broker(session: Session) -> Broker:
-    realm = session.realm
-    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    return realm.broker
-
-
-def _dealer(session: Session) -> Dealer:
-    realm = session.realm
-    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    return realm.dealer
+    held, limit = len(session.calls), _limits(session).max_pending_calls
+    if _within_limit(session, msg, held, limit, "pending calls"):
+        _dealer(session).call(session, msg)
 
 
 def _publish_testaments(broker: Broker, session: Session) -> None:
