@@ -9,6 +9,7 @@ import pytest
 from broker.core.authorization import Authorization, Decision, Permission, Role
 from broker.core.router import Router
 from broker.core.settings import RealmSettings, SessionLimits
+from protocol_spec import meta
 
 from .harness import ManualClock
 
@@ -51,3 +52,8 @@ def test_protecting_builds_a_new_policy_and_leaves_the_old_one_alone() -> None:
     assert "com.example.authenticate" not in policy.protected
     assert protected.decide("member", "register", "com.example.authenticate") == Decision(False)
     assert policy.decide("member", "register", "com.example.authenticate").consult
+
+
+def test_every_meta_procedure_is_answered_by_the_router() -> None:
+    realm = Router([RealmSettings("r")], ManualClock()).realms["r"]
+    assert set(realm.dealer.internal) == meta.PROCEDURES
