@@ -10,9 +10,10 @@ except while closing, when stray messages are ignored as the spec asks.
 Security lives here too: every PUBLISH, SUBSCRIBE, CALL and REGISTER is checked
 against the realm's authorization (``Realm.guard``, built from
 ``RealmSettings.authorization``; none means the realm is open) and the per-session
-``SessionLimits`` (``RealmSettings.limits``) before the broker or dealer sees it. An authenticator
-answering ``Consult`` makes the router call a procedure through the dealer as an
-internal caller; the session's later messages wait (bounded) until it is decided.
+``SessionLimits`` (``RealmSettings.limits``) before the broker or dealer sees it. An
+authenticator answering ``Consult`` makes the router call a procedure through the
+dealer as an internal caller; the session's later messages wait (bounded) until it
+is decided.
 A role's dynamic authorizer is called the same way when no rule of the role
 decides an action (``Router.consult_authorizer``): the request and everything the
 session sends after it wait for the answer, then run in order.
