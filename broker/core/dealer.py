@@ -8,6 +8,7 @@ removes both entries, so nothing waits forever and nothing leaks.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from protocol_spec.messages import (
     Error,
     Interrupt,
     Invocation,
+    Message,
     MessageType,
     Register,
     Registered,
@@ -31,7 +33,7 @@ from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid
 
 from .cluster import RemoteSession
 from .ids import random_id
-from .interfaces import Scheduler, TimerHandle
+from .interfaces import Peer, Scheduler, TimerHandle
 from .matching import UriMap
 from .pubsub import now_iso
 
@@ -43,6 +45,12 @@ __all__ = ["INVOKE_POLICIES", "Dealer", "InternalError", "PendingCall", "Registr
 
 INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
 CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
+
+log = logging.getLogger(__name__)
+
+UNDELIVERABLE_INVOCATION = "the call's arguments cannot be encoded for the callee"
+UNDELIVERABLE_RESULT = "the result cannot be encoded for the caller"
+UNDELIVERABLE_ERROR = "the callee's error cannot be encoded for the caller"
 
 InternalProcedure = Callable[
     ["Session", list[Any], dict[str, Any]], tuple[list[Any] | None, dict[str, Any] | None]
@@ -369,7 +377,11 @@ class Dealer:
             )
             return
         request = msg.request
-        self._remove_callee(session, reg, lambda: session.peer.send(Unregistered(request)))
+
+        def done() -> None:
+            session.peer.send(Unregistered(request))
+
+        self._remove_callee(session, reg, done)
 
     def _remove_callee(
         self, session: Session, reg: Registration, done: Callable[[], None] | None = None
@@ -478,7 +490,11 @@ class Dealer:
             pending.timer = self.scheduler.call_later(
                 timeout / 1000.0, lambda: self._on_timeout(pending)
             )
-        callee.peer.send(Invocation(request, reg.id, details, msg.args, msg.kwargs))
+        if not _delivered(callee.peer, Invocation(request, reg.id, details, msg.args, msg.kwargs)):
+            self._finish(pending)
+            self._error(
+                session, rtype, msg.request, errors.INVALID_ARGUMENT, UNDELIVERABLE_INVOCATION
+            )
 
     def _may_serve(self, reg: Registration, callee: Session, procedure: str) -> bool:
         """A pattern registration never serves a procedure its callee's role may not register."""
@@ -504,7 +520,14 @@ class Dealer:
                 f"invalid arguments for {msg.procedure}: {exc}",
             )
             return
-        session.peer.send(Result(msg.request, {}, args, kwargs))
+        if not _delivered(session.peer, Result(msg.request, {}, args, kwargs)):
+            self._error(
+                session,
+                MessageType.CALL,
+                msg.request,
+                errors.INVALID_ARGUMENT,
+                UNDELIVERABLE_RESULT,
+            )
 
     def _disclose(self, options: dict[str, Any], reg: Registration) -> bool:
         policy = self.realm.settings.disclose_caller
@@ -523,13 +546,16 @@ class Dealer:
         progress = msg.options.get("progress") is True
         if progress:
             if pending.receive_progress and not pending.canceled:
-                pending.caller.peer.send(
-                    Result(pending.call_request, {"progress": True}, msg.args, msg.kwargs)
-                )
+                result = Result(pending.call_request, {"progress": True}, msg.args, msg.kwargs)
+                if not _delivered(pending.caller.peer, result):
+                    self._finish(pending)  # the caller's answer is the ERROR below
+                    self._undeliverable(pending, UNDELIVERABLE_RESULT)
             return
         self._finish(pending)
         if not pending.canceled:
-            pending.caller.peer.send(Result(pending.call_request, {}, msg.args, msg.kwargs))
+            result = Result(pending.call_request, {}, msg.args, msg.kwargs)
+            if not _delivered(pending.caller.peer, result):
+                self._undeliverable(pending, UNDELIVERABLE_RESULT)
 
     def invocation_error(self, session: Session, msg: Error) -> None:
         """Handle ERROR for an INVOCATION: forward it to the caller as a CALL error."""
@@ -538,16 +564,11 @@ class Dealer:
             return
         self._finish(pending)
         if not pending.canceled:
-            pending.caller.peer.send(
-                Error(
-                    MessageType.CALL,
-                    pending.call_request,
-                    msg.details,
-                    msg.error,
-                    msg.args,
-                    msg.kwargs,
-                )
+            error = Error(
+                MessageType.CALL, pending.call_request, msg.details, msg.error, msg.args, msg.kwargs
             )
+            if not _delivered(pending.caller.peer, error):
+                self._undeliverable(pending, UNDELIVERABLE_ERROR)
 
     # --- CANCEL and timeouts ------------------------------------------------------------
     def cancel(self, session: Session, msg: Cancel) -> None:
@@ -648,7 +669,11 @@ class Dealer:
         pending = PendingCall(caller, request, callee, invocation, receive_progress)
         caller.calls[request] = pending
         callee.invocations[invocation] = pending
-        callee.peer.send(Invocation(invocation, reg_id, details, args, kwargs))
+        if not _delivered(callee.peer, Invocation(invocation, reg_id, details, args, kwargs)):
+            self._finish(pending)
+            self._error(
+                caller, MessageType.CALL, request, errors.INVALID_ARGUMENT, UNDELIVERABLE_INVOCATION
+            )
 
     def interrupt_remote(
         self, caller: RemoteSession, request: int, options: dict[str, Any]
@@ -692,3 +717,24 @@ class Dealer:
     @staticmethod
     def _error(session: Session, request_type: int, request: int, uri: str, text: str) -> None:
         session.peer.send(Error(request_type, request, {}, uri, [text]))
+
+    def _undeliverable(self, pending: PendingCall, text: str) -> None:
+        """Answer the caller with ERROR ``invalid_argument``: its RESULT/ERROR did not encode."""
+        pending.canceled = True
+        self._error(
+            pending.caller, MessageType.CALL, pending.call_request, errors.INVALID_ARGUMENT, text
+        )
+
+
+def _delivered(peer: Peer, message: Message) -> bool:
+    """Send ``message``; False when the recipient cannot carry it (see ``Peer.send``).
+
+    A peer that raises instead (a cluster stand-in whose envelope does not encode)
+    counts as not delivered: the failure belongs to the recipient, never to the session
+    whose message the dealer is handling.
+    """
+    try:
+        return peer.send(message) is not False
+    except Exception as exc:
+        log.warning("cannot deliver %s: %s: %s", type(message).__name__, type(exc).__name__, exc)
+        return False
