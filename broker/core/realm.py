@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .auth import AnonymousAuthenticator, Authenticator
-from .cluster import Cluster, LocalCluster, RemoteView
+from .cluster import RemoteView
 from .dealer import Dealer
 from .interfaces import Scheduler
+from .ports import Cluster, LocalCluster
 from .pubsub import Broker
 
 if TYPE_CHECKING:
