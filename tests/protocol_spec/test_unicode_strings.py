@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from protocol_spec.errors import ProtocolError
@@ -156,6 +156,7 @@ def _cbor_text(data: bytes) -> bytes:
 @given(data=st.binary(max_size=40))
 def test_arbitrary_bytes_in_a_string_are_refused_or_valid_everywhere(data: bytes) -> None:
     """Invalid UTF-8 (surrogate forms, overlong forms, stray bytes) never becomes a str."""
+    assume(not data.startswith(b"\x00"))  # a NUL-led string is bytes to a JSON peer
     frames: list[tuple[str, str | bytes]] = [
         ("msgpack", b"\x96\x10\x01\x80\xa9com.topic\x91" + _msgpack_str(data) + b"\x80"),
         ("cbor", b"\x86\x10\x01\xa0\x69com.topic\x81" + _cbor_text(data) + b"\xa0"),
