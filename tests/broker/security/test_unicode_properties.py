@@ -1,5 +1,5 @@
 """Property: any string, any serializer pair, through a real router (publish, retained
-delivery, call arguments and results).
+delivery, call arguments, results and errors).
 
 For each generated string (the whole Unicode range, lone surrogates included) every
 sender spelling (JSON escapes, JSON raw UTF-8, msgpack, CBOR) publishes it (retained)
@@ -45,10 +45,13 @@ def _meaning(s: str, serializer: str, utf8: bool) -> str | None:
     return None if has_surrogate(s) else s
 
 
-async def _serve_one(callee: RawPeer) -> list[Any]:
-    """Answer one INVOCATION by echoing its arguments; return them."""
+async def _serve_one(callee: RawPeer, fail: bool) -> list[Any]:
+    """Answer one INVOCATION by echoing its arguments (as YIELD, or as ERROR); return them."""
     invocation = await callee.expect(lambda m: m[0] == INVOCATION)
-    await callee.send([70, invocation[1], {}, invocation[4]])
+    if fail:
+        await callee.send([ERROR, INVOCATION, invocation[1], {}, "com.prop.failed", invocation[4]])
+    else:
+        await callee.send([70, invocation[1], {}, invocation[4]])
     return list(invocation[4])
 
 
@@ -78,9 +81,13 @@ async def _check(url: str, s: str) -> None:
             assert event[4] == [meaning], (serializer, sub.serializer)
         for i, callee in enumerate(callees):
             call = await sender.call(f"{procedure}.{i}", [meaning, {meaning: [meaning]}])
-            assert await _serve_one(callee) == [meaning, {meaning: [meaning]}]
+            payload = [meaning, {meaning: [meaning]}]
+            assert await _serve_one(callee, fail=i == 0) == payload  # callee 0 answers ERROR
             answer = await sender.answer(call)
-            assert answer[0] == RESULT and answer[3] == [meaning, {meaning: [meaning]}], answer
+            if i == 0:
+                assert answer[0] == ERROR and answer[4:6] == ["com.prop.failed", payload], answer
+            else:
+                assert answer[0] == RESULT and answer[3] == payload, answer
         await sender.close()
     for name in SERIALIZERS:  # retained delivery to a late subscriber of each serializer
         late = await RawPeer.join(url, name)
