@@ -107,7 +107,7 @@ def _reject_surrogates(value: Any) -> None:
         item = stack.pop()
         kind = type(item)
         if kind is str:
-            if _SURROGATE.search(item):
+            if not item.isascii() and _SURROGATE.search(item):  # isascii: O(1) flag
                 raise DecodeError("a string holds a lone UTF-16 surrogate (not valid Unicode)")
         elif kind is list:
             stack.extend(item)
