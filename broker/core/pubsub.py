@@ -4,10 +4,16 @@ A subscription is shared by every session subscribed to the same (match, topic);
 its ID is ``stable_id(realm, match, topic)`` so all cluster nodes agree on it.
 Each EVENT is built once per matching subscription and encoded once per
 serializer (the ``EncodeCache`` passed to every recipient's peer).
+
+An acknowledged PUBLISH on a distributed backend is answered only once the cluster
+accepted the event for the other nodes (PUBLISHED), or ERROR ``wamp.error.unavailable``
+when it could not (``Acknowledgements`` keeps each session's answers in request
+order). Unacknowledged publishes, and every publish on the local backend, are never held.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +22,7 @@ from protocol_spec import errors
 from protocol_spec.messages import (
     Error,
     Event,
+    Message,
     MessageType,
     Publish,
     Published,
@@ -43,7 +50,7 @@ if TYPE_CHECKING:
 Refuse = Callable[[str, str], None]
 """Refuse a PUBLISH: (error URI, text)."""
 
-__all__ = ["Broker", "DeliveryFilter", "Publication", "Subscription"]
+__all__ = ["Acknowledgements", "Broker", "DeliveryFilter", "Publication", "Subscription"]
 
 
 def now_iso() -> str:
@@ -68,13 +75,76 @@ class Subscription:
         return {"id": self.id, "created": self.created, "uri": self.topic, "match": self.match}
 
 
+class _Answer:
+    """One acknowledged PUBLISH's answer: None until the cluster has decided."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Message | None = None) -> None:
+        self.message = message
+
+
+class Acknowledgements:
+    """Answers to acknowledged PUBLISHes, sent to each session in the order it published.
+
+    An answer the cluster still holds keeps later answers of the same session waiting
+    behind it (a refusal sent at once included), so a client sees PUBLISHED/ERROR in
+    request order. A session that left is forgotten: its late answers go nowhere.
+    """
+
+    __slots__ = ("_queues",)
+
+    def __init__(self) -> None:
+        self._queues: dict[int, deque[_Answer]] = {}
+
+    def expect(self, session: Session) -> _Answer:
+        """Reserve the next answer for ``session`` (to ``resolve`` later)."""
+        answer = _Answer()
+        self._queues.setdefault(session.id, deque()).append(answer)
+        return answer
+
+    def send(self, session: Session, message: Message) -> None:
+        """Answer now, or behind the session's answers still held."""
+        queue = self._queues.get(session.id)
+        if queue:
+            queue.append(_Answer(message))
+        else:
+            session.peer.send(message)
+
+    def resolve(self, session: Session, answer: _Answer, message: Message) -> None:
+        """Give ``answer`` its message; send every answer of the session now ready."""
+        if answer.message is not None:
+            return  # answered already
+        answer.message = message
+        queue = self._queues.get(session.id)
+        if queue is None:
+            return  # the session left
+        while queue:
+            ready = queue[0].message
+            if ready is None:
+                break
+            queue.popleft()
+            session.peer.send(ready)
+        if not queue:
+            del self._queues[session.id]
+
+    def forget(self, session: Session) -> None:
+        """The session left: drop its answers still held."""
+        self._queues.pop(session.id, None)
+
+    def held(self, session: Session) -> int:
+        """How many answers of ``session`` are held (none once all were sent)."""
+        return len(self._queues.get(session.id, ()))
+
+
 class Broker:
     """The pub/sub role of one realm."""
 
-    __slots__ = ("_by_id", "_subs", "realm", "retained")
+    __slots__ = ("_by_id", "_subs", "acks", "realm", "retained")
 
     def __init__(self, realm: Realm) -> None:
         self.realm = realm
+        self.acks = Acknowledgements()
         self._subs: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}
         self.retained: dict[str, Publication] = {}
@@ -176,7 +246,8 @@ class Broker:
         session.peer.send(Unsubscribed(msg.request))
 
     def detach(self, session: Session) -> None:
-        """Drop every subscription the session holds (it is leaving)."""
+        """Drop every subscription and held PUBLISH answer of the session (it is leaving)."""
+        self.acks.forget(session)
         for sub_id in list(session.subscriptions):
             sub = self._by_id.get(sub_id)
             if sub is not None:
@@ -236,17 +307,41 @@ class Broker:
         self.deliver_local(publication, skip)
         if retain:
             self.retained[topic] = publication
-        if cluster.distributed:
+        if not cluster.distributed:
+            if acknowledge:
+                session.peer.send(Published(msg.request, publication.id))
+        elif acknowledge:
+            answer = self.acks.expect(session)
+            done = self._acknowledger(session, msg.request, publication.id, answer)
+            cluster.publish(self.realm.name, publication, done)
+        else:
             cluster.publish(self.realm.name, publication)
-        if acknowledge:
-            session.peer.send(Published(msg.request, publication.id))
+
+    def _acknowledger(
+        self, session: Session, request: int, publication_id: int, answer: _Answer
+    ) -> Callable[[str | None], None]:
+        """The cluster's verdict on an acknowledged PUBLISH, turned into its answer."""
+
+        def done(error: str | None) -> None:
+            if error is None:
+                reply: Message = Published(request, publication_id)
+            else:
+                text = (
+                    f"the event may not reach subscribers on other nodes ({error}); it "
+                    "was delivered on this node and may still arrive elsewhere"
+                )
+                reply = Error(MessageType.PUBLISH, request, {}, errors.UNAVAILABLE, [text])
+            self.acks.resolve(session, answer, reply)
+
+        return done
 
     def _refuser(self, session: Session, request: int, acknowledge: bool) -> Refuse:
         """Answer a refused PUBLISH with ERROR (uri, text), only when acknowledged."""
 
         def refuse(uri: str, text: str) -> None:
             if acknowledge:
-                self._error(session, MessageType.PUBLISH, request, uri, text)
+                error = Error(MessageType.PUBLISH, request, {}, uri, [text])
+                self.acks.send(session, error)
 
         return refuse
 
