@@ -183,6 +183,7 @@ class RedisCluster(Cluster):
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        self.outbox.fail("the node is shutting down")  # whatever the writer could not send
         log.info("cluster: node %s left", self.node)
 
     async def _supervise(self) -> None:
@@ -205,6 +206,8 @@ class RedisCluster(Cluster):
 
     def _lost(self, exc: Exception, first: bool) -> None:
         """The session failed: degrade at once (before its connections are torn down)."""
+        if self._closing:
+            return  # ``close`` moves to down and answers what is pending
         if self.available or first:
             log.warning("cluster: link to Redis lost (%s); serving local traffic", exc)
         to = LinkState.DEAF if isinstance(exc, LinkDeaf) else LinkState.DEGRADED
