@@ -24,10 +24,11 @@ Life cycle (``_supervise``, the table in ``state``)::
     degraded/deaf --backoff 0.1 s … 2 s with jitter--> connecting
     any --close--> down
 
-Every command waits at most ``command_timeout`` (1 s): a hung Redis is an error like a
-dead one. The state moves the moment the failure is seen, before the connections are
-torn down, and the writer's pending replies are answered then (so an acknowledged
-PUBLISH gets ``wamp.error.unavailable`` while ``/readyz`` already says 503).
+Every command on the command client (and every pipelined batch of the writer) waits at
+most ``command_timeout`` (1 s): a hung Redis is an error like a dead one. The state
+moves the moment the failure is seen, before the connections are torn down, and the
+writer's pending replies are answered then (so an acknowledged PUBLISH gets
+``wamp.error.unavailable`` while ``/readyz`` already says 503).
 
 While not up, ``available`` is false: the core refuses acknowledged publishes,
 remote calls and registrations with ``wamp.error.unavailable`` and keeps serving
