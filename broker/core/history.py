@@ -229,18 +229,29 @@ def _in_time(ts: int, q: HistoryQuery) -> bool:
 
 def estimate_size(value: Any) -> int:
     """Bytes ``value`` holds, counting containers and their contents (shared parts twice)."""
+    getsizeof = sys.getsizeof
     total = 0
     stack = [value]
     while stack:
         item = stack.pop()
-        total += sys.getsizeof(item)
-        kind = type(item)
-        if kind is dict:
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif kind is list or kind is tuple:
-            stack.extend(item)
+        total += getsizeof(item)
+        if type(item) is dict:
+            for key, inner in item.items():
+                total += getsizeof(key)
+                if type(inner) in _CONTAINERS:
+                    stack.append(inner)
+                else:
+                    total += getsizeof(inner)
+        elif type(item) in _CONTAINERS:
+            for inner in item:
+                if type(inner) in _CONTAINERS:
+                    stack.append(inner)
+                else:
+                    total += getsizeof(inner)
     return total
+
+
+_CONTAINERS = frozenset({dict, list, tuple})
 
 
 # --- the in-memory store ------------------------------------------------------------------
@@ -293,8 +304,7 @@ class MemoryHistoryStore:
             state = self._topics[event.topic] = _Topic(event.topic, rule)
         state.last_offset += 1
         offset = state.last_offset
-        size = EVENT_OVERHEAD + estimate_size(event.details) + estimate_size(event.args)
-        size += estimate_size(event.kwargs)
+        size = EVENT_OVERHEAD + estimate_size((event.details, event.args, event.kwargs))
         if size <= self.max_bytes:
             self._seq += 1
             state.events.append(StoredEvent(event, offset, self._seq, now, size))
