@@ -12,10 +12,14 @@ monotonic integer from 1, and a timestamp) and ``query`` a subscription's events
 ``MemoryHistoryStore`` is the in-process implementation, bounded three ways: per topic
 by count (``limit``) and age (``ttl``), and per realm by an estimate of the bytes held
 (``max_bytes``; the oldest events of the realm go first). A topic whose history becomes
-empty is forgotten; its offsets then start again at 1 with a new ``epoch``. A Redis
-implementation keeps one stream per topic and answers the same queries; the selection
-rules (anchors, time bounds, order, limit) are the pure function ``select``, shared by
-every implementation. protocol_spec/wamp.md ("Event history") is the prose.
+empty is forgotten; its offsets then start again at 1 with a new ``epoch``.
+
+A Redis implementation keeps one stream per topic, written by the cross-node publish
+script, and applies the same selection rules to what it reads: anchors, time bounds,
+order and limit are the pure function ``select``, shared by every implementation. Its
+offsets and reads arrive asynchronously, so it will need ``append`` to accept an offset
+known later and ``wamp.subscription.get_events`` to answer later (internal procedures
+answer synchronously today). protocol_spec/wamp.md ("Event history") is the prose.
 
 Sans-I/O: the clock is injected (``time.time`` by default), nothing here waits.
 """
