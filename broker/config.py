@@ -292,8 +292,6 @@ def _jwt(section: str, table: Any, env: Mapping[str, str]) -> Any:
             leeway=float(_typed(section, "leeway", table.get("leeway", 0), (int, float))),
         )
         return JwtVerifier(settings)
-    except ImportError:
-        raise ConfigError(f"[{section}] JWT tickets need PyJWT (pip install PyJWT)") from None
     except ValueError as exc:
         raise ConfigError(f"[{section}] {exc}") from None
 
