@@ -101,12 +101,17 @@ from broker.core.authorization import (
     Role,
 )
 from broker.core.history import DEFAULT_MAX_BYTES, HistoryRule, HistorySettings
-from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
-from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
-from broker.transport.websocket import TransportSettings
+from broker.core.settings import DISCLOSE_POLICIES, RealmSettings, SessionLimits
 from protocol_spec.uri import is_reserved, is_valid_uri
 
-__all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings", "settings_from_toml"]
+__all__ = [
+    "DEFAULT_REALM",
+    "ConfigError",
+    "Settings",
+    "TransportSettings",
+    "load_settings",
+    "settings_from_toml",
+]
 
 DEFAULT_REALM = "realm1"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -114,6 +119,40 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    """Limits and timings of the WebSocket listener (``broker.transport.websocket``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/ws"
+    max_message_size: int = 4 * 1024 * 1024
+    max_write_buffer: int = 4 * 1024 * 1024
+    """Bytes waiting in one session's transport buffer before it is a slow consumer."""
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    close_timeout: float = 5.0
+    hello_timeout: float = 10.0
+    """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
+    max_sessions: int = 50_000
+    """Open connections per node; more are refused with HTTP 503."""
+    message_rate: float = 50_000.0
+    """Sustained messages per second per session (token bucket refill); 0 disables."""
+    message_burst: int = 100_000
+    """Token bucket size: messages a session may send above the rate at once."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""
+    tls_cert: str | None = None
+    """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        """``wss`` with TLS, ``ws`` without."""
+        return "wss" if self.tls_cert else "ws"
 
 
 @dataclass(frozen=True)
@@ -507,9 +546,7 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
     for key in ("disclose_publisher", "disclose_caller"):
         if key in table and table[key] not in DISCLOSE_POLICIES:
             raise ConfigError(f"[{section}] {key}: one of {sorted(DISCLOSE_POLICIES)}")
-    extra: dict[str, Any] = {LIMITS: limits}
-    if "role" in table:
-        extra[AUTHORIZATION] = _roles(section, table["role"])
+    authorization = _roles(section, table["role"]) if "role" in table else None
     authenticators = _authenticators(section, table.get("auth", {}), env)
     return RealmSettings(
         name=name,
@@ -520,23 +557,33 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
         disclose_publisher=table.get("disclose_publisher", "client"),
         disclose_caller=table.get("disclose_caller", "client"),
         authenticators=authenticators,
+        authorization=authorization,
+        limits=limits,
         history=_history(section, table),
-        extra=extra,
     )
 
 
-def _protect_dynamic_authenticators(realms: tuple[RealmSettings, ...]) -> None:
-    """Only static rules may let a role register a dynamic authenticator (not an authorizer)."""
+def _protect_dynamic_authenticators(
+    realms: tuple[RealmSettings, ...],
+) -> tuple[RealmSettings, ...]:
+    """Only static rules may let a role register a dynamic authenticator (not an authorizer).
+
+    Returns the realms with each dynamic authenticator's procedure added to the
+    ``protected`` procedures of the realm it calls into.
+    """
+    protected: dict[str, set[str]] = {}
     for realm in realms:
         for authenticator in realm.authenticators:
             procedure = getattr(authenticator, "dynamic", None)
-            if not isinstance(procedure, str):
-                continue
-            target = getattr(authenticator, "dynamic_realm", "") or realm.name
-            for other in realms:
-                auth = other.extra.get(AUTHORIZATION)
-                if other.name == target and isinstance(auth, Authorization):
-                    auth.protect([procedure])
+            if isinstance(procedure, str):
+                target = getattr(authenticator, "dynamic_realm", "") or realm.name
+                protected.setdefault(target, set()).add(procedure)
+    return tuple(
+        replace(realm, authorization=realm.authorization.protecting(protected[realm.name]))
+        if realm.authorization is not None and realm.name in protected
+        else realm
+        for realm in realms
+    )
 
 
 # --- the whole file -------------------------------------------------------------------------
@@ -603,7 +650,7 @@ def settings_from_toml(
     names = [r.name for r in realms]
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
-    _protect_dynamic_authenticators(realms)
+    realms = _protect_dynamic_authenticators(realms)
     return Settings(
         transport=transport,
         realms=realms,
@@ -667,7 +714,7 @@ def load_settings(
     realms = settings.realms
     development = not realms
     if development:
-        realms = (RealmSettings(name=DEFAULT_REALM, extra={LIMITS: settings.session_limits}),)
+        realms = (RealmSettings(name=DEFAULT_REALM, limits=settings.session_limits),)
     return replace(
         settings,
         transport=transport,

@@ -11,8 +11,8 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 
+from broker.core.host import ClusterHost
 from broker.core.ids import random_id
-from broker.core.ports import ClusterHost
 from broker.core.publication import DeliveryFilter, Publication
 from protocol_spec.cluster import EventEnvelope, RetainedChanged, TestamentsRecord
 

@@ -44,8 +44,9 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from broker.core.host import ClusterHost
 from broker.core.ids import random_id
-from broker.core.ports import ClaimDone, Cluster, ClusterHost
+from broker.core.ports import ClaimDone, Cluster
 from broker.core.publication import Publication
 from broker.core.session import Session
 from broker.metrics.views import ClusterLinks, ClusterMetrics

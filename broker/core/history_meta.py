@@ -18,10 +18,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from protocol_spec import errors
+from protocol_spec import meta as names
 from protocol_spec.uri import MATCH_EXACT, is_valid_uri
 
-from .dealer import InternalError
 from .history import HistoryQuery, StoredEvent
+from .registration import InternalError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GET_EVENTS", "MAX_EVENTS", "get_events"]
 
-GET_EVENTS = "wamp.subscription.get_events"
+GET_EVENTS = names.SUBSCRIPTION_GET_EVENTS
 
 MAX_EVENTS = 10_000
 """Events one call returns at most (``more`` says when the limit left some out)."""
@@ -139,7 +140,7 @@ def _visibility(
     realm: Realm, caller: Session, sub_id: int, uri: str, match: str
 ) -> Callable[[StoredEvent], bool]:
     """Check the caller may subscribe to (match, uri); return the per-event check."""
-    guard = realm.settings.extra.get("authorization")  # None: the realm is open
+    guard = realm.guard  # None: the realm is open
     if guard is not None:
         decision = guard.decide(caller.authrole, "subscribe", uri)
         local = realm.broker.subscription(sub_id)
@@ -165,7 +166,7 @@ def get_events(realm: Realm, caller: Session, args: list[Any], kwargs: dict[str,
     """Answer ``wamp.subscription.get_events([subscription], {...})``."""
     sub_id, uri, match = _target(realm, args)
     visible = _visibility(realm, caller, sub_id, uri, match)
-    page = realm.history.query(parse_query(uri, match, kwargs), visible)
+    page = realm.context.history.query(parse_query(uri, match, kwargs), visible)
     events = [_describe(sub_id, match, stored) for stored in page.events]
     info: dict[str, Any] = {"more": page.more}
     if page.anchor_found is not None:

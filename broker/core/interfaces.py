@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from protocol_spec.errors import CloseCode
 from protocol_spec.messages import Message
 
 __all__ = ["EncodeCache", "Peer", "Scheduler", "TimerHandle"]
@@ -28,7 +29,7 @@ class Peer(Protocol):
         once per serializer, not once per recipient.
         """
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close the transport."""
 
     @property

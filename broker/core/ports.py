@@ -2,7 +2,7 @@
 
 The core never waits on the cluster: it *tells* the backend what happened locally
 (``Cluster`` methods, all synchronous and cheap). The backend acts on the core only
-through ``ClusterHost`` (find a realm, end a session) and the realm's roles
+through ``ClusterHost`` (broker.core.host: find a realm, end a session) and the realm's roles
 (``Broker.deliver_remote``, ``Dealer.add_remote_callee``, ``Dealer.answer_result`` …),
 or answers asynchronously (a registration claim, a Redis subscription becoming
 active). Both run on the one event loop, so no locks are needed.
@@ -15,35 +15,21 @@ The wire format between nodes is in protocol_spec/cluster.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .ids import random_id
 
 if TYPE_CHECKING:
-    from .dealer import Registration
     from .publication import Publication
-    from .pubsub import Subscription
-    from .realm import Realm
+    from .registration import Registration
     from .session import Session
+    from .subscription import Subscription
 
-__all__ = ["ClaimDone", "Cluster", "ClusterHost", "LocalCluster"]
+__all__ = ["ClaimDone", "Cluster", "LocalCluster"]
 
 ClaimDone = Callable[[str | None, str, int, int], None]
 """Answer to a registration claim: (error URI or None, error text, registration ID, seq)."""
-
-
-class ClusterHost(Protocol):
-    """What a backend may use of the core (``Router`` is one)."""
-
-    @property
-    def realms(self) -> Mapping[str, Realm]:
-        """The realms this node serves, by name."""
-        ...
-
-    def kill(self, session: Session, reason: str, message: str | None) -> None:
-        """End a local session with GOODBYE ``reason`` (meta API kill from another node)."""
-        ...
 
 
 class Cluster:

@@ -9,10 +9,9 @@ serializer (the ``EncodeCache`` passed to every recipient's peer).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from protocol_spec import errors
+from protocol_spec import errors, meta
 from protocol_spec.messages import (
     Error,
     Event,
@@ -35,9 +34,10 @@ from .ids import random_id, stable_id
 from .matching import UriMap, pattern_matches
 from .publication import DeliveryFilter, Publication
 from .session import SessionState
+from .subscription import Subscription
 
 if TYPE_CHECKING:
-    from .realm import Realm
+    from .context import RealmContext
     from .session import Session
 
 Refuse = Callable[[str, str], None]
@@ -46,34 +46,13 @@ Refuse = Callable[[str, str], None]
 __all__ = ["Broker", "DeliveryFilter", "Publication", "Subscription"]
 
 
-def now_iso() -> str:
-    """The current UTC time as ISO 8601, as the meta API reports creation times."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Subscription:
-    """Every subscriber of one (match, topic) pair, sharing one subscription ID."""
-
-    __slots__ = ("created", "id", "match", "subscribers", "topic")
-
-    def __init__(self, sub_id: int, topic: str, match: str) -> None:
-        self.id = sub_id
-        self.topic = topic
-        self.match = match
-        self.created = now_iso()
-        self.subscribers: dict[int, Session] = {}
-
-    def info(self) -> dict[str, Any]:
-        """The subscription's description for the meta API."""
-        return {"id": self.id, "created": self.created, "uri": self.topic, "match": self.match}
-
-
 class Broker:
     """The pub/sub role of one realm."""
 
     __slots__ = ("_by_id", "_subs", "realm", "retained")
 
-    def __init__(self, realm: Realm) -> None:
+    def __init__(self, realm: RealmContext) -> None:
+        # the realm's name, sessions, settings, guard and cluster backend (not the Realm)
         self.realm = realm
         self._subs: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}
@@ -155,8 +134,8 @@ class Broker:
         session.peer.send(Subscribed(msg.request, sub.id))
         if not already and not is_reserved(msg.topic):
             if created:
-                self.publish_meta("wamp.subscription.on_create", [session.id, sub.info()])
-            self.publish_meta("wamp.subscription.on_subscribe", [session.id, sub.id])
+                self.publish_meta(meta.SUBSCRIPTION_ON_CREATE, [session.id, sub.info()])
+            self.publish_meta(meta.SUBSCRIPTION_ON_SUBSCRIBE, [session.id, sub.id])
         if msg.options.get("get_retained") is True:
             self._send_retained(session, sub)
 
@@ -188,7 +167,7 @@ class Broker:
         session.subscriptions.discard(sub.id)
         quiet = is_reserved(sub.topic)
         if not quiet:
-            self.publish_meta("wamp.subscription.on_unsubscribe", [session.id, sub.id])
+            self.publish_meta(meta.SUBSCRIPTION_ON_UNSUBSCRIBE, [session.id, sub.id])
         cluster = self.realm.cluster
         if cluster.distributed:
             cluster.subscription_changed(self.realm.name, sub)
@@ -198,7 +177,7 @@ class Broker:
             if cluster.distributed:
                 cluster.unwatch(self.realm.name, sub.match, sub.topic)
             if not quiet:
-                self.publish_meta("wamp.subscription.on_delete", [session.id, sub.id])
+                self.publish_meta(meta.SUBSCRIPTION_ON_DELETE, [session.id, sub.id])
 
     # --- PUBLISH ---------------------------------------------------------------------
     def publish(self, session: Session, msg: Publish) -> None:
@@ -279,7 +258,7 @@ class Broker:
         args, kwargs, delivery_filter = publication.args, publication.kwargs, publication.filter
         # security hook: a pattern subscription delivers only topics the receiver's
         # role may subscribe to (None: the realm is open, no check at all)
-        guard = self.realm.settings.extra.get("authorization")
+        guard = self.realm.guard
         for sub in subs:
             if sub.match == MATCH_EXACT:
                 event = Event(sub.id, pub_id, details, args, kwargs)
@@ -324,7 +303,7 @@ class Broker:
                 for topic, event in self.retained.items()
                 if pattern_matches(sub.match, sub.topic, topic)
             ]
-        guard = self.realm.settings.extra.get("authorization")  # security hook, see deliver
+        guard = self.realm.guard  # security hook, see deliver
         for event in candidates:
             if event.filter is not None and not event.filter.allows(session):
                 continue

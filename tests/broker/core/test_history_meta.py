@@ -10,8 +10,7 @@ import pytest
 from broker.core.authorization import Authorization, Permission, Role
 from broker.core.history import HistoryRule, HistorySettings, RealmHistory
 from broker.core.publication import Publication
-from broker.core.realm import RealmSettings
-from broker.core.router import AUTHORIZATION
+from broker.core.settings import RealmSettings
 from protocol_spec import errors
 from protocol_spec.messages import Call, Error, Publish, Published, Result, Subscribe, Subscribed
 
@@ -34,7 +33,7 @@ def history_world(*settings: RealmSettings, rules: tuple[HistoryRule, ...] = RUL
 def use_clock(world: World, clock: FakeClock, realm: str = "realm1") -> None:
     """Give the realm a history store on ``clock`` (instead of the wall clock)."""
     target = world.router.realms[realm]
-    target.history = RealmHistory.in_memory(target.settings.history, clock)
+    target.context.history = RealmHistory.in_memory(target.settings.history, clock)
 
 
 def subscribe(client: Client, topic: str, match: str = "exact") -> int:
@@ -107,7 +106,7 @@ def test_topics_without_a_rule_keep_nothing(world: World) -> None:
     publish(publisher, "com.other", 1)
     assert get_events(reader, sub)[0] == []
     realm = world.router.realms["realm1"]
-    assert realm.history.rule_for("com.other") is None
+    assert realm.context.history.rule_for("com.other") is None
 
 
 def test_the_per_topic_limit_keeps_the_newest(world: World) -> None:
@@ -257,7 +256,7 @@ def secured_world() -> World:
         "realm1",
         anonymous_role="user",
         history=HistorySettings(RULES),
-        extra={AUTHORIZATION: Authorization([user, admin])},
+        authorization=Authorization([user, admin]),
     )
     return World(settings)
 
