@@ -29,7 +29,7 @@ from protocol_spec.messages import (
 from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid_uri
 
 from .cluster import RemoteSession
-from .invocations import Invocations
+from .invocations import UNDELIVERABLE_RESULT, Invocations, delivered
 from .matching import UriMap
 from .registration import INVOKE_POLICIES, InternalError, InternalProcedure, Registration
 from .session import PendingCall, fail
@@ -226,7 +226,11 @@ class Dealer:
             fail(session, rtype, msg.request, errors.NO_SUCH_REGISTRATION, "not registered")
             return
         request = msg.request
-        self._remove_callee(session, reg, lambda: session.peer.send(Unregistered(request)))
+
+        def done() -> None:
+            session.peer.send(Unregistered(request))
+
+        self._remove_callee(session, reg, done)
 
     def _remove_callee(
         self, session: Session, reg: Registration, done: Callable[[], None] | None = None
@@ -341,7 +345,9 @@ class Dealer:
             text = f"invalid arguments for {msg.procedure}: {exc}"
             fail(session, MessageType.CALL, msg.request, errors.INVALID_ARGUMENT, text)
             return
-        session.peer.send(Result(msg.request, {}, args, kwargs))
+        if not delivered(session.peer, Result(msg.request, {}, args, kwargs)):
+            text = UNDELIVERABLE_RESULT
+            fail(session, MessageType.CALL, msg.request, errors.INVALID_ARGUMENT, text)
 
     def _disclose(self, options: dict[str, Any], reg: Registration) -> bool:
         policy = self.realm.settings.disclose_caller

@@ -9,18 +9,47 @@ The dealer starts calls here and hands every later message about them to this mo
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from protocol_spec import errors
-from protocol_spec.messages import Cancel, Error, Interrupt, Invocation, MessageType, Result
+from protocol_spec.messages import (
+    Cancel,
+    Error,
+    Interrupt,
+    Invocation,
+    Message,
+    MessageType,
+    Result,
+)
 
 if TYPE_CHECKING:
-    from .interfaces import Scheduler
+    from .interfaces import Peer, Scheduler
     from .session import PendingCall, Session
 
-__all__ = ["CANCEL_MODES", "Invocations"]
+__all__ = ["CANCEL_MODES", "Invocations", "delivered"]
 
 CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
+
+log = logging.getLogger(__name__)
+
+UNDELIVERABLE_INVOCATION = "the call's arguments cannot be encoded for the callee"
+UNDELIVERABLE_RESULT = "the result cannot be encoded for the caller"
+UNDELIVERABLE_ERROR = "the callee's error cannot be encoded for the caller"
+
+
+def delivered(peer: Peer, message: Message) -> bool:
+    """Send ``message``; False when the recipient cannot carry it (see ``Peer.send``).
+
+    A peer that raises instead (a cluster stand-in whose envelope does not encode)
+    counts as not delivered: the failure belongs to the recipient, never to the session
+    whose message the dealer is handling.
+    """
+    try:
+        return peer.send(message) is not False
+    except Exception as exc:
+        log.warning("cannot deliver %s: %s: %s", type(message).__name__, type(exc).__name__, exc)
+        return False
 
 
 def _interrupt(pending: PendingCall, options: dict[str, Any]) -> None:
@@ -49,7 +78,9 @@ class Invocations:
             pending.timer = self.scheduler.call_later(
                 timeout / 1000.0, lambda: self._on_timeout(pending)
             )
-        pending.callee.peer.send(invocation)
+        if not delivered(pending.callee.peer, invocation):
+            self.finish(pending)
+            _answer_error(pending, errors.INVALID_ARGUMENT, UNDELIVERABLE_INVOCATION)
 
     # --- YIELD / ERROR from callees --------------------------------------------------
     def answer_result(
@@ -66,13 +97,16 @@ class Invocations:
             return  # late answer to a call that was canceled or timed out
         if progress:
             if pending.receive_progress and not pending.canceled:
-                pending.caller.peer.send(
-                    Result(pending.call_request, {"progress": True}, args, kwargs)
-                )
+                result = Result(pending.call_request, {"progress": True}, args, kwargs)
+                if not delivered(pending.caller.peer, result):
+                    self.finish(pending)  # the caller's answer is the ERROR below
+                    self._undeliverable(pending, UNDELIVERABLE_RESULT)
             return
         self.finish(pending)
         if not pending.canceled:
-            pending.caller.peer.send(Result(pending.call_request, {}, args, kwargs))
+            result = Result(pending.call_request, {}, args, kwargs)
+            if not delivered(pending.caller.peer, result):
+                self._undeliverable(pending, UNDELIVERABLE_RESULT)
 
     def answer_error(
         self,
@@ -89,9 +123,15 @@ class Invocations:
             return
         self.finish(pending)
         if not pending.canceled:
-            pending.caller.peer.send(
-                Error(MessageType.CALL, pending.call_request, details, error, args, kwargs)
-            )
+            answer = Error(MessageType.CALL, pending.call_request, details, error, args, kwargs)
+            if not delivered(pending.caller.peer, answer):
+                self._undeliverable(pending, UNDELIVERABLE_ERROR)
+
+    @staticmethod
+    def _undeliverable(pending: PendingCall, text: str) -> None:
+        """Answer the caller with ERROR ``invalid_argument``: its RESULT/ERROR did not encode."""
+        pending.canceled = True
+        _answer_error(pending, errors.INVALID_ARGUMENT, text)
 
     # --- CANCEL and timeouts ------------------------------------------------------------
     def cancel(self, session: Session, msg: Cancel) -> None:

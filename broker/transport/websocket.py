@@ -51,6 +51,7 @@ from broker.core.interfaces import EncodeCache
 from broker.core.router import Router
 from broker.core.session import Session, SessionState
 from broker.metrics import TransportStats
+from broker.transport.encoding import frame_for
 from protocol_spec import errors
 from protocol_spec.errors import RATE_LIMIT_EXCEEDED, CloseCode, ProtocolError
 from protocol_spec.messages import Message, MessageType
@@ -204,40 +205,31 @@ class WebSocketPeer:
         return self._closing is not None
 
     # --- outgoing ---------------------------------------------------------------------
-    def send(self, message: Message, cache: EncodeCache | None = None) -> None:
-        """Frame (once per serializer when a cache is shared) and write a message."""
+    def send(self, message: Message, cache: EncodeCache | None = None) -> bool:
+        """Frame (once per serializer when a cache is shared) and write a message.
+
+        Returns False only when this peer's serializer cannot carry the message
+        (``encoding.frame_for``: logged once, never raised); True otherwise, also when
+        the message is dropped because the connection is closing.
+        """
         if self._closing is not None or self._ws.protocol.state is not State.OPEN:
-            return
-        if cache is not None:
-            name = self.serializer.name
-            frame = cache.get(name)
-            if frame is None:
-                frame = cache[name] = self._encode(message)
-        else:
-            frame = self._encode(message)
+            return True
+        frame = frame_for(self.serializer, message, cache, self._frame)
         if frame is None:
-            return
+            return False
         transport = self._transport
         transport.write(frame)
         if transport.get_write_buffer_size() > self.max_write_buffer:
             self._overflow()
-            return
+            return True
         kind = message.TYPE
         self.stats.messages_out[kind] += 1
         if kind == MessageType.RESULT or kind == MessageType.ERROR:  # call latency, errors
             self.stats.replied(self.calls_started, message)
+        return True
 
-    def _encode(self, message: Message) -> bytes | None:
-        try:
-            data = self.serializer.encode(message)
-        except (TypeError, ValueError, OverflowError) as exc:
-            # A payload another serializer accepted that this one cannot carry
-            # (e.g. NaN to JSON). Drop it for this peer only.
-            log.warning(
-                "cannot encode %s for %s: %s", type(message).__name__, self.serializer.name, exc
-            )
-            return None
-        return _frame(data.encode("utf-8") if isinstance(data, str) else data, self._opcode)
+    def _frame(self, payload: bytes) -> bytes:
+        return _frame(payload, self._opcode)
 
     def _overflow(self) -> None:
         log.warning(
