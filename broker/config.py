@@ -39,6 +39,7 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     node_timeout = 5.0          # heartbeat TTL: a silent node is dead after this
     probe_interval = 2.0        # seconds between pub/sub link probes
     probe_timeout = 2.0         # a probe not back by then: the link is rebuilt
+    command_timeout = 1.0       # a Redis command not answered by then: Redis is hung
 
     [[realm]]
     name = "realm1"
@@ -192,7 +193,13 @@ _POSITIVE = {
     "hello_timeout",
     "max_sessions",
 }
-_CLUSTER_TIMING_KEYS = {"heartbeat_interval", "node_timeout", "probe_interval", "probe_timeout"}
+_CLUSTER_TIMING_KEYS = {
+    "heartbeat_interval",
+    "node_timeout",
+    "probe_interval",
+    "probe_timeout",
+    "command_timeout",
+}
 _CLUSTER_KEYS = {"redis", "node_id"} | _CLUSTER_TIMING_KEYS
 _REALM_KEYS = {
     "name",
@@ -632,6 +639,11 @@ def settings_from_toml(
     log_table = data.get("log", {})
     _check_keys("server", server, _SERVER_KEYS)
     _check_keys("cluster", cluster, _CLUSTER_KEYS)
+    if (
+        "command_timeout" in cluster
+        and not _typed("cluster", "command_timeout", cluster["command_timeout"], (int, float)) > 0
+    ):
+        raise ConfigError("[cluster] command_timeout must be positive")
     _check_keys("log", log_table, {"level", "format"})
     updates, session_limits = _limits(data.get("limits", {}))
     for key, kind in (("host", str), ("port", int), ("path", str)):
