@@ -19,6 +19,7 @@ from protocol_spec import errors
 from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_valid_uri
 
 from .dealer import InternalError
+from .history_meta import GET_EVENTS, get_events
 from .pubsub import DeliveryFilter
 from .session import Testament
 
@@ -48,6 +49,7 @@ def install_meta_api(realm: Realm, kill: KillHook) -> None:
     """Install every meta procedure into ``realm.dealer.internal``."""
     for uri, func in _PROCEDURES.items():
         realm.dealer.internal[uri] = _bind(realm, func)
+    realm.dealer.internal[GET_EVENTS] = _bind(realm, get_events)
     realm.dealer.internal["wamp.session.kill"] = _bind_kill(realm, kill, _kill_one)
     realm.dealer.internal["wamp.session.kill_by_authid"] = _bind_kill(realm, kill, _kill_authid)
     realm.dealer.internal["wamp.session.kill_by_authrole"] = _bind_kill(realm, kill, _kill_authrole)

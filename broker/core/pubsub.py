@@ -422,6 +422,7 @@ class Broker:
         delivery_filter: DeliveryFilter | None = None,
     ) -> int:
         """Send one publication to every local subscriber it reaches; return how many."""
+        self.realm.history.record(topic, publication, details, args, kwargs, delivery_filter)
         return self._fan_out(
             self._subs.matching(topic),
             topic,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .auth import AnonymousAuthenticator, Authenticator
 from .cluster import Cluster, LocalCluster, RemoteView
 from .dealer import Dealer
+from .history import HistorySettings, RealmHistory
 from .interfaces import Scheduler
 from .pubsub import Broker
 
@@ -33,6 +34,7 @@ class RealmSettings:
     disclose_publisher: str = "client"
     disclose_caller: str = "client"
     authenticators: tuple[Authenticator, ...] = ()
+    history: HistorySettings = field(default_factory=HistorySettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def authenticator(self, method: str) -> Authenticator | None:
@@ -48,7 +50,16 @@ class RealmSettings:
 class Realm:
     """Sessions joined to one realm and the roles that route between them."""
 
-    __slots__ = ("broker", "cluster", "dealer", "name", "remote", "sessions", "settings")
+    __slots__ = (
+        "broker",
+        "cluster",
+        "dealer",
+        "history",
+        "name",
+        "remote",
+        "sessions",
+        "settings",
+    )
 
     def __init__(
         self, settings: RealmSettings, scheduler: Scheduler, cluster: Cluster | None = None
@@ -60,6 +71,8 @@ class Realm:
         self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
         # sessions and subscriptions on other nodes (filled by the backend)
         self.remote = RemoteView()
+        # event history: in memory (a distributed backend may replace the store)
+        self.history = RealmHistory.in_memory(settings.history)
         self.broker = Broker(self)
         self.dealer = Dealer(self, scheduler)
 
