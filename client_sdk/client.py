@@ -40,10 +40,11 @@ from .auth import Authenticator
 from .connection import connect
 from .errors import ClientError, JoinError, NotConnected, SessionClosed
 from .pubsub import EventHandler, EventStream, Subscription
+from .resume import GapHandler, Resumer
 from .rpc import ProcedureHandler, ProgressiveCall, Registration
 from .session import Session, log_setup_failure
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientState, StateMachine
-from .values import CallOptions, CallResult, InvokePolicy, MatchPolicy, PublishOptions
+from .values import CallOptions, CallResult, Gap, InvokePolicy, MatchPolicy, PublishOptions
 
 __all__ = ["FATAL_JOIN_ERRORS", "Client", "ClientRegistration", "ClientState", "ClientSubscription"]
 
@@ -67,7 +68,14 @@ FATAL_JOIN_ERRORS = frozenset(
 
 @dataclass(eq=False)
 class ClientSubscription:
-    """A subscription the client keeps across reconnections; ``await s.unsubscribe()``."""
+    """A subscription the client keeps across reconnections; ``await s.unsubscribe()``.
+
+    With ``resume`` its events go through a ``client_sdk.resume.Resumer``: each
+    publication is handed to the handler once, and after every re-join what was
+    published meanwhile is fetched from the router's event history and delivered
+    first, in order (``Event.replayed``). ``complete`` tells whether the last
+    recovery proved nothing was missed; ``on_gap`` is told when it could not.
+    """
 
     topic: str
     handler: EventHandler
@@ -76,6 +84,39 @@ class ClientSubscription:
     current: Subscription | None = None
     active: bool = True
     _client: Client | None = field(default=None, repr=False)
+    resume: bool = False
+    on_gap: GapHandler | None = field(default=None, repr=False)
+    _resumer: Resumer | None = field(default=None, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _applied: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.resume:
+            self._resumer = Resumer(self.topic, self.handler, self.on_gap)
+
+    @property
+    def complete(self) -> bool:
+        """False while a recovery runs and after one that reported a gap (always True without resume)."""
+        return self._resumer.complete if self._resumer is not None else True
+
+    @property
+    def recovering(self) -> bool:
+        """True while missed events are being fetched (live events wait meanwhile)."""
+        return self._resumer is not None and self._resumer.recovering
+
+    @property
+    def last_publication(self) -> int | None:
+        """The publication ID last handed to the handler (resume only, else None)."""
+        return self._resumer.last_publication if self._resumer is not None else None
+
+    @property
+    def gaps(self) -> list[Gap]:
+        """Every gap reported so far (resume only)."""
+        return list(self._resumer.gaps) if self._resumer is not None else []
+
+    async def recovered(self) -> bool:
+        """Wait until no recovery runs; return ``complete``."""
+        return await self._resumer.recovered() if self._resumer is not None else True
 
     async def unsubscribe(self) -> None:
         """Stop restoring this subscription and remove it from the current session."""
@@ -83,11 +124,43 @@ class ClientSubscription:
             await self._client._forget(self)
 
     async def _apply(self, session: Session) -> None:
-        self.current = await session.subscribe(
-            self.topic, self.handler, match=self.match, get_retained=self.get_retained
-        )
+        resumer = self._resumer
+        if resumer is None:
+            self.current = await session.subscribe(
+                self.topic, self.handler, match=self.match, get_retained=self.get_retained
+            )
+            return
+        self._stop_recovery()
+        rejoin = self._applied
+        if rejoin:
+            resumer.begin()  # buffer live events until the history is delivered
+        try:
+            self.current = await session.subscribe(
+                self.topic, resumer.deliver, match=self.match, get_retained=self.get_retained
+            )
+        except BaseException:
+            resumer.abandon()
+            raise
+        self._applied = True
+        step = resumer.recover if rejoin else resumer.anchor
+        self._start(_quietly(step(session, self.current.id)), f"wamp-resume-{self.topic}")
+
+    def _start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._task = task
+        if self._client is not None:
+            self._client._background.add(task)
+            task.add_done_callback(self._client._background.discard)
+
+    def _stop_recovery(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+        if self._resumer is not None:
+            self._resumer.abandon()
 
     async def _release(self) -> None:
+        self._stop_recovery()
         current, self.current = self.current, None
         if current is not None:
             await current.unsubscribe()
@@ -372,6 +445,8 @@ class Client:
         *,
         match: MatchPolicy = "exact",
         get_retained: bool = False,
+        resume: bool = False,
+        on_gap: GapHandler | None = None,
     ) -> Callable[[F], F]: ...
 
     @overload
@@ -382,6 +457,8 @@ class Client:
         *,
         match: MatchPolicy = "exact",
         get_retained: bool = False,
+        resume: bool = False,
+        on_gap: GapHandler | None = None,
     ) -> Coroutine[Any, Any, ClientSubscription]: ...
 
     def subscribe(
@@ -391,15 +468,27 @@ class Client:
         *,
         match: MatchPolicy = "exact",
         get_retained: bool = False,
+        resume: bool = False,
+        on_gap: GapHandler | None = None,
     ) -> Callable[[F], F] | Coroutine[Any, Any, ClientSubscription]:
         """Keep ``handler`` subscribed to ``topic`` across reconnections.
 
         Awaited: subscribes now if joined (raising the router's error, in which case
         nothing is kept) and returns a ``ClientSubscription``. As a decorator: the
         subscription is declared and made at the next join (or now, in the background).
+
+        ``resume=True``: each publication reaches ``handler`` once, and after a
+        re-join the events published meanwhile are fetched from the router's event
+        history (``wamp.subscription.get_events``) and delivered first, in order,
+        with ``Event.replayed`` set; live events wait meanwhile. When that cannot
+        be proven complete (no history, history trimmed, fetch failed) ``on_gap``
+        receives a ``Gap`` and ``ClientSubscription.complete`` is False.
         """
         return self._keep(
-            handler, lambda fn: ClientSubscription(topic, fn, match, get_retained, _client=self)
+            handler,
+            lambda fn: ClientSubscription(
+                topic, fn, match, get_retained, _client=self, resume=resume, on_gap=on_gap
+            ),
         )
 
     @overload
@@ -492,15 +581,27 @@ class Client:
         match: MatchPolicy = "exact",
         get_retained: bool = False,
         maxsize: int = 1000,
+        resume: bool = False,
+        on_gap: GapHandler | None = None,
     ) -> EventStream:
         """Like ``Session.events``, but the stream survives reconnections.
 
-        It ends when the client stops; overflow drops the oldest event.
+        It ends when the client stops; overflow drops the oldest event (``dropped``
+        counts them: size ``maxsize`` for the replay after a reconnection).
+        ``resume`` and ``on_gap`` are those of ``subscribe``; ``stream.subscription``
+        is the ``ClientSubscription`` once started.
         """
         stream = EventStream(maxsize=maxsize)
 
         async def attach(handler: EventHandler) -> ClientSubscription:
-            return await self.subscribe(topic, handler, match=match, get_retained=get_retained)
+            return await self.subscribe(
+                topic,
+                handler,
+                match=match,
+                get_retained=get_retained,
+                resume=resume,
+                on_gap=on_gap,
+            )
 
         stream.bind(attach, self._streams)
         return stream
@@ -543,6 +644,14 @@ class Client:
         progressive = session.call_progress(procedure, *args, options=options, **kwargs)
         await progressive.start()
         return progressive
+
+
+async def _quietly(step: Coroutine[Any, Any, None]) -> None:
+    """Run a resume step; the end of its session is not an error (the next join retries)."""
+    try:
+        await step
+    except SessionClosed as exc:
+        log.debug("resume step ended with its session: %s", exc)
 
 
 async def _run_hook(hook: Callable[..., object], *args: Any) -> None:
