@@ -40,6 +40,7 @@ __all__ = [
     "GAP_ANCHOR_UNCONFIRMED",
     "GAP_BUFFER_OVERFLOW",
     "GAP_CALL_FAILED",
+    "GAP_HISTORY_EMPTY",
     "GAP_MALFORMED",
     "GAP_NOT_SUPPORTED",
     "GAP_NO_ANCHOR",
@@ -60,6 +61,9 @@ EVENT_HISTORY: Final = "event_history"
 
 GAP_NOT_SUPPORTED: Final = "event_history not supported"
 GAP_ANCHOR_LOST: Final = "the last delivered publication is no longer in the history"
+GAP_HISTORY_EMPTY: Final = (
+    "the router has no history for this subscription (none kept, or all trimmed)"
+)
 GAP_ANCHOR_UNCONFIRMED: Final = (
     "the router did not say whether the last delivered publication is in the history"
 )
@@ -159,7 +163,9 @@ class HistoryFetcher:
             return GAP_NO_ANCHOR if events else None
         if found is None:
             return GAP_ANCHOR_UNCONFIRMED
-        return None if found else GAP_ANCHOR_LOST
+        if found:
+            return None
+        return GAP_ANCHOR_LOST if events else GAP_HISTORY_EMPTY
 
     def _parse(self, result: CallResult) -> tuple[list[Event], bool, bool | None]:
         """(events, more, anchor_found) of one answer; ``ValueError`` if malformed."""

@@ -1,0 +1,214 @@
+"""Client resume against a real broker process keeping event history.
+
+The subscriber's socket is cut abruptly (the broker stays up and keeps its
+history); a leave hook holds the client offline until the test has published what
+it must miss, then the client re-joins, re-subscribes and recovers through
+``wamp.subscription.get_events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from client_sdk import Backoff, Client, Event, Gap, PublishOptions, Session, SessionClosed, connect
+from client_sdk.resume import GAP_ANCHOR_LOST, GAP_HISTORY_EMPTY
+from client_sdk.transport import WebSocketTransport
+from tests.support.processes import BrokerProcess, start_broker
+
+CONFIG = """
+[[realm]]
+name = "realm1"
+
+[[realm.history]]
+uri = "com.resume."
+match = "prefix"
+limit = 1000
+
+[[realm.history]]
+uri = "com.resume.short"
+limit = 3
+
+[[realm]]
+name = "plain"
+"""
+
+FAST = Backoff(initial=0.05, maximum=0.5, jitter=0.5)
+ACK = PublishOptions(acknowledge=True)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A broker keeping history for ``com.resume.`` (realm1) and none in realm ``plain``."""
+    path = tmp_path_factory.mktemp("resume") / "broker.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    proc = start_broker("--config", str(path))
+    yield proc
+    proc.stop()
+
+
+def cut(session: Session | None) -> None:
+    """Drop the session's TCP connection without a close handshake (as a network failure)."""
+    assert session is not None
+    transport = session._transport
+    assert isinstance(transport, WebSocketTransport)
+    transport.connection.transport.abort()
+
+
+class Offline:
+    """Holds a client offline between a cut and ``release()``; counts its joins."""
+
+    def __init__(self, client: Client) -> None:
+        self.left = asyncio.Event()
+        self.joined = 0
+        self._gate = asyncio.Event()
+        self._rejoined = asyncio.Event()
+        client.on_leave(self._hold)
+        client.on_join(self._on_join)
+
+    async def _hold(self, session: Session, why: SessionClosed) -> None:
+        self.left.set()
+        await self._gate.wait()
+
+    def _on_join(self, session: Session) -> None:
+        self.joined += 1
+        if self.joined > 1:
+            self._rejoined.set()
+
+    async def release(self) -> None:
+        """Let the client reconnect and wait for its next join."""
+        self._gate.set()
+        async with asyncio.timeout(15):
+            await self._rejoined.wait()
+
+
+class Received:
+    """The events a handler received, awaitable by count."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._more = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self._more.set()
+
+    @property
+    def numbers(self) -> list[Any]:
+        return [event.args[0] for event in self.events]
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(15):
+            while len(self.events) < count:
+                self._more.clear()
+                await self._more.wait()
+
+
+async def publish_range(session: Session, topic: str, numbers: range) -> list[int]:
+    """Publish each number with acknowledge, in order; return the publication IDs."""
+    ids = []
+    for n in numbers:
+        publication = await session.publish(topic, n, options=ACK)
+        assert publication is not None
+        ids.append(publication)
+    return ids
+
+
+async def test_resumed_subscriber_gets_every_event_once_in_order(broker: BrokerProcess) -> None:
+    topic = "com.resume.ticks"
+    received, gaps = Received(), list[Gap]()
+    client = Client(broker.url, "realm1", backoff=FAST)
+    offline = Offline(client)
+    async with client, connect(broker.url, "realm1") as publisher:
+        sub = await client.subscribe(topic, received, resume=True, on_gap=gaps.append)
+        await publish_range(publisher, topic, range(0, 10))
+        await received.until(10)
+
+        cut(client.session)
+        await asyncio.wait_for(offline.left.wait(), 15)
+        missed = await publish_range(publisher, topic, range(10, 60))
+        # keep publishing while the client re-joins and replays: live events wait
+        # in its buffer and those also found in the history are dropped once
+        live = asyncio.create_task(publish_range(publisher, topic, range(60, 200)))
+        await offline.release()
+        await asyncio.wait_for(live, 15)
+        assert await asyncio.wait_for(sub.recovered(), 15) is True
+        await received.until(200)
+
+    assert received.numbers == list(range(200))
+    assert [e.publication for e in received.events[10:60]] == missed
+    assert all(e.replayed for e in received.events[10:60])
+    assert not any(e.replayed for e in received.events[:10])
+    assert sub.complete is True
+    assert gaps == [] and sub.gaps == []
+    assert sub.last_publication == received.events[-1].publication
+
+
+async def test_subscriber_away_longer_than_the_history_is_told(broker: BrokerProcess) -> None:
+    topic = "com.resume.short"  # 3 events kept
+    received, gaps = Received(), list[Gap]()
+    told = asyncio.Event()
+
+    def on_gap(gap: Gap) -> None:
+        gaps.append(gap)
+        told.set()
+
+    client = Client(broker.url, "realm1", backoff=FAST)
+    offline = Offline(client)
+    async with client, connect(broker.url, "realm1") as publisher:
+        sub = await client.subscribe(topic, received, resume=True, on_gap=on_gap)
+        ids = await publish_range(publisher, topic, range(0, 5))
+        await received.until(5)
+
+        cut(client.session)
+        await asyncio.wait_for(offline.left.wait(), 15)
+        await publish_range(publisher, topic, range(5, 15))
+        await offline.release()
+        await asyncio.wait_for(told.wait(), 15)
+        assert await asyncio.wait_for(sub.recovered(), 15) is False
+        await publish_range(publisher, topic, range(15, 17))
+        await received.until(10)
+
+    assert received.numbers == [0, 1, 2, 3, 4, 12, 13, 14, 15, 16]
+    (gap,) = gaps
+    assert gap.reason == GAP_ANCHOR_LOST
+    assert gap.topic == topic
+    assert gap.after_publication == ids[-1]
+    assert gap.replayed == 0  # the gap sits before the replayed events
+    assert gap.subscription == sub.current.id if sub.current else False
+    assert sub.complete is False and sub.gaps == [gap]
+
+
+async def test_realm_without_history_reports_the_gap(broker: BrokerProcess) -> None:
+    topic = "com.resume.plain"
+    received, gaps = Received(), list[Gap]()
+    told = asyncio.Event()
+
+    def on_gap(gap: Gap) -> None:
+        gaps.append(gap)
+        told.set()
+
+    client = Client(broker.url, "plain", backoff=FAST)
+    offline = Offline(client)
+    async with client, connect(broker.url, "plain") as publisher:
+        sub = await client.subscribe(topic, received, resume=True, on_gap=on_gap)
+        ids = await publish_range(publisher, topic, range(0, 3))
+        await received.until(3)
+
+        cut(client.session)
+        await asyncio.wait_for(offline.left.wait(), 15)
+        await publish_range(publisher, topic, range(3, 6))  # lost: nothing keeps them
+        await offline.release()
+        await asyncio.wait_for(told.wait(), 15)
+        assert await asyncio.wait_for(sub.recovered(), 15) is False
+        await publish_range(publisher, topic, range(6, 8))
+        await received.until(5)
+
+    assert received.numbers == [0, 1, 2, 6, 7]
+    (gap,) = gaps
+    assert gap.reason == GAP_HISTORY_EMPTY
+    assert gap.after_publication == ids[-1]
+    assert sub.complete is False
