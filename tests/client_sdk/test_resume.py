@@ -9,12 +9,23 @@ it must miss, then the client re-joins, re-subscribes and recovers through
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from client_sdk import Backoff, Client, Event, Gap, PublishOptions, Session, SessionClosed, connect
+from client_sdk import (
+    Backoff,
+    Client,
+    Event,
+    Gap,
+    PublishOptions,
+    Session,
+    SessionClosed,
+    connect,
+    sync,
+)
 from client_sdk.resume import GAP_ANCHOR_LOST, GAP_HISTORY_EMPTY
 from client_sdk.transport import WebSocketTransport
 from tests.support.processes import BrokerProcess, start_broker
@@ -63,7 +74,7 @@ class Offline:
 
     def __init__(self, client: Client) -> None:
         self.left = asyncio.Event()
-        self.joined = 0
+        self.joined = client.joins
         self._gate = asyncio.Event()
         self._rejoined = asyncio.Event()
         client.on_leave(self._hold)
@@ -212,3 +223,47 @@ async def test_realm_without_history_reports_the_gap(broker: BrokerProcess) -> N
     assert gap.reason == GAP_HISTORY_EMPTY
     assert gap.after_publication == ids[-1]
     assert sub.complete is False
+
+
+def test_sync_client_resumes_with_handlers_in_its_event_thread(broker: BrokerProcess) -> None:
+    topic = "com.resume.sync"
+    numbers: list[int] = []
+    threads: set[str] = set()
+    arrived = threading.Condition()
+
+    def on_event(event: Event) -> None:
+        with arrived:
+            numbers.append(event.args[0])
+            threads.add(threading.current_thread().name)
+            arrived.notify_all()
+
+    def until(count: int) -> None:
+        with arrived:
+            assert arrived.wait_for(lambda: len(numbers) >= count, 15), numbers
+
+    with (
+        sync.SyncClient(broker.url, "realm1", backoff=FAST) as client,
+        sync.connect(broker.url, "realm1") as publisher,
+    ):
+        runner = client._runner
+        offline = runner.run(_offline(client.client))
+        sub = client.subscribe(topic, on_event, resume=True, on_gap=print)
+        for n in range(5):
+            publisher.publish(topic, n, options=ACK)
+        until(5)
+        runner.loop.call_soon_threadsafe(cut, client.client.session)
+        runner.run(asyncio.wait_for(offline.left.wait(), 15))
+        for n in range(5, 25):
+            publisher.publish(topic, n, options=ACK)
+        runner.run(offline.release())
+        assert client.recovered(sub, 15) is True
+        publisher.publish(topic, 25, options=ACK)
+        until(26)
+
+    assert numbers == list(range(26))
+    assert len(threads) == 1 and threads != {threading.main_thread().name}
+    assert sub.complete and sub.gaps == []
+
+
+async def _offline(client: Client) -> Offline:
+    return Offline(client)
