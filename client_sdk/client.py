@@ -110,6 +110,11 @@ class ClientSubscription:
         return self._resumer.last_publication if self._resumer is not None else None
 
     @property
+    def replayed(self) -> int:
+        """How many events were delivered from the router's history so far (resume only)."""
+        return self._resumer.replayed if self._resumer is not None else 0
+
+    @property
     def gaps(self) -> list[Gap]:
         """Every gap reported so far (resume only)."""
         return list(self._resumer.gaps) if self._resumer is not None else []
@@ -330,6 +335,10 @@ class Client:
             finally:
                 joined.cancel()
                 stopped.cancel()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the client has stopped (``stop()``, a fatal error or ``max_attempts``)."""
+        await self._stopped.wait()
 
     async def stop(self) -> None:
         """Leave the session (GOODBYE) and stop reconnecting (idempotent)."""

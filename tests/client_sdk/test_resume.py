@@ -9,6 +9,9 @@ it must miss, then the client re-joins, re-subscribes and recovers through
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +31,7 @@ from client_sdk import (
 )
 from client_sdk.resume import GAP_ANCHOR_LOST, GAP_HISTORY_EMPTY
 from client_sdk.transport import WebSocketTransport
-from tests.support.processes import BrokerProcess, start_broker
+from tests.support.processes import ROOT, BrokerProcess, start_broker
 
 CONFIG = """
 [[realm]]
@@ -267,3 +270,52 @@ def test_sync_client_resumes_with_handlers_in_its_event_thread(broker: BrokerPro
 
 async def _offline(client: Client) -> Offline:
     return Offline(client)
+
+
+async def wampc(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "client_sdk.cli",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+async def stderr_line(proc: asyncio.subprocess.Process, text: str) -> str:
+    """The first stderr line of ``proc`` containing ``text`` (15 s at most)."""
+    assert proc.stderr is not None
+    async with asyncio.timeout(15):
+        while True:
+            line = (await proc.stderr.readline()).decode()
+            if not line:
+                raise AssertionError(f"wampc exited before printing {text!r}")
+            if text in line:
+                return line
+
+
+async def test_wampc_sub_resume_prints_missed_events_once_in_order(broker: BrokerProcess) -> None:
+    topic = "com.resume.cli"
+    proc = await wampc("sub", topic, "--resume", "--url", broker.url, "--count", "20")
+    try:
+        await stderr_line(proc, f"subscribed to {topic}")
+        async with connect(broker.url, "realm1") as publisher:
+            await publish_range(publisher, topic, range(0, 5))
+            listed = await publisher.call("wamp.session.list")
+            (victim,) = [sid for sid in listed.args[0] if sid != publisher.id]
+            await publisher.call("wamp.session.kill", victim)
+            await publish_range(publisher, topic, range(5, 15))
+            resumed = await stderr_line(proc, f"resumed {topic}")
+            await publish_range(publisher, topic, range(15, 20))
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [line["args"][0] for line in lines] == list(range(20))
+    assert "complete" in resumed and "gap" not in resumed
