@@ -319,3 +319,31 @@ async def test_wampc_sub_resume_prints_missed_events_once_in_order(broker: Broke
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert [line["args"][0] for line in lines] == list(range(20))
     assert "complete" in resumed and "gap" not in resumed
+
+
+async def test_client_event_stream_resumes(broker: BrokerProcess) -> None:
+    topic = "com.resume.short.stream"  # prefix rule: 1000 kept
+    told: asyncio.Queue[Gap] = asyncio.Queue()
+
+    async def on_gap(gap: Gap) -> None:
+        await told.put(gap)
+
+    client = Client(broker.url, "realm1", backoff=FAST)
+    offline = Offline(client)
+    async with client, connect(broker.url, "realm1") as publisher:
+        async with client.events(topic, resume=True, on_gap=on_gap) as stream:
+            sub = stream.subscription
+            await publish_range(publisher, topic, range(0, 3))
+            got = [(await asyncio.wait_for(anext(stream), 15)).args[0] for _ in range(3)]
+            cut(client.session)
+            await asyncio.wait_for(offline.left.wait(), 15)
+            await publish_range(publisher, topic, range(3, 8))
+            await offline.release()
+            assert await asyncio.wait_for(sub.recovered(), 15) is True
+            await publish_range(publisher, topic, range(8, 10))
+            for _ in range(7):
+                event = await asyncio.wait_for(anext(stream), 15)
+                got.append(event.args[0])
+                assert event.replayed == (3 <= event.args[0] < 8)
+    assert got == list(range(10))
+    assert told.empty() and sub.replayed == 5 and stream.dropped == 0

@@ -293,3 +293,18 @@ async def test_resumer_anchor_takes_the_newest_kept_publication() -> None:
     r2.deliver(live(9))
     await r2.anchor(Newest(kept), SUB)
     assert r2.last_publication == 9  # an event already delivered wins
+
+
+async def test_resumer_awaits_an_async_on_gap_before_going_live() -> None:
+    order: list[str] = []
+
+    async def on_gap(gap: Gap) -> None:
+        await asyncio.sleep(0)
+        order.append(f"gap {gap.reason}")
+
+    r = Resumer(TOPIC, lambda event: order.append(f"event {event.publication}"), on_gap)
+    r.deliver(live(1))
+    r.begin()
+    r.deliver(live(5))
+    await r.recover(FakeHistory([], features=False), SUB)
+    assert order == ["event 1", f"gap {GAP_NOT_SUPPORTED}", "event 5"]
