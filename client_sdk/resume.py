@@ -198,8 +198,8 @@ class Resumer:
         *,
         window: int = 4096,
         max_buffer: int = 10_000,
-        page_limit: int = 1000,
-        max_pages: int = 100,
+        page_limit: int = 5000,
+        max_pages: int = 40,
     ) -> None:
         self.topic = topic
         self.handler = handler
