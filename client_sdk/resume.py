@@ -217,6 +217,8 @@ class Resumer:
         self._recent: deque[int] = deque()
         self._seen: set[int] = set()
         self._buffer: deque[Event] | None = None
+        self._buffered: set[int] = set()  # IDs in the buffer
+        self._replayed_buffered: set[int] = set()  # … that the history delivered already
         self._overflow = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -242,6 +244,7 @@ class Resumer:
             self._overflow = True
         else:
             buffer.append(event)
+            self._buffered.add(event.publication)
         return None
 
     def _hand(self, event: Event) -> object:
@@ -272,6 +275,8 @@ class Resumer:
     def begin(self) -> None:
         """Buffer live events from now on (call before re-subscribing)."""
         self._buffer = deque()
+        self._buffered.clear()
+        self._replayed_buffered.clear()
         self._overflow = False
         self._idle.clear()
 
@@ -281,6 +286,8 @@ class Resumer:
         The buffered events were not handed over, so the next recovery fetches them.
         """
         self._buffer = None
+        self._buffered.clear()
+        self._replayed_buffered.clear()
         self._idle.set()
 
     async def anchor(self, session: HistorySession, subscription: int) -> None:
@@ -337,6 +344,8 @@ class Resumer:
                         await gap(step)
                         continue
                     for event in step:
+                        if event.publication in self._buffered:
+                            self._replayed_buffered.add(event.publication)
                         self._hand_from_task(event, session)
                     replayed += len(step)
                     self.replayed += len(step)
@@ -360,9 +369,18 @@ class Resumer:
         )
 
     def _go_live(self, session: HistorySession) -> None:
-        """Deliver the buffered live events (duplicates dropped) and stop buffering."""
+        """Deliver the buffered live events (duplicates dropped) and stop buffering.
+
+        An event the history delivered is dropped even when it left the ``window``
+        meanwhile (a long replay while events kept arriving).
+        """
         buffer, self._buffer = self._buffer, None
+        replayed, self._replayed_buffered = self._replayed_buffered, set()
+        self._buffered = set()
         for event in buffer or ():
+            if event.publication in replayed:
+                self.duplicates += 1
+                continue
             self._hand_from_task(event, session)
 
     async def _report(self, gap: Gap) -> None:

@@ -250,6 +250,18 @@ async def test_resumer_gives_up_quietly_when_the_session_ends() -> None:
     assert [e.publication for e in got] == kept and r.complete
 
 
+async def test_resumer_drops_buffered_events_the_history_delivered_beyond_the_window() -> None:
+    kept = ids(12)
+    r, got, gaps = resumer(window=2, page_limit=3)
+    r.deliver(live(kept[0]))
+    r.begin()
+    for publication in kept[3:]:  # 9 buffered, all also in the history: overlap > window
+        r.deliver(live(publication))
+    await r.recover(FakeHistory(kept), SUB)
+    assert [e.publication for e in got] == kept
+    assert r.duplicates == 9 and r.complete and gaps == []
+
+
 async def test_resumer_forgets_ids_beyond_its_window() -> None:
     r, got, _ = resumer(window=3)
     for publication in (1, 2, 3, 4):
