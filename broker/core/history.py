@@ -12,10 +12,14 @@ monotonic integer from 1, and a timestamp) and ``query`` a subscription's events
 ``MemoryHistoryStore`` is the in-process implementation, bounded three ways: per topic
 by count (``limit``) and age (``ttl``), and per realm by an estimate of the bytes held
 (``max_bytes``; the oldest events of the realm go first). A topic whose history becomes
-empty is forgotten; its offsets then start again at 1 with a new ``epoch``. A Redis
-implementation keeps one stream per topic and answers the same queries; the selection
-rules (anchors, time bounds, order, limit) are the pure function ``select``, shared by
-every implementation. protocol_spec/wamp.md ("Event history") is the prose.
+empty is forgotten; its offsets then start again at 1 with a new ``epoch``.
+
+A Redis implementation keeps one stream per topic, written by the cross-node publish
+script, and applies the same selection rules to what it reads: anchors, time bounds,
+order and limit are the pure function ``select``, shared by every implementation. Its
+offsets and reads arrive asynchronously, so it will need ``append`` to accept an offset
+known later and ``wamp.subscription.get_events`` to answer later (internal procedures
+answer synchronously today). protocol_spec/wamp.md ("Event history") is the prose.
 
 Sans-I/O: the clock is injected (``time.time`` by default), nothing here waits.
 """
@@ -229,18 +233,29 @@ def _in_time(ts: int, q: HistoryQuery) -> bool:
 
 def estimate_size(value: Any) -> int:
     """Bytes ``value`` holds, counting containers and their contents (shared parts twice)."""
+    getsizeof = sys.getsizeof
     total = 0
     stack = [value]
     while stack:
         item = stack.pop()
-        total += sys.getsizeof(item)
-        kind = type(item)
-        if kind is dict:
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif kind is list or kind is tuple:
-            stack.extend(item)
+        total += getsizeof(item)
+        if type(item) is dict:
+            for key, inner in item.items():
+                total += getsizeof(key)
+                if type(inner) in _CONTAINERS:
+                    stack.append(inner)
+                else:
+                    total += getsizeof(inner)
+        elif type(item) in _CONTAINERS:
+            for inner in item:
+                if type(inner) in _CONTAINERS:
+                    stack.append(inner)
+                else:
+                    total += getsizeof(inner)
     return total
+
+
+_CONTAINERS = frozenset({dict, list, tuple})
 
 
 # --- the in-memory store ------------------------------------------------------------------
@@ -293,8 +308,7 @@ class MemoryHistoryStore:
             state = self._topics[event.topic] = _Topic(event.topic, rule)
         state.last_offset += 1
         offset = state.last_offset
-        size = EVENT_OVERHEAD + estimate_size(event.details) + estimate_size(event.args)
-        size += estimate_size(event.kwargs)
+        size = EVENT_OVERHEAD + estimate_size((event.details, event.args, event.kwargs))
         if size <= self.max_bytes:
             self._seq += 1
             state.events.append(StoredEvent(event, offset, self._seq, now, size))

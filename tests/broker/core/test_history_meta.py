@@ -196,6 +196,18 @@ def test_testaments_are_kept_like_publications(world: World) -> None:
     assert payloads(get_events(reader, sub)[0]) == ["gone"]
 
 
+def test_events_from_other_nodes_are_kept_with_their_filters(world: World) -> None:
+    reader = world.client(authid="bob")
+    sub = subscribe(reader, "com.chat")
+    broker = world.router.realms["realm1"].broker
+    broker.deliver_remote("com.chat", 11, {}, ["remote"], None, None)
+    broker.deliver_remote("com.chat", 12, {}, ["not bob"], None, {"exclude_authid": ["bob"]})
+    broker.deliver_remote("com.chat", 13, {}, ["by session"], None, {"eligible": [1]})
+    reader.take()
+    events = get_events(reader, sub)[0]
+    assert [(e["publication"], e["args"][0]) for e in events] == [(11, "remote")]
+
+
 def test_authid_and_authrole_lists_filter_each_reader(world: World) -> None:
     publisher, admin, bob = world.client(), world.client(), world.client(authid="bob")
     admin.session.authrole = "admin"  # a second role without configuring authentication

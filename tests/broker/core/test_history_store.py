@@ -91,7 +91,7 @@ def test_a_topic_whose_history_expired_starts_a_new_epoch() -> None:
 
 
 def test_the_byte_bound_drops_the_oldest_events_of_the_realm_first() -> None:
-    size = EVENT_OVERHEAD + estimate_size({}) + estimate_size([1]) + estimate_size(None)
+    size = EVENT_OVERHEAD + estimate_size(({}, [1], None))
     store = MemoryHistoryStore(max_bytes=3 * size)
     a, b = HistoryRule("com.a", limit=100), HistoryRule("com.b", limit=100)
     store.append(a, event("com.a", 1))
