@@ -28,6 +28,7 @@ import tracemalloc
 from dataclasses import dataclass
 
 from broker.core.history import HistoryRule, HistorySettings, RealmHistory
+from broker.core.publication import Publication
 
 MIB = 1024 * 1024
 
@@ -86,7 +87,7 @@ def run_case(case: Case, trace: bool) -> dict[str, object]:
         for topic in topics:
             publication += 1
             args, kwargs = _payload(publication)
-            history.record(topic, publication, {}, args, kwargs, None)
+            history.record(Publication(topic, publication, {}, args, kwargs))
     elapsed = time.perf_counter() - start
     if trace:
         traced, _peak = tracemalloc.get_traced_memory()
@@ -110,8 +111,9 @@ def hook_cost(n: int = 200_000) -> dict[str, float]:
     out: dict[str, float] = {}
     for label, history in (("no_rules", none), ("topic_without_rule", other)):
         start = time.perf_counter()
-        for i in range(n):
-            history.record("com.bench.free", i, {}, None, None, None)
+        publication = Publication("com.bench.free", 1, {})
+        for _ in range(n):
+            history.record(publication)
         out[label] = round((time.perf_counter() - start) / n * 1e6, 3)
     return out
 

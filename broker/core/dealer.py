@@ -517,36 +517,58 @@ class Dealer:
     # --- YIELD / ERROR from callees --------------------------------------------------
     def yield_(self, session: Session, msg: Yield) -> None:
         """Handle YIELD: forward RESULT (progressive or final) to the caller."""
-        pending = session.invocations.get(msg.request)
+        progress = msg.options.get("progress") is True
+        self.answer_result(session, msg.request, progress, msg.args, msg.kwargs)
+
+    def invocation_error(self, session: Session, msg: Error) -> None:
+        """Handle ERROR for an INVOCATION: forward it to the caller as a CALL error."""
+        self.answer_error(session, msg.request, msg.details, msg.error, msg.args, msg.kwargs)
+
+    def answer_result(
+        self,
+        callee: Session,
+        request: int,
+        progress: bool,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> None:
+        """Callee ``callee`` answered its invocation ``request`` (a YIELD, or a remote result).
+
+        A remote callee's node calls this directly: nothing is rebuilt into a YIELD.
+        """
+        pending = callee.invocations.get(request)
         if pending is None:
             return  # late answer to a call that was canceled or timed out
-        progress = msg.options.get("progress") is True
         if progress:
             if pending.receive_progress and not pending.canceled:
                 pending.caller.peer.send(
-                    Result(pending.call_request, {"progress": True}, msg.args, msg.kwargs)
+                    Result(pending.call_request, {"progress": True}, args, kwargs)
                 )
             return
         self._finish(pending)
         if not pending.canceled:
-            pending.caller.peer.send(Result(pending.call_request, {}, msg.args, msg.kwargs))
+            pending.caller.peer.send(Result(pending.call_request, {}, args, kwargs))
 
-    def invocation_error(self, session: Session, msg: Error) -> None:
-        """Handle ERROR for an INVOCATION: forward it to the caller as a CALL error."""
-        pending = session.invocations.get(msg.request)
+    def answer_error(
+        self,
+        callee: Session,
+        request: int,
+        details: dict[str, Any],
+        error: str,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> None:
+        """Callee ``callee`` failed its invocation ``request`` (an ERROR, or a remote error).
+
+        A remote callee's node calls this directly: nothing is rebuilt into an ERROR.
+        """
+        pending = callee.invocations.get(request)
         if pending is None:
             return
         self._finish(pending)
         if not pending.canceled:
             pending.caller.peer.send(
-                Error(
-                    MessageType.CALL,
-                    pending.call_request,
-                    msg.details,
-                    msg.error,
-                    msg.args,
-                    msg.kwargs,
-                )
+                Error(MessageType.CALL, pending.call_request, details, error, args, kwargs)
             )
 
     # --- CANCEL and timeouts ------------------------------------------------------------

@@ -40,11 +40,10 @@ from .ids import random_id
 from .matching import UriMap, pattern_matches
 
 if TYPE_CHECKING:
-    from .pubsub import DeliveryFilter
+    from .publication import Publication
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
-    "HistoryEvent",
     "HistoryPage",
     "HistoryQuery",
     "HistoryRule",
@@ -102,28 +101,15 @@ class HistorySettings:
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryEvent:
-    """One publication as history keeps it (never one with session-ID black/whitelists)."""
-
-    topic: str
-    publication: int
-    details: dict[str, Any]
-    args: list[Any] | None
-    kwargs: dict[str, Any] | None
-    filter: DeliveryFilter | None
-    """Who may see it: the publication's authid/authrole eligible/exclude lists."""
-
-
-@dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """An event in a topic's history: its offset, ordering key and timestamp.
+    """A publication in its topic's history: its offset, ordering key and timestamp.
 
     ``order`` sorts events of different topics of one realm in the order the store
     received them (a pattern subscription's history merges topics by it).
     ``timestamp`` is milliseconds since the Unix epoch.
     """
 
-    event: HistoryEvent
+    event: Publication
     offset: int
     order: int
     timestamp: int
@@ -171,7 +157,7 @@ class HistoryPage:
 class HistoryStore(Protocol):
     """Where one realm's event history lives; called synchronously by the core."""
 
-    def append(self, rule: HistoryRule, event: HistoryEvent) -> int:
+    def append(self, rule: HistoryRule, event: Publication) -> int:
         """Keep ``event`` under ``rule``'s bounds; return its per-topic offset."""
         ...
 
@@ -183,7 +169,7 @@ class HistoryStore(Protocol):
 # --- selection (shared by every store) ------------------------------------------------------
 def _position(events: Sequence[StoredEvent], publication: int) -> int | None:
     for index, stored in enumerate(events):
-        if stored.event.publication == publication:
+        if stored.event.id == publication:
             return index
     return None
 
@@ -300,7 +286,7 @@ class MemoryHistoryStore:
         return int(self._clock() * 1000)
 
     # --- HistoryStore ---------------------------------------------------------------------
-    def append(self, rule: HistoryRule, event: HistoryEvent) -> int:
+    def append(self, rule: HistoryRule, event: Publication) -> int:
         """Keep ``event``; return its offset in its topic (from 1, +1 per event)."""
         now = self._now()
         state = self._topics.get(event.topic)
@@ -434,15 +420,7 @@ class RealmHistory:
         self._cache[topic] = rule
         return rule
 
-    def record(
-        self,
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        delivery_filter: DeliveryFilter | None,
-    ) -> int | None:
+    def record(self, publication: Publication) -> int | None:
         """Keep a publication if a rule covers its topic; return its offset (None: not kept).
 
         A publication black/whitelisted by session ID is never kept (spec: session IDs
@@ -450,15 +428,15 @@ class RealmHistory:
         """
         if self._rules is None:
             return None
-        rule = self.rule_for(topic)
+        rule = self.rule_for(publication.topic)
         if rule is None:
             return None
+        delivery_filter = publication.filter
         if delivery_filter is not None and (
             delivery_filter.exclude or delivery_filter.eligible is not None
         ):
             return None
-        event = HistoryEvent(topic, publication, details, args, kwargs, delivery_filter)
-        return self.store.append(rule, event)
+        return self.store.append(rule, publication)
 
     def query(self, query: HistoryQuery, accept: Callable[[StoredEvent], bool]) -> HistoryPage:
         """The events of a subscription a caller may see (see ``HistoryStore.query``)."""

@@ -179,7 +179,7 @@ def _describe(sub_id: int, match: str, stored: StoredEvent) -> dict[str, Any]:
     out: dict[str, Any] = {
         "timestamp": format_time(stored.timestamp),
         "subscription": sub_id,
-        "publication": event.publication,
+        "publication": event.id,
         "details": details,
     }
     if event.args is not None:

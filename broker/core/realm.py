@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .auth import AnonymousAuthenticator, Authenticator
-from .cluster import Cluster, LocalCluster, RemoteView
+from .cluster import RemoteView
 from .dealer import Dealer
 from .history import HistorySettings, RealmHistory
 from .interfaces import Scheduler
+from .ports import Cluster, LocalCluster
 from .pubsub import Broker
 
 if TYPE_CHECKING:

@@ -28,12 +28,9 @@ from typing import Any
 from protocol_spec import errors
 from protocol_spec.messages import (
     Abort,
-    Authenticate,
     Call,
-    Challenge,
     Error,
     Goodbye,
-    Hello,
     Message,
     MessageType,
     Publish,
@@ -42,9 +39,15 @@ from protocol_spec.messages import (
     Subscribe,
     Welcome,
 )
-from protocol_spec.uri import is_valid_uri
 
-from .auth import Accept, AskChallenge, Authenticator, Consult, Deny, Outcome, Reply
+from .auth import (
+    Accept,
+    InlineOffload,
+    Offload,
+    Reply,
+)
+from .auth_flow import AuthFlow
+from .auth_guard import AuthGuard
 from .authorization import (
     ALLOW_ALL,
     Authorization,
@@ -57,7 +60,7 @@ from .features import welcome_roles
 from .ids import Counter, random_id
 from .interfaces import Peer, Scheduler
 from .meta import install_meta_api
-from .pubsub import Broker, DeliveryFilter
+from .pubsub import Broker, DeliveryFilter, Publication
 from .realm import Realm, RealmSettings
 from .session import Session, SessionState
 
@@ -90,7 +93,6 @@ MAX_BACKLOG = 1000
 """Messages a session may send while its authentication (or an authorizer) is deciding."""
 
 Handler = Callable[["Router", Session, Any], None]
-_ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +131,20 @@ class _ConsultPeer:
         return
 
 
-class Router:
+class Router(AuthFlow):
     """Realms, the sessions attached to them, and the message dispatch."""
 
-    def __init__(self, realms: Iterable[RealmSettings], scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        realms: Iterable[RealmSettings],
+        scheduler: Scheduler,
+        *,
+        offload: Offload | None = None,
+        guard: AuthGuard | None = None,
+    ) -> None:
         self.scheduler = scheduler
+        self.offload: Offload = offload if offload is not None else InlineOffload()
+        self.guard = guard if guard is not None else AuthGuard()
         self.realms: dict[str, Realm] = {}
         self.sessions: dict[int, Session] = {}
         # sessions whose authentication waits for a consulted procedure → held messages
@@ -245,82 +256,6 @@ class Router:
         if publish_testaments and session.testaments:
             _publish_testaments(realm.broker, session)
         realm.leave(session)
-
-    def _on_hello(self, session: Session, msg: Hello) -> None:
-        realm = self.realms.get(msg.realm) if is_valid_uri(msg.realm) else None
-        if realm is None:
-            self._abort(session, errors.NO_SUCH_REALM, f"no realm named {msg.realm!r}")
-            return
-        roles = msg.details.get("roles")
-        if not isinstance(roles, dict) or not roles or not set(roles) <= _ROLES:
-            self.protocol_violation(session, "HELLO.Details.roles must name the client's roles")
-            return
-        methods = msg.details.get("authmethods", ["anonymous"])
-        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
-            self.protocol_violation(session, "HELLO.Details.authmethods must be a list of strings")
-            return
-        session.client_roles = roles
-        session.hello_details = msg.details
-        session.requested_realm = realm.name
-        for method in methods or ["anonymous"]:
-            authenticator = realm.settings.authenticator(method)
-            if authenticator is not None:
-                session.pending_auth = (authenticator, None)
-                self._apply(
-                    session, realm, authenticator.hello(realm.name, session.id, msg.details)
-                )
-                return
-        self._abort(session, errors.NO_AUTH_METHOD, "no acceptable authentication method")
-
-    def _on_authenticate(self, session: Session, msg: Authenticate) -> None:
-        realm = self.realms.get(session.requested_realm)
-        authenticator, state = session.pending_auth
-        if realm is None:
-            self._abort(session, errors.NO_SUCH_REALM, "the realm went away")
-            return
-        self._apply(session, realm, authenticator.authenticate(state, msg.signature, msg.extra))
-
-    def _apply(self, session: Session, realm: Realm, outcome: Outcome) -> None:
-        if isinstance(outcome, Accept):
-            self._welcome(session, realm, outcome)
-        elif isinstance(outcome, AskChallenge):
-            authenticator: Authenticator = session.pending_auth[0]
-            session.pending_auth = (authenticator, outcome.state)
-            session.state = SessionState.CHALLENGED
-            session.peer.send(Challenge(outcome.authmethod, outcome.extra))
-        elif isinstance(outcome, Deny):
-            self._abort(session, outcome.reason, outcome.message)
-        elif isinstance(outcome, Consult):
-            self._consult(session, realm, outcome)
-
-    def _consult(self, session: Session, realm: Realm, consult: Consult) -> None:
-        """Call a dynamic authenticator; hold the session's messages until it answers."""
-        target = self.realms.get(consult.realm or realm.name)
-        if target is None:
-            self._abort(session, errors.AUTHENTICATION_FAILED, "authentication failed")
-            return
-        self._backlog[session.id] = []
-        request = self._consult_ids.next()
-
-        def done(reply: Reply) -> None:
-            backlog = self._backlog.pop(session.id, None)
-            if backlog is None or self.sessions.get(session.id) is not session:
-                return  # the session went away meanwhile
-            try:
-                outcome = consult.resume(reply)
-            except Exception:
-                log.exception("internal error in a dynamic authenticator's reply handler")
-                outcome = Deny()
-            self._apply(session, realm, outcome)
-            for message in backlog:
-                if session.state is SessionState.CLOSED:
-                    break  # while CLOSING the table still answers a held GOODBYE
-                self.receive(session, message)
-
-        self._consult_peer.waiting[request] = done
-        options = {"timeout": max(1, int(consult.timeout * 1000))}
-        call = Call(request, options, consult.procedure, consult.args, consult.kwargs)
-        target.dealer.call(self._consult_session, call)
 
     def consult_authorizer(
         self,
@@ -548,13 +483,9 @@ def _publish_testaments(broker: Broker, session: Session) -> None:
         # validated by wamp.session.add_testament
         delivery_filter = DeliveryFilter.from_options(testament.options)
         broker.deliver(
-            testament.topic,
-            random_id(),
-            {},
-            testament.args,
-            testament.kwargs,
-            None,
-            delivery_filter,
+            Publication(
+                testament.topic, random_id(), {}, testament.args, testament.kwargs, delivery_filter
+            )
         )
     session.testaments.clear()
 

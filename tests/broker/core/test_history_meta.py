@@ -9,6 +9,7 @@ import pytest
 
 from broker.core.authorization import Authorization, Permission, Role
 from broker.core.history import HistoryRule, HistorySettings, RealmHistory
+from broker.core.publication import Publication
 from broker.core.realm import RealmSettings
 from broker.core.router import AUTHORIZATION
 from protocol_spec import errors
@@ -200,9 +201,12 @@ def test_events_from_other_nodes_are_kept_with_their_filters(world: World) -> No
     reader = world.client(authid="bob")
     sub = subscribe(reader, "com.chat")
     broker = world.router.realms["realm1"].broker
-    broker.deliver_remote("com.chat", 11, {}, ["remote"], None, None)
-    broker.deliver_remote("com.chat", 12, {}, ["not bob"], None, {"exclude_authid": ["bob"]})
-    broker.deliver_remote("com.chat", 13, {}, ["by session"], None, {"eligible": [1]})
+    remote = Publication.remote_filter
+    broker.deliver_remote(Publication("com.chat", 11, {}, ["remote"]))
+    not_bob = remote({"exclude_authid": ["bob"]})
+    broker.deliver_remote(Publication("com.chat", 12, {}, ["not bob"], filter=not_bob))
+    by_session = remote({"eligible": [1]})
+    broker.deliver_remote(Publication("com.chat", 13, {}, ["by session"], filter=by_session))
     reader.take()
     events = get_events(reader, sub)[0]
     assert [(e["publication"], e["args"][0]) for e in events] == [(11, "remote")]

@@ -9,7 +9,6 @@ import pytest
 
 from broker.core.history import (
     EVENT_OVERHEAD,
-    HistoryEvent,
     HistoryQuery,
     HistoryRule,
     HistorySettings,
@@ -19,7 +18,7 @@ from broker.core.history import (
     estimate_size,
     select,
 )
-from broker.core.pubsub import DeliveryFilter
+from broker.core.publication import DeliveryFilter, Publication
 
 
 class FakeClock:
@@ -32,10 +31,8 @@ class FakeClock:
         return self.now
 
 
-def event(topic: str, publication: int, args: list[Any] | None = None) -> HistoryEvent:
-    return HistoryEvent(
-        topic, publication, {}, args if args is not None else [publication], None, None
-    )
+def event(topic: str, publication: int, args: list[Any] | None = None) -> Publication:
+    return Publication(topic, publication, {}, args if args is not None else [publication])
 
 
 def everything(stored: StoredEvent) -> bool:
@@ -44,7 +41,7 @@ def everything(stored: StoredEvent) -> bool:
 
 def pubs(store: MemoryHistoryStore, **query: Any) -> list[int]:
     page = store.query(HistoryQuery(**query), everything)
-    return [s.event.publication for s in page.events]
+    return [s.event.id for s in page.events]
 
 
 RULE = HistoryRule("com.t", limit=5)
@@ -141,26 +138,25 @@ def test_realm_rules_pick_the_most_specific_and_cache_the_answer() -> None:
     assert history.rule_for("com.ticker.usd") is narrow
     assert history.rule_for("com.other") is broad
     assert history.rule_for("org.other") is None
-    assert history.record("org.other", 1, {}, None, None, None) is None
+    assert history.record(Publication("org.other", 1, {})) is None
 
 
 def test_a_realm_without_rules_keeps_nothing() -> None:
     history = RealmHistory.in_memory(HistorySettings())
-    assert history.record("com.t", 1, {}, [1], None, None) is None
+    assert history.record(Publication("com.t", 1, {}, [1])) is None
     assert history.rule_for("com.t") is None
 
 
 def test_session_id_lists_are_never_kept_authid_and_authrole_lists_are() -> None:
     history = RealmHistory.in_memory(HistorySettings((RULE,)))
     by_session = DeliveryFilter(exclude=frozenset({5}))
-    assert history.record("com.t", 1, {}, None, None, by_session) is None
-    assert (
-        history.record("com.t", 2, {}, None, None, DeliveryFilter(eligible=frozenset({5}))) is None
-    )
+    assert history.record(Publication("com.t", 1, {}, filter=by_session)) is None
+    only = DeliveryFilter(eligible=frozenset({5}))
+    assert history.record(Publication("com.t", 2, {}, filter=only)) is None
     by_role = DeliveryFilter(eligible_authrole=frozenset({"admin"}))
-    assert history.record("com.t", 3, {}, None, None, by_role) == 1
+    assert history.record(Publication("com.t", 3, {}, filter=by_role)) == 1
     page = history.query(HistoryQuery("com.t"), everything)
-    assert [s.event.publication for s in page.events] == [3]
+    assert [s.event.id for s in page.events] == [3]
 
 
 # --- select: the rules every store applies ---------------------------------------------------
@@ -173,7 +169,7 @@ EVENTS = [stored(n) for n in range(1, 7)]  # publications 101..106, timestamps 1
 
 def chosen(**kw: Any) -> tuple[list[int], bool | None, bool]:
     page = select(EVENTS, HistoryQuery("com.t", **kw))
-    return [s.event.publication for s in page.events], page.anchor_found, page.more
+    return [s.event.id for s in page.events], page.anchor_found, page.more
 
 
 def test_select_order_and_limit() -> None:
