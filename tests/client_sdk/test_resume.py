@@ -192,7 +192,7 @@ async def test_subscriber_away_longer_than_the_history_is_told(broker: BrokerPro
     assert gap.topic == topic
     assert gap.after_publication == ids[-1]
     assert gap.replayed == 0  # the gap sits before the replayed events
-    assert gap.subscription == sub.current.id if sub.current else False
+    assert sub.current is not None and gap.subscription == sub.current.id
     assert sub.complete is False and sub.gaps == [gap]
 
 
