@@ -17,8 +17,8 @@ result's keyword arguments (protocol_spec/wamp.md, "Event history"). When recove
 cannot prove it missed nothing, ``on_gap`` receives a ``Gap`` naming the reason
 and ``complete`` is False until the next recovery.
 
-The procedure URI is defined here (``GET_EVENTS``): protocol_spec has no meta API
-constants module in this tree yet.
+The procedure URI is ``protocol_spec.meta.SUBSCRIPTION_GET_EVENTS`` (re-exported here as
+``GET_EVENTS``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol
+
+from protocol_spec import meta
 
 from .errors import ApplicationError, SessionClosed
 from .pubsub import EventHandler, event_from_history
@@ -54,7 +56,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GET_EVENTS: Final = "wamp.subscription.get_events"
+GET_EVENTS: Final = meta.SUBSCRIPTION_GET_EVENTS
 """The spec's event history procedure (Advanced Profile, "Event History")."""
 EVENT_HISTORY: Final = "event_history"
 """The broker feature a router announces in WELCOME when it keeps event history."""
