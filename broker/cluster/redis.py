@@ -41,8 +41,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from broker.core.ids import random_id
 from broker.core.ports import ClaimDone, Cluster, ClusterHost
@@ -65,6 +63,7 @@ from protocol_spec.cluster import (
 
 from . import keys
 from .claims import Claim, claim_reply, release_command
+from .connect import connect_clients, parse_redis_url, watch_master
 from .directory import Directory
 from .events import EventChannels
 from .keys import CONTROL
@@ -96,6 +95,8 @@ class RedisCluster(Cluster):
         self, url: str, node: str | None, host: ClusterHost, timing: ClusterTiming | None = None
     ) -> None:
         self.url = url
+        self.target = parse_redis_url(url)
+        """Single server or Sentinel (``broker.cluster.connect``)."""
         self.node = node or default_node_id()
         self.host = host
         self.timing = timing or ClusterTiming()
@@ -158,7 +159,9 @@ class RedisCluster(Cluster):
         try:
             await asyncio.wait_for(self._ever_connected.wait(), wait)
         except TimeoutError:
-            log.warning("cluster: Redis at %s not reachable yet; serving local traffic", self.url)
+            log.warning(
+                "cluster: Redis at %s not reachable yet; serving local traffic", self.target.display
+            )
 
     async def close(self, timeout: float = 3.0) -> None:
         """Flush what is queued, remove this node's state from Redis, disconnect."""
@@ -211,12 +214,8 @@ class RedisCluster(Cluster):
 
     async def _session(self, first: bool) -> None:
         """One connection to Redis, from connect to the first failure."""
-        no_retry = Retry(NoBackoff(), 0)
         timeout = max(self.timing.probe_timeout, 1.0)
-        cmd = Redis.from_url(
-            self.url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=no_retry
-        )
-        sub_client = Redis.from_url(self.url, socket_connect_timeout=timeout, retry=no_retry)
+        cmd, sub_client, master = await connect_clients(self.target, timeout)
         pubsub = sub_client.pubsub()
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -234,10 +233,16 @@ class RedisCluster(Cluster):
             self.link_state.move(LinkState.UP)
             await self.directory.republish(cmd)
             self._ever_connected.set()
-            log.info("cluster: node %s connected to %s", self.node, self.url)
+            where = self.target.display + (
+                f" (master {master.host}:{master.port})" if master else ""
+            )
+            log.info("cluster: node %s connected to %s", self.node, where)
             await self.directory.load_all(cmd)
             tasks.append(asyncio.create_task(self.directory.heartbeat(cmd)))
             tasks.append(asyncio.create_task(self.link.prober(cmd)))
+            if master is not None:  # Sentinel: end the session when the master moves
+                interval = self.timing.probe_interval
+                tasks.append(asyncio.create_task(watch_master(self.target, master, interval)))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()
