@@ -631,6 +631,7 @@ def load_settings(
     redis_url: str | None = None,
     node_id: str | None = None,
     workers: str | None = None,
+    supervisor_port: int | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge file, environment and flags into ``Settings``."""
@@ -680,5 +681,6 @@ def load_settings(
         node_id=node_id or env.get("BROKER_NODE_ID") or settings.node_id,
         development_default=development,
         workers=count,
+        supervisor_port=settings.supervisor_port if supervisor_port is None else supervisor_port,
     )
     return _check_scale(merged)
