@@ -9,14 +9,18 @@ Accepted ``--redis`` URLs::
 
 With Sentinel, the password (if any) is the data nodes' password; the sentinels
 themselves are reached without one. Each cluster session (``RedisCluster._session``)
-asks the sentinels for the current master of ``service_name`` once
-(``redis.asyncio.sentinel.Sentinel.discover_master``), checks with ``ROLE`` that the
-server really is a master, and opens both of its clients (commands, pub/sub) to that
-one address, so the two connections can never sit on different servers. While the
-session runs, ``watch_master`` asks the sentinels every ``interval`` seconds; when they
-name another master the session ends and the node reconnects to the new one (it
-re-subscribes everything and proves the link with a probe before it is ``up``). No
-master known: the session cannot start, the node stays degraded (``/readyz`` 503).
+asks every sentinel at once for the master of ``service_name`` (redis-py's asyncio
+``Sentinel``: ``SENTINEL MASTERS``, parsed) and takes the answer with the newest
+``config-epoch``, so a sentinel that has not heard of a failover yet cannot send the
+node back to the old master (which may still be up for a few seconds, not yet
+demoted). It checks with ``ROLE`` that the server really is a master and opens both
+of its clients (commands, pub/sub) to that one address: the two connections never sit
+on different servers. While the session runs, ``watch_master`` asks again every
+``probe_interval``; when the newest epoch names another master, or the sentinels
+report the master down, the session ends and the node reconnects with backoff (it
+re-subscribes everything and proves the pub/sub link with a probe before it is
+``up``). While no master is known the session cannot start: the node stays
+``degraded`` and ``/readyz`` answers 503.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -134,13 +138,22 @@ def _sentinel(target: RedisTarget, timeout: float) -> Sentinel:
 
 
 async def discover_master(target: RedisTarget, timeout: float) -> Endpoint:
-    """The address the sentinels give for the master (``MasterNotFoundError`` if none)."""
+    """The master the sentinels name with the newest configuration epoch.
+
+    Raises ``MasterNotFoundError`` when no sentinel answers or none knows a master in
+    good state. After a failover, sentinels that have not heard of it yet still name
+    the old master (which may even still be up for a while): the highest
+    ``config-epoch`` is the newest decision, so it wins over order and over majority.
+    """
     sentinel = _sentinel(target, timeout)
     try:
-        host, port = await sentinel.discover_master(target.service)
+        found = await _newest_master(sentinel, target.service)
     finally:
         await sentinel.aclose()
-    return Endpoint(str(host), int(port))
+    if found is None or found is _NO_ANSWER:
+        why = "no sentinel answered" if found is _NO_ANSWER else "no master in good state"
+        raise MasterNotFoundError(f"no master for {target.service!r}: {why}")
+    return found
 
 
 async def connect_clients(
@@ -186,37 +199,43 @@ async def connect_clients(
 _NO_ANSWER: Final = Endpoint("", 0)
 
 
-async def _sentinels_say(sentinel: Sentinel, service: str) -> Endpoint | None:
-    """The master the first sentinel with a usable answer names.
+async def _ask(client: Redis, service: str) -> tuple[int, Endpoint] | bool:
+    """One sentinel's view: (config epoch, master) if in good state; True: answered, no master."""
+    try:
+        masters: dict[str, dict[str, Any]] = await client.sentinel_masters()  # type: ignore[assignment]
+    except (RedisConnectionError, RedisTimeoutError):
+        return False
+    state = masters.get(service)
+    if not state or not state["is_master"] or state["is_sdown"] or state["is_odown"]:
+        return True
+    return int(state.get("config-epoch", 0)), Endpoint(str(state["ip"]), int(state["port"]))
 
-    None: a sentinel answered but knows no master in good state (failover under way);
-    ``_NO_ANSWER``: no sentinel could be reached.
+
+async def _newest_master(sentinel: Sentinel, service: str) -> Endpoint | None:
+    """Ask every sentinel at once; the master of the newest epoch.
+
+    None: sentinels answered but none names a master in good state (a failover is
+    under way); ``_NO_ANSWER``: no sentinel could be reached.
     """
-    answered = False
-    for client in sentinel.sentinels:
-        try:
-            masters: dict[str, dict[str, Any]] = await client.sentinel_masters()  # type: ignore[assignment]
-        except (RedisConnectionError, RedisTimeoutError):
-            continue
-        answered = True
-        state = masters.get(service)
-        if state and sentinel.check_master_state(state, service):
-            return Endpoint(str(state["ip"]), int(state["port"]))
-    return None if answered else _NO_ANSWER
+    answers = await asyncio.gather(*(_ask(c, service) for c in sentinel.sentinels))
+    views = [a for a in answers if isinstance(a, tuple)]
+    if views:
+        return max(views, key=lambda view: view[0])[1]
+    return None if any(a is True for a in answers) else _NO_ANSWER
 
 
 async def watch_master(target: RedisTarget, master: Endpoint, interval: float) -> None:
     """Return never while the sentinels name ``master``; raise ``MasterMoved`` when they don't.
 
     Sentinels that cannot be reached are no proof of a move (the other links notice a
-    dead master themselves); a sentinel naming another address, or reporting the
-    master down with no successor yet, ends the session.
+    dead master themselves); the newest epoch naming another address, or sentinels
+    reporting the master down with no successor yet, end the session.
     """
     sentinel = _sentinel(target, max(interval, 0.5))
     try:
         while True:
             await asyncio.sleep(interval)
-            now = await _sentinels_say(sentinel, target.service)
+            now = await _newest_master(sentinel, target.service)
             if now is _NO_ANSWER:
                 continue
             if now is None:
