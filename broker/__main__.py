@@ -159,7 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.workers > 1 and not worker:
         _configure_logging(settings, "supervisor")
         argv = sys.argv[1:] if argv is None else list(argv)
-        return asyncio.run(Supervisor(settings, argv).run())
+        try:
+            return asyncio.run(Supervisor(settings, argv).run())
+        except OSError as exc:
+            t = settings.transport
+            log.error("cannot listen on %s:%s: %s", t.host, t.port, exc.strerror)
+            return 1
     _configure_logging(settings, settings.node_id if worker else None)
     loop_factory = None
     if args.uvloop or os.environ.get("BROKER_UVLOOP", "") in ("1", "true", "yes"):

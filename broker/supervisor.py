@@ -192,17 +192,17 @@ class Supervisor:
         self.settings = settings
         self.argv = list(argv)
         self.count = settings.workers
+        mode = os.environ.get(SOCKETS_ENV, "reuseport")
+        self.reuseport = mode != "inherit" and hasattr(socket, "SO_REUSEPORT")
+        t = settings.transport
+        self.port_socket = _hold_port(t.host, t.port, listen=not self.reuseport)
+        self.port = int(self.port_socket.getsockname()[1])
         base = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self._dir = tempfile.mkdtemp(prefix="broker-workers-")
         self.workers = [
             _Worker(i, f"{base}-w{i}", os.path.join(self._dir, f"w{i}.sock"))
             for i in range(self.count)
         ]
-        mode = os.environ.get(SOCKETS_ENV, "reuseport")
-        self.reuseport = mode != "inherit" and hasattr(socket, "SO_REUSEPORT")
-        t = settings.transport
-        self.port_socket = _hold_port(t.host, t.port, listen=not self.reuseport)
-        self.port = int(self.port_socket.getsockname()[1])
         self.backoff = Backoff(initial=0.25, maximum=10.0, jitter=0.2)
         self._stopping = False
         self._all_ready = False
@@ -348,19 +348,24 @@ class Supervisor:
             t.path,
             mode,
         )
-        for worker in self.workers:
-            await self._spawn(worker)
-            worker.watcher = asyncio.create_task(self._watch(worker))
         routes: dict[str, AsyncRoute] = {
             "/metrics": self.metrics,
             "/readyz": self.readiness,
             "/healthz": _sync(lambda: (200, TEXT, "ok\n")),
         }
-        self._http = await asyncio.start_server(
-            _http_handler(routes), t.host, self.settings.supervisor_port
-        )
+        try:
+            self._http = await asyncio.start_server(
+                _http_handler(routes), t.host, self.settings.supervisor_port
+            )
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", t.host, self.settings.supervisor_port, exc)
+            self._cleanup()
+            return 1
         http_port = self._http.sockets[0].getsockname()[1]
         log.info("supervisor /metrics and /readyz on http://%s:%d", t.host, http_port)
+        for worker in self.workers:
+            await self._spawn(worker)
+            worker.watcher = asyncio.create_task(self._watch(worker))
         checker = asyncio.create_task(self._check())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -390,11 +395,14 @@ class Supervisor:
         for worker in self.workers:
             if worker.watcher is not None:
                 worker.watcher.cancel()
+        self._cleanup()
+        log.info("all workers stopped")
+
+    def _cleanup(self) -> None:
         if self._http is not None:
             self._http.close()
         self.port_socket.close()
         shutil.rmtree(self._dir, ignore_errors=True)
-        log.info("all workers stopped")
 
 
 class _Families:
