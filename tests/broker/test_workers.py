@@ -86,15 +86,29 @@ def redis() -> Iterator[RedisProcess]:
     server.kill()
 
 
-def _start(redis: RedisProcess, config: Path) -> Workers:
+def _start(redis: RedisProcess, config: Path, env: dict[str, str] | None = None) -> Workers:
     broker = start_broker(
-        "--workers", "2", "--redis", redis.url, "--config", str(config), "--supervisor-port", "0"
+        "--workers",
+        "2",
+        "--redis",
+        redis.url,
+        "--config",
+        str(config),
+        "--supervisor-port",
+        "0",
+        env=env,
     )
     try:
         return Workers(broker)
     except BaseException:
         broker.kill()
         raise
+
+
+@pytest.fixture(params=["reuseport", "inherit"])
+def sockets(request: pytest.FixtureRequest) -> str:
+    """How the workers share the port (``BROKER_WORKER_SOCKETS``)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -153,8 +167,20 @@ def test_more_than_one_worker_without_redis_is_refused() -> None:
 
 
 async def test_events_and_calls_cross_workers_and_metrics_cover_both(
-    workers: Workers, opened: list[Session]
+    sockets: str, redis: RedisProcess, tmp_path: Path, opened: list[Session]
 ) -> None:
+    config = tmp_path / "broker.toml"
+    config.write_text(TIMING, encoding="utf-8")
+    workers = _start(redis, config, {"BROKER_WORKER_SOCKETS": sockets})
+    try:
+        await _cross_workers(workers, opened)
+        via = "SO_REUSEPORT" if sockets == "reuseport" else "an inherited socket"
+        assert f"via {via}" in workers.broker.output
+    finally:
+        workers.broker.stop(30)
+
+
+async def _cross_workers(workers: Workers, opened: list[Session]) -> None:
     sub = await _on_worker(workers, "0", opened)
     pub = await _on_worker(workers, "1", opened)
     events: asyncio.Queue[Event] = asyncio.Queue()
