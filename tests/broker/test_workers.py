@@ -25,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import client_sdk
+from broker.config import ConfigError, load_settings
 from client_sdk import ApplicationError, Event
 from protocol_spec.backoff import Backoff
 from tests.support.processes import ROOT, BrokerProcess, RedisProcess, start_broker, start_redis
@@ -150,6 +151,24 @@ async def _until_registered(session: Session, procedure: str) -> None:
     while (await session.call("wamp.registration.match", procedure)).args[0] is None:
         assert time.monotonic() < deadline, f"{procedure} did not reach the other worker"
         await asyncio.sleep(0.05)  # between round trips
+
+
+def test_worker_counts_from_flag_environment_and_file(tmp_path: Path) -> None:
+    redis = {"BROKER_REDIS": "redis://127.0.0.1:6379/0"}
+    assert load_settings(environ={}).workers == 1
+    assert load_settings(workers="3", environ=redis).workers == 3
+    assert load_settings(environ={**redis, "BROKER_WORKERS": "auto"}).workers == (
+        os.cpu_count() or 1
+    )
+    config = tmp_path / "broker.toml"
+    config.write_text("[server]\nworkers = 2\nsupervisor_port = 9091\n", encoding="utf-8")
+    settings = load_settings(str(config), environ=redis)
+    assert (settings.workers, settings.supervisor_port) == (2, 9091)
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(ConfigError, match="positive integer"):
+            load_settings(workers=bad, environ=redis)
+    with pytest.raises(ConfigError, match="need a Redis URL"):
+        load_settings(str(config), environ={})
 
 
 def test_more_than_one_worker_without_redis_is_refused() -> None:

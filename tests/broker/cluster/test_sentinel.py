@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 
 import client_sdk
+from broker.cluster.connect import parse_redis_url
+from broker.config import ConfigError, load_settings
 from client_sdk import ApplicationError, Event
 from tests.support.processes import BrokerProcess
 from tests.support.sentinel import SentinelSet, start_sentinel_set
@@ -42,6 +44,51 @@ MAX_PUBLISHES = 20_000
 TRAFFIC_SECONDS = 60.0
 
 Session = client_sdk.Session
+
+
+@pytest.mark.parametrize(
+    ("url", "sentinels", "service", "db", "password"),
+    [
+        ("redis+sentinel://h1:26379/mymaster", (("h1", 26379),), "mymaster", 0, None),
+        (
+            "redis+sentinel://:s%40cret@h1:1,h2:2,[::1]:3/svc/4",
+            (("h1", 1), ("h2", 2), ("::1", 3)),
+            "svc",
+            4,
+            "s@cret",
+        ),
+    ],
+)
+def test_sentinel_urls_parse(
+    url: str, sentinels: tuple[tuple[str, int], ...], service: str, db: int, password: str | None
+) -> None:
+    target = parse_redis_url(url)
+    assert target.sentinel
+    assert tuple((e.host, e.port) for e in target.sentinels) == sentinels
+    assert (target.service, target.db, target.password) == (service, db, password)
+    assert "cret" not in target.display
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+sentinel://h1:26379", "service_name"),
+        ("redis+sentinel://h1/mymaster", "host:port"),
+        ("redis+sentinel:///mymaster", "no sentinel"),
+        ("redis+sentinel://h1:1/mymaster/x", "not a number"),
+        ("http://h1:1/0", "unsupported scheme"),
+    ],
+)
+def test_bad_redis_urls_are_configuration_errors(url: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        load_settings(redis_url=url, environ={})
+
+
+def test_single_server_urls_are_passed_through() -> None:
+    for url in ("redis://:pw@127.0.0.1:6379/2", "rediss://h:6380/0", "unix:///tmp/r.sock?db=1"):
+        target = parse_redis_url(url)
+        assert not target.sentinel and target.url == url
+        assert "pw" not in target.display
 
 
 @pytest.fixture
