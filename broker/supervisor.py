@@ -380,6 +380,12 @@ class Supervisor:
         """SIGTERM every worker, wait for their drain, SIGKILL what is left, clean up."""
         self._stopping = True
         log.info("signal received: draining %d workers", self.count)
+        for worker in self.workers:  # no restart from now on
+            if worker.watcher is not None:
+                worker.watcher.cancel()
+        await asyncio.gather(
+            *(w.watcher for w in self.workers if w.watcher), return_exceptions=True
+        )
         for worker in self.workers:
             if worker.process is not None and worker.process.returncode is None:
                 worker.process.send_signal(signal.SIGTERM)
@@ -392,9 +398,6 @@ class Supervisor:
                     log.warning("worker %d did not drain in time: SIGKILL", worker.index)
                     worker.process.kill()
             await asyncio.gather(*(w.process.wait() for w in self.workers if w.process))
-        for worker in self.workers:
-            if worker.watcher is not None:
-                worker.watcher.cancel()
         self._cleanup()
         log.info("all workers stopped")
 
