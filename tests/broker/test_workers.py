@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import client_sdk
 from broker.config import ConfigError, load_settings
-from client_sdk import ApplicationError, Event
+from client_sdk import ApplicationError, Event, PublishOptions
 from protocol_spec.backoff import Backoff
 from tests.support.processes import ROOT, BrokerProcess, RedisProcess, start_broker, start_redis
 
@@ -43,6 +43,8 @@ probe_timeout = 1.0
 DEATH_TIMEOUT = 10.0
 Session = client_sdk.Session
 _SUPERVISOR = re.compile(r"supervisor /metrics and /readyz on (http://[^\s]+)")
+
+ACK = PublishOptions(acknowledge=True)
 
 
 class Workers:
@@ -207,7 +209,7 @@ async def _cross_workers(workers: Workers, opened: list[Session]) -> None:
     await sub.register("workers.echo", lambda x: ["w0", x])
     await _until_registered(pub, "workers.echo")
     for i in range(3):
-        await pub.publish("workers.news", i, acknowledge=True)
+        await pub.publish("workers.news", i, options=ACK)
     got = [(await asyncio.wait_for(events.get(), 5)).args[0] for _ in range(3)]
     assert got == [0, 1, 2]
     assert (await pub.call("workers.echo", 7)).args == [["w0", 7]]
@@ -250,7 +252,7 @@ async def test_killed_worker_restarts_its_clients_reconnect_pending_calls_fail_f
         # its subscription is restored on whichever worker it reached: events flow again
         deadline = time.monotonic() + 10
         while True:
-            await caller.publish("workers.after", "again", acknowledge=True)
+            await caller.publish("workers.after", "again", options=ACK)
             try:
                 event = await asyncio.wait_for(events.get(), 0.5)
                 break

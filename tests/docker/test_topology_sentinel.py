@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import client_sdk
-from client_sdk import ApplicationError, Event
+from client_sdk import ApplicationError, Event, PublishOptions
 from tests.docker.topology import cluster_nodes, load_compose, native_broker
 from tests.support.processes import BrokerProcess, start_broker
 from tests.support.sentinel import SentinelSet, start_sentinel_set
@@ -29,6 +29,8 @@ pytestmark = pytest.mark.skipif(
     shutil.which("redis-sentinel") is None or shutil.which("redis-server") is None,
     reason="redis-server and redis-sentinel are needed (bash .ci/test.sh installs them)",
 )
+
+ACK = PublishOptions(acknowledge=True)
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ async def _crosses(pub: client_sdk.Session, events: asyncio.Queue[Event], label:
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
-            await pub.publish("topology.sentinel", label, acknowledge=True)
+            await pub.publish("topology.sentinel", label, options=ACK)
             while (await asyncio.wait_for(events.get(), 0.5)).args != [label]:
                 pass
             return

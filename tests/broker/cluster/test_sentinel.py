@@ -7,12 +7,18 @@ events and calls cross nodes again in both directions within 15 s of the promoti
 both nodes run on the new master with /readyz 200 (no deaf node), and every publish
 that was acknowledged arrived (the others got an error).
 
-That last guarantee is not this branch's alone: the router acknowledges a PUBLISH
-once it is queued for Redis, and a subscriber node that re-subscribes after the
-publisher's node reconnected misses what was published in between. Both are
-closed elsewhere (PUBLISHED after Redis took the event; the per-topic stream replayed
-after a link recovery, issue 11). Until then a loss is reported as an expected
-failure naming the lost publishes, after every other assertion passed.
+That last guarantee is not this branch's alone, and on this branch it does not hold
+yet; measured (SIGKILL case, three runs): 31, 37 and 209 acknowledged publishes lost
+of 74-250, the rest refused with ``wamp.error.unavailable``. Two causes, both closed
+by other work: the router sends PUBLISHED once the event is queued for Redis, so the
+publish in flight when the master dies is acknowledged and lost (the ``ack`` work:
+PUBLISHED after Redis took it); and the publisher's node is back on the new master
+up to a backoff step (≤ 2 s) before the subscriber's node has re-subscribed, and
+pub/sub keeps nothing for it (issue 11: the per-topic stream, replayed after a link
+recovery). Until both are merged a loss is reported as an expected failure, after
+every other assertion passed, naming the lost ranges; the SENTINEL FAILOVER case
+(no master outage) loses none. Once they are merged, turn ``pytest.xfail`` below
+into ``pytest.fail``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import pytest
 import client_sdk
 from broker.cluster.connect import parse_redis_url
 from broker.config import ConfigError, load_settings
-from client_sdk import ApplicationError, Event
+from client_sdk import ApplicationError, Event, PublishOptions
 from tests.support.processes import BrokerProcess
 from tests.support.sentinel import SentinelSet, start_sentinel_set
 
@@ -46,6 +52,8 @@ MAX_PUBLISHES = 20_000
 TRAFFIC_SECONDS = 60.0
 
 Session = client_sdk.Session
+
+ACK = PublishOptions(acknowledge=True)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +142,7 @@ class Traffic:
             if self.stop.is_set() or time.monotonic() > deadline:
                 return
             try:
-                await pub.publish(topic, i, acknowledge=True)
+                await pub.publish(topic, i, options=ACK)
                 self.acked.append(i)
             except ApplicationError as exc:
                 self.refused.append(exc.uri)
@@ -148,7 +156,7 @@ async def _crosses(
     deadline = time.monotonic() + timeout
     while True:
         try:
-            await pub.publish(topic, marker, acknowledge=True)
+            await pub.publish(topic, marker, options=ACK)
         except ApplicationError:
             pass  # the publisher's node has no master yet
         try:
@@ -227,12 +235,15 @@ async def test_failover_under_traffic_nodes_follow_the_new_master(
             assert await asyncio.to_thread(http_status, node.http_base, "/readyz") == 200
         # every acknowledged publish arrived (per-publisher order: the marker comes last)
         await _crosses(pub_a, "sentinel.to_b", to_b, "end", 5)
-        await pub_a.publish("sentinel.traffic", -1, acknowledge=True)
+        await pub_a.publish("sentinel.traffic", -1, options=ACK)
         await eventually(_async(lambda: traffic_in[-1:] == [-1]), what="last traffic event")
         assert set(traffic.refused) <= {"wamp.error.unavailable"}
         lost = sorted(set(traffic.acked) - set(traffic_in))
         if lost:  # see the module docstring: needs PUBLISHED-after-Redis and gap repair
-            pytest.xfail(f"{len(lost)} acknowledged publishes never arrived: {lost[:10]}")
+            pytest.xfail(
+                f"{len(lost)} of {len(traffic.acked)} acknowledged publishes never arrived "
+                f"(ranges {_ranges(lost)}; {len(traffic.refused)} refused)"
+            )
     finally:
         for session in sessions:
             if session.is_open:
@@ -246,3 +257,14 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return run
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 7]`` → ``"1-3, 7"``."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
