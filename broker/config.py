@@ -42,6 +42,7 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     node_timeout = 5.0          # heartbeat TTL: a silent node is dead after this
     probe_interval = 2.0        # seconds between pub/sub link probes
     probe_timeout = 2.0         # a probe not back by then: the link is rebuilt
+    command_timeout = 1.0       # a Redis command not answered by then: Redis is hung
 
     [[realm]]
     name = "realm1"
@@ -97,12 +98,17 @@ from broker.core.authorization import (
     Permission,
     Role,
 )
-from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
-from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
-from broker.transport.websocket import TransportSettings
+from broker.core.settings import DISCLOSE_POLICIES, RealmSettings, SessionLimits
 from protocol_spec.uri import is_reserved, is_valid_uri
 
-__all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings", "settings_from_toml"]
+__all__ = [
+    "DEFAULT_REALM",
+    "ConfigError",
+    "Settings",
+    "TransportSettings",
+    "load_settings",
+    "settings_from_toml",
+]
 
 DEFAULT_REALM = "realm1"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -110,6 +116,40 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    """Limits and timings of the WebSocket listener (``broker.transport.websocket``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/ws"
+    max_message_size: int = 4 * 1024 * 1024
+    max_write_buffer: int = 4 * 1024 * 1024
+    """Bytes waiting in one session's transport buffer before it is a slow consumer."""
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    close_timeout: float = 5.0
+    hello_timeout: float = 10.0
+    """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
+    max_sessions: int = 50_000
+    """Open connections per node; more are refused with HTTP 503."""
+    message_rate: float = 50_000.0
+    """Sustained messages per second per session (token bucket refill); 0 disables."""
+    message_burst: int = 100_000
+    """Token bucket size: messages a session may send above the rate at once."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""
+    tls_cert: str | None = None
+    """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        """``wss`` with TLS, ``ws`` without."""
+        return "wss" if self.tls_cert else "ws"
 
 
 @dataclass(frozen=True)
@@ -161,7 +201,13 @@ _POSITIVE = {
     "hello_timeout",
     "max_sessions",
 }
-_CLUSTER_TIMING_KEYS = {"heartbeat_interval", "node_timeout", "probe_interval", "probe_timeout"}
+_CLUSTER_TIMING_KEYS = {
+    "heartbeat_interval",
+    "node_timeout",
+    "probe_interval",
+    "probe_timeout",
+    "command_timeout",
+}
 _CLUSTER_KEYS = {"redis", "node_id"} | _CLUSTER_TIMING_KEYS
 _REALM_KEYS = {
     "name",
@@ -477,9 +523,7 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
     for key in ("disclose_publisher", "disclose_caller"):
         if key in table and table[key] not in DISCLOSE_POLICIES:
             raise ConfigError(f"[{section}] {key}: one of {sorted(DISCLOSE_POLICIES)}")
-    extra: dict[str, Any] = {LIMITS: limits}
-    if "role" in table:
-        extra[AUTHORIZATION] = _roles(section, table["role"])
+    authorization = _roles(section, table["role"]) if "role" in table else None
     authenticators = _authenticators(section, table.get("auth", {}), env)
     return RealmSettings(
         name=name,
@@ -490,22 +534,32 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
         disclose_publisher=table.get("disclose_publisher", "client"),
         disclose_caller=table.get("disclose_caller", "client"),
         authenticators=authenticators,
-        extra=extra,
+        authorization=authorization,
+        limits=limits,
     )
 
 
-def _protect_dynamic_authenticators(realms: tuple[RealmSettings, ...]) -> None:
-    """Only static rules may let a role register a dynamic authenticator (not an authorizer)."""
+def _protect_dynamic_authenticators(
+    realms: tuple[RealmSettings, ...],
+) -> tuple[RealmSettings, ...]:
+    """Only static rules may let a role register a dynamic authenticator (not an authorizer).
+
+    Returns the realms with each dynamic authenticator's procedure added to the
+    ``protected`` procedures of the realm it calls into.
+    """
+    protected: dict[str, set[str]] = {}
     for realm in realms:
         for authenticator in realm.authenticators:
             procedure = getattr(authenticator, "dynamic", None)
-            if not isinstance(procedure, str):
-                continue
-            target = getattr(authenticator, "dynamic_realm", "") or realm.name
-            for other in realms:
-                auth = other.extra.get(AUTHORIZATION)
-                if other.name == target and isinstance(auth, Authorization):
-                    auth.protect([procedure])
+            if isinstance(procedure, str):
+                target = getattr(authenticator, "dynamic_realm", "") or realm.name
+                protected.setdefault(target, set()).add(procedure)
+    return tuple(
+        replace(realm, authorization=realm.authorization.protecting(protected[realm.name]))
+        if realm.authorization is not None and realm.name in protected
+        else realm
+        for realm in realms
+    )
 
 
 # --- the whole file -------------------------------------------------------------------------
@@ -554,6 +608,11 @@ def settings_from_toml(
     log_table = data.get("log", {})
     _check_keys("server", server, _SERVER_KEYS)
     _check_keys("cluster", cluster, _CLUSTER_KEYS)
+    if (
+        "command_timeout" in cluster
+        and not _typed("cluster", "command_timeout", cluster["command_timeout"], (int, float)) > 0
+    ):
+        raise ConfigError("[cluster] command_timeout must be positive")
     _check_keys("log", log_table, {"level", "format"})
     updates, session_limits = _limits(data.get("limits", {}))
     for key, kind in (("host", str), ("port", int), ("path", str)):
@@ -572,7 +631,7 @@ def settings_from_toml(
     names = [r.name for r in realms]
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
-    _protect_dynamic_authenticators(realms)
+    realms = _protect_dynamic_authenticators(realms)
     return Settings(
         transport=transport,
         realms=realms,
@@ -667,7 +726,7 @@ def load_settings(
     realms = settings.realms
     development = not realms
     if development:
-        realms = (RealmSettings(name=DEFAULT_REALM, extra={LIMITS: settings.session_limits}),)
+        realms = (RealmSettings(name=DEFAULT_REALM, limits=settings.session_limits),)
     worker_text = workers or env.get("BROKER_WORKERS")
     flag = "--workers" if workers else "BROKER_WORKERS"
     count = parse_workers(worker_text, flag) if worker_text else settings.workers

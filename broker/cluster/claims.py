@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from broker.core.ports import ClaimDone, ClusterHost
+from broker.core.host import ClusterHost
+from broker.core.ports import ClaimDone
 from broker.core.session import Session
 from protocol_spec import errors
 from protocol_spec.cluster import CalleeRecord, CalleeRemoved

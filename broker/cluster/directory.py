@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.asyncio import Redis
 
-from broker.core.ports import ClusterHost
+from broker.core.host import ClusterHost
 from broker.core.session import Session
 from protocol_spec.cluster import (
     CalleeRecord,

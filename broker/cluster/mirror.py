@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.core.cluster import RemoteSession
+from broker.core.host import ClusterHost
 from broker.core.interfaces import EncodeCache
-from broker.core.ports import ClusterHost
 from broker.core.realm import Realm
-from protocol_spec import errors
+from protocol_spec import errors, meta
 from protocol_spec.cluster import (
     CalleeAdded,
     CalleeRecord,
@@ -40,6 +40,7 @@ from protocol_spec.cluster import (
     SubscriptionChanged,
     SubscriptionRecord,
 )
+from protocol_spec.errors import CloseCode
 from protocol_spec.messages import Error, Interrupt, Invocation, Message, Result
 
 from . import keys
@@ -106,7 +107,7 @@ class NodePeer:
         if build is not None:
             self.send_to(self.channel, build(self, message))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Stand-ins have no transport."""
 
 
@@ -170,7 +171,7 @@ class Mirror:
             return
         realm.remote.add_session(node, info)
         self.state(node).sessions.add((realm.name, sid))
-        realm.broker.publish_meta("wamp.session.on_join", [info])
+        realm.broker.publish_meta(meta.SESSION_ON_JOIN, [info])
 
     def _leave(self, msg: SessionLeft) -> None:
         realm = self._realm(msg.realm)
@@ -187,7 +188,7 @@ class Mirror:
         info = realm.remote.remove_session(sid)
         if info is not None:
             realm.broker.publish_meta(
-                "wamp.session.on_leave", [sid, info.get("authid"), info.get("authrole")]
+                meta.SESSION_ON_LEAVE, [sid, info.get("authid"), info.get("authrole")]
             )
 
     def _sub(self, msg: SubscriptionChanged) -> None:
@@ -336,7 +337,7 @@ class Mirror:
         for realm in self.host.realms.values():
             for info in realm.remote.drop_node(node):
                 realm.broker.publish_meta(
-                    "wamp.session.on_leave",
+                    meta.SESSION_ON_LEAVE,
                     [info["session"], info.get("authid"), info.get("authrole")],
                 )
 

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from protocol_spec import errors
-from protocol_spec.messages import Authenticate, Call, Challenge, Hello
+from protocol_spec.errors import CloseCode
+from protocol_spec.messages import Authenticate, Call, Challenge, Error, Hello, Message, Result
 from protocol_spec.uri import is_valid_uri
 
 from .auth import Accept, AskChallenge, Authenticator, Consult, Deny, Derive, Outcome, Reply
@@ -29,13 +30,36 @@ if TYPE_CHECKING:
     from .auth_guard import AuthGuard
     from .ids import Counter
     from .interfaces import Scheduler
-    from .router import _ConsultPeer
 
 __all__ = ["AuthFlow"]
 
 log = logging.getLogger(__name__)
 
 _ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
+
+
+class ConsultPeer:
+    """The ``Peer`` of the router's internal caller: hands RESULT/ERROR to callbacks."""
+
+    transport_info: dict[str, Any] = {"type": "internal"}
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, Callable[[Reply], None]] = {}
+
+    def send(self, message: Message, cache: Any = None) -> None:
+        if isinstance(message, Result):
+            reply = Reply(True, list(message.args or ()), dict(message.kwargs or {}))
+        elif isinstance(message, Error):
+            args, kwargs = list(message.args or ()), dict(message.kwargs or {})
+            reply = Reply(False, args, kwargs, message.error)
+        else:
+            return
+        callback = self.waiting.pop(message.request, None)
+        if callback is not None:
+            callback(reply)
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        return
 
 
 class AuthFlow:
@@ -48,7 +72,7 @@ class AuthFlow:
         offload: Offload
         guard: AuthGuard
         _backlog: dict[int, list[Any]]
-        _consult_peer: _ConsultPeer
+        _consult_peer: ConsultPeer
         _consult_session: Session
         _consult_ids: Counter
 

@@ -2,7 +2,7 @@
 
 The core never waits on the cluster: it *tells* the backend what happened locally
 (``Cluster`` methods, all synchronous and cheap). The backend acts on the core only
-through ``ClusterHost`` (find a realm, end a session) and the realm's roles
+through ``ClusterHost`` (broker.core.host: find a realm, end a session) and the realm's roles
 (``Broker.deliver_remote``, ``Dealer.add_remote_callee``, ``Dealer.answer_result`` …),
 or answers asynchronously (a registration claim, a Redis subscription becoming
 active). Both run on the one event loop, so no locks are needed.
@@ -15,35 +15,27 @@ The wire format between nodes is in protocol_spec/cluster.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .ids import random_id
 
 if TYPE_CHECKING:
-    from .dealer import Registration
     from .publication import Publication
-    from .pubsub import Subscription
-    from .realm import Realm
+    from .registration import Registration
     from .session import Session
+    from .subscription import Subscription
 
-__all__ = ["ClaimDone", "Cluster", "ClusterHost", "LocalCluster"]
+__all__ = ["ClaimDone", "Cluster", "LocalCluster", "PublishDone"]
 
 ClaimDone = Callable[[str | None, str, int, int], None]
 """Answer to a registration claim: (error URI or None, error text, registration ID, seq)."""
 
+PublishDone = Callable[[str | None], None]
+"""Outcome of an acknowledged publish: None once the other nodes' copy is accepted, else why not.
 
-class ClusterHost(Protocol):
-    """What a backend may use of the core (``Router`` is one)."""
-
-    @property
-    def realms(self) -> Mapping[str, Realm]:
-        """The realms this node serves, by name."""
-        ...
-
-    def kill(self, session: Session, reason: str, message: str | None) -> None:
-        """End a local session with GOODBYE ``reason`` (meta API kill from another node)."""
-        ...
+The broker answers PUBLISHED on None and ERROR ``wamp.error.unavailable`` otherwise.
+"""
 
 
 class Cluster:
@@ -62,8 +54,17 @@ class Cluster:
         """True while other nodes can be reached (always true when not distributed)."""
         return True
 
-    def publish(self, realm: str, publication: Publication) -> None:
-        """Send an event (already delivered locally) to the other nodes (and retain it)."""
+    def publish(
+        self, realm: str, publication: Publication, done: PublishDone | None = None
+    ) -> None:
+        """Send an event (already delivered locally) to the other nodes (and retain it).
+
+        ``done`` is given for acknowledged publishes only and is called exactly once: with
+        None once the event's cross-node writes were accepted, or with the reason they
+        were not (possibly before this returns). In one process it is accepted at once.
+        """
+        if done is not None:
+            done(None)
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """A local subscription (match, topic) is about to exist; ``done`` when live."""

@@ -4,18 +4,23 @@ A subscription is shared by every session subscribed to the same (match, topic);
 its ID is ``stable_id(realm, match, topic)`` so all cluster nodes agree on it.
 Each EVENT is built once per matching subscription and encoded once per
 serializer (the ``EncodeCache`` passed to every recipient's peer).
+
+An acknowledged PUBLISH on a distributed backend is answered only once the cluster
+accepted the event for the other nodes (PUBLISHED), or ERROR ``wamp.error.unavailable``
+when it could not (``Acknowledgements`` keeps each session's answers in request
+order). Unacknowledged publishes, and every publish on the local backend, are never held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from protocol_spec import errors
+from protocol_spec import errors, meta
 from protocol_spec.messages import (
     Error,
     Event,
+    Message,
     MessageType,
     Publish,
     Published,
@@ -31,50 +36,32 @@ from protocol_spec.uri import (
     is_valid_uri,
 )
 
+from .acknowledgements import Acknowledgements, Answer
 from .ids import random_id, stable_id
 from .matching import UriMap, pattern_matches
 from .publication import DeliveryFilter, Publication
 from .session import SessionState
+from .subscription import Subscription
 
 if TYPE_CHECKING:
-    from .realm import Realm
+    from .context import RealmContext
     from .session import Session
 
 Refuse = Callable[[str, str], None]
 """Refuse a PUBLISH: (error URI, text)."""
 
-__all__ = ["Broker", "DeliveryFilter", "Publication", "Subscription"]
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO 8601, as the meta API reports creation times."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Subscription:
-    """Every subscriber of one (match, topic) pair, sharing one subscription ID."""
-
-    __slots__ = ("created", "id", "match", "subscribers", "topic")
-
-    def __init__(self, sub_id: int, topic: str, match: str) -> None:
-        self.id = sub_id
-        self.topic = topic
-        self.match = match
-        self.created = now_iso()
-        self.subscribers: dict[int, Session] = {}
-
-    def info(self) -> dict[str, Any]:
-        """The subscription's description for the meta API."""
-        return {"id": self.id, "created": self.created, "uri": self.topic, "match": self.match}
+__all__ = ["Acknowledgements", "Broker", "DeliveryFilter", "Publication", "Subscription"]
 
 
 class Broker:
     """The pub/sub role of one realm."""
 
-    __slots__ = ("_by_id", "_subs", "realm", "retained")
+    __slots__ = ("_by_id", "_subs", "acks", "realm", "retained")
 
-    def __init__(self, realm: Realm) -> None:
+    def __init__(self, realm: RealmContext) -> None:
+        # the realm's name, sessions, settings, guard and cluster backend (not the Realm)
         self.realm = realm
+        self.acks = Acknowledgements()
         self._subs: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}
         self.retained: dict[str, Publication] = {}
@@ -155,8 +142,8 @@ class Broker:
         session.peer.send(Subscribed(msg.request, sub.id))
         if not already and not is_reserved(msg.topic):
             if created:
-                self.publish_meta("wamp.subscription.on_create", [session.id, sub.info()])
-            self.publish_meta("wamp.subscription.on_subscribe", [session.id, sub.id])
+                self.publish_meta(meta.SUBSCRIPTION_ON_CREATE, [session.id, sub.info()])
+            self.publish_meta(meta.SUBSCRIPTION_ON_SUBSCRIBE, [session.id, sub.id])
         if msg.options.get("get_retained") is True:
             self._send_retained(session, sub)
 
@@ -176,7 +163,8 @@ class Broker:
         session.peer.send(Unsubscribed(msg.request))
 
     def detach(self, session: Session) -> None:
-        """Drop every subscription the session holds (it is leaving)."""
+        """Drop every subscription and held PUBLISH answer of the session (it is leaving)."""
+        self.acks.forget(session)
         for sub_id in list(session.subscriptions):
             sub = self._by_id.get(sub_id)
             if sub is not None:
@@ -188,7 +176,7 @@ class Broker:
         session.subscriptions.discard(sub.id)
         quiet = is_reserved(sub.topic)
         if not quiet:
-            self.publish_meta("wamp.subscription.on_unsubscribe", [session.id, sub.id])
+            self.publish_meta(meta.SUBSCRIPTION_ON_UNSUBSCRIBE, [session.id, sub.id])
         cluster = self.realm.cluster
         if cluster.distributed:
             cluster.subscription_changed(self.realm.name, sub)
@@ -198,7 +186,7 @@ class Broker:
             if cluster.distributed:
                 cluster.unwatch(self.realm.name, sub.match, sub.topic)
             if not quiet:
-                self.publish_meta("wamp.subscription.on_delete", [session.id, sub.id])
+                self.publish_meta(meta.SUBSCRIPTION_ON_DELETE, [session.id, sub.id])
 
     # --- PUBLISH ---------------------------------------------------------------------
     def publish(self, session: Session, msg: Publish) -> None:
@@ -236,17 +224,41 @@ class Broker:
         self.deliver_local(publication, skip)
         if retain:
             self.retained[topic] = publication
-        if cluster.distributed:
+        if not cluster.distributed:
+            if acknowledge:
+                session.peer.send(Published(msg.request, publication.id))
+        elif acknowledge:
+            answer = self.acks.expect(session)
+            done = self._acknowledger(session, msg.request, publication.id, answer)
+            cluster.publish(self.realm.name, publication, done)
+        else:
             cluster.publish(self.realm.name, publication)
-        if acknowledge:
-            session.peer.send(Published(msg.request, publication.id))
+
+    def _acknowledger(
+        self, session: Session, request: int, publication_id: int, answer: Answer
+    ) -> Callable[[str | None], None]:
+        """The cluster's verdict on an acknowledged PUBLISH, turned into its answer."""
+
+        def done(error: str | None) -> None:
+            if error is None:
+                reply: Message = Published(request, publication_id)
+            else:
+                text = (
+                    f"the event may not reach subscribers on other nodes ({error}); it "
+                    "was delivered on this node and may still arrive elsewhere"
+                )
+                reply = Error(MessageType.PUBLISH, request, {}, errors.UNAVAILABLE, [text])
+            self.acks.resolve(session, answer, reply)
+
+        return done
 
     def _refuser(self, session: Session, request: int, acknowledge: bool) -> Refuse:
         """Answer a refused PUBLISH with ERROR (uri, text), only when acknowledged."""
 
         def refuse(uri: str, text: str) -> None:
             if acknowledge:
-                self._error(session, MessageType.PUBLISH, request, uri, text)
+                error = Error(MessageType.PUBLISH, request, {}, uri, [text])
+                self.acks.send(session, error)
 
         return refuse
 
@@ -278,7 +290,7 @@ class Broker:
         args, kwargs, delivery_filter = publication.args, publication.kwargs, publication.filter
         # security hook: a pattern subscription delivers only topics the receiver's
         # role may subscribe to (None: the realm is open, no check at all)
-        guard = self.realm.settings.extra.get("authorization")
+        guard = self.realm.guard
         for sub in subs:
             if sub.match == MATCH_EXACT:
                 event = Event(sub.id, pub_id, details, args, kwargs)
@@ -323,7 +335,7 @@ class Broker:
                 for topic, event in self.retained.items()
                 if pattern_matches(sub.match, sub.topic, topic)
             ]
-        guard = self.realm.settings.extra.get("authorization")  # security hook, see deliver
+        guard = self.realm.guard  # security hook, see deliver
         for event in candidates:
             if event.filter is not None and not event.filter.allows(session):
                 continue

@@ -35,69 +35,33 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, NegotiationError
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin, Subprotocol
 
+from broker.config import TransportSettings
 from broker.core.interfaces import EncodeCache
-from broker.core.router import RATE_LIMIT_EXCEEDED, Router
+from broker.core.router import Router
 from broker.core.session import Session, SessionState
 from broker.metrics import TransportStats
+from broker.transport.encoding import frame_for
 from protocol_spec import errors
-from protocol_spec.errors import ProtocolError
-from protocol_spec.messages import Message
+from protocol_spec.errors import RATE_LIMIT_EXCEEDED, CloseCode, ProtocolError
+from protocol_spec.messages import Message, MessageType
 from protocol_spec.serializers import SUBPROTOCOLS, Serializer, by_subprotocol
 
 __all__ = ["TransportSettings", "WebSocketPeer", "WebSocketTransport"]
 
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW_CONSUMER = 1008  # policy violation: the peer does not read fast enough
-CLOSE_POLICY = 1008  # rate limit, HELLO timeout
-CLOSE_TRY_AGAIN_LATER = 1013  # the node has max_sessions connections
 _SWEEP_INTERVAL = 1.0  # seconds between keepalive / HELLO-timeout sweeps
-
-
-@dataclass(frozen=True, slots=True)
-class TransportSettings:
-    """Limits and timings of the WebSocket listener."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    path: str = "/ws"
-    max_message_size: int = 4 * 1024 * 1024
-    max_write_buffer: int = 4 * 1024 * 1024
-    """Bytes waiting in one session's transport buffer before it is a slow consumer."""
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    open_timeout: float = 10.0
-    close_timeout: float = 5.0
-    hello_timeout: float = 10.0
-    """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
-    max_sessions: int = 50_000
-    """Open connections per node; more are refused with HTTP 503."""
-    message_rate: float = 50_000.0
-    """Sustained messages per second per session (token bucket refill); 0 disables."""
-    message_burst: int = 100_000
-    """Token bucket size: messages a session may send above the rate at once."""
-    allowed_origins: tuple[str, ...] = ()
-    """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""
-    tls_cert: str | None = None
-    """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
-    tls_key: str | None = None
-
-    @property
-    def scheme(self) -> str:
-        """``wss`` with TLS, ``ws`` without."""
-        return "wss" if self.tls_cert else "ws"
 
 
 def _frame(payload: bytes, opcode: int) -> bytes:
@@ -241,40 +205,31 @@ class WebSocketPeer:
         return self._closing is not None
 
     # --- outgoing ---------------------------------------------------------------------
-    def send(self, message: Message, cache: EncodeCache | None = None) -> None:
-        """Frame (once per serializer when a cache is shared) and write a message."""
+    def send(self, message: Message, cache: EncodeCache | None = None) -> bool:
+        """Frame (once per serializer when a cache is shared) and write a message.
+
+        Returns False only when this peer's serializer cannot carry the message
+        (``encoding.frame_for``: logged once, never raised); True otherwise, also when
+        the message is dropped because the connection is closing.
+        """
         if self._closing is not None or self._ws.protocol.state is not State.OPEN:
-            return
-        if cache is not None:
-            name = self.serializer.name
-            frame = cache.get(name)
-            if frame is None:
-                frame = cache[name] = self._encode(message)
-        else:
-            frame = self._encode(message)
+            return True
+        frame = frame_for(self.serializer, message, cache, self._frame)
         if frame is None:
-            return
+            return False
         transport = self._transport
         transport.write(frame)
         if transport.get_write_buffer_size() > self.max_write_buffer:
             self._overflow()
-            return
+            return True
         kind = message.TYPE
         self.stats.messages_out[kind] += 1
-        if kind == 50 or kind == 8:  # RESULT, ERROR: call latency and errors by URI
+        if kind == MessageType.RESULT or kind == MessageType.ERROR:  # call latency, errors
             self.stats.replied(self.calls_started, message)
+        return True
 
-    def _encode(self, message: Message) -> bytes | None:
-        try:
-            data = self.serializer.encode(message)
-        except (TypeError, ValueError, OverflowError) as exc:
-            # A payload another serializer accepted that this one cannot carry
-            # (e.g. NaN to JSON). Drop it for this peer only.
-            log.warning(
-                "cannot encode %s for %s: %s", type(message).__name__, self.serializer.name, exc
-            )
-            return None
-        return _frame(data.encode("utf-8") if isinstance(data, str) else data, self._opcode)
+    def _frame(self, payload: bytes) -> bytes:
+        return _frame(payload, self._opcode)
 
     def _overflow(self) -> None:
         log.warning(
@@ -283,7 +238,7 @@ class WebSocketPeer:
             self._transport.get_write_buffer_size(),
         )
         self.slow = True
-        self._closing = (CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER)
+        self._closing = (CloseCode.POLICY_VIOLATION, errors.SLOW_CONSUMER)
         self._closer = asyncio.ensure_future(self._close_stalled())
 
     async def _close_stalled(self) -> None:
@@ -291,7 +246,7 @@ class WebSocketPeer:
         ws = self._ws
         try:
             await asyncio.wait_for(
-                ws.close(CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER), ws.close_timeout or 5.0
+                ws.close(CloseCode.POLICY_VIOLATION, errors.SLOW_CONSUMER), ws.close_timeout or 5.0
             )
         except (TimeoutError, ConnectionClosed):
             pass
@@ -304,7 +259,7 @@ class WebSocketPeer:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             ws.transport.abort()
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the WebSocket with ``code`` after what was already sent."""
         if self._closing is None:
             self._closing = (code, reason)
@@ -340,7 +295,10 @@ class WebSocketPeer:
             if tokens < 1.0:
                 log.warning("session %d exceeded its message rate: closing", session.id)
                 router.abort(
-                    session, RATE_LIMIT_EXCEEDED, "message rate limit exceeded", CLOSE_POLICY
+                    session,
+                    RATE_LIMIT_EXCEEDED,
+                    "message rate limit exceeded",
+                    CloseCode.POLICY_VIOLATION,
                 )
                 return
             self._bucket = tokens - 1.0
@@ -351,13 +309,13 @@ class WebSocketPeer:
             return
         kind = message.TYPE
         self.stats.messages_in[kind] += 1
-        if kind == 48:  # CALL: start the latency clock
+        if kind == MessageType.CALL:  # start the latency clock
             TransportStats.start_call(self.calls_started, message.request)
         try:
             router.receive(session, message)
         except Exception:
             log.exception("internal error while handling a message of session %d", session.id)
-            self.close(1011, "internal error")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
 
 class WebSocketTransport:
@@ -479,7 +437,9 @@ class WebSocketTransport:
         assert session is not None
         router = self.router
         if len(self.connections) > self.settings.max_sessions:  # raced past the HTTP check
-            router.abort(session, errors.UNAVAILABLE, "too many sessions", CLOSE_TRY_AGAIN_LATER)
+            router.abort(
+                session, errors.UNAVAILABLE, "too many sessions", CloseCode.TRY_AGAIN_LATER
+            )
         log.info(
             "session %d opened from %s (%s)",
             session.id,
@@ -526,7 +486,7 @@ class WebSocketTransport:
                     session,
                     errors.TIMEOUT,
                     f"no WELCOME within {settings.hello_timeout:g} s",
-                    CLOSE_POLICY,
+                    CloseCode.POLICY_VIOLATION,
                 )
                 continue
             if not interval:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from broker.core.ports import ClusterHost
+from broker.core.host import ClusterHost
 from broker.core.realm import RealmSettings
 from broker.core.router import Router
 from broker.server import AsyncioScheduler
