@@ -20,7 +20,9 @@ on different servers. While the session runs, ``watch_master`` asks again every
 report the master down, the session ends and the node reconnects with backoff (it
 re-subscribes everything and proves the pub/sub link with a probe before it is
 ``up``). While no master is known the session cannot start: the node stays
-``degraded`` and ``/readyz`` answers 503.
+``degraded`` and ``/readyz`` answers 503, and instead of sleeping its backoff step it
+polls the sentinels every 0.1 s (``wait_for_new_master``), so every node reaches a
+newly promoted master within about 0.1 s of the others.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "RedisTarget",
     "connect_clients",
     "parse_redis_url",
+    "wait_for_new_master",
     "watch_master",
 ]
 
@@ -242,5 +245,30 @@ async def watch_master(target: RedisTarget, master: Endpoint, interval: float) -
                 raise MasterMoved(f"the sentinels report no master for {target.service!r}")
             if now != master:
                 raise MasterMoved(f"master moved to {now.host}:{now.port}")
+    finally:
+        await sentinel.aclose()
+
+
+async def wait_for_new_master(
+    target: RedisTarget, previous: Endpoint | None, limit: float, poll: float = 0.1
+) -> None:
+    """Sleep ``limit`` seconds, or less: until the sentinels name a master other than ``previous``.
+
+    The reconnection pause of a Sentinel node. Every node polls (every ``poll``
+    seconds) instead of sleeping its backoff step, so all nodes reach a newly promoted
+    master within about ``poll`` of each other; while the sentinels still name the
+    master that failed, the full backoff applies, so a dead master is not hammered.
+    """
+    deadline = asyncio.get_running_loop().time() + limit
+    sentinel = _sentinel(target, max(poll, 0.5))
+    try:
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(poll, left))
+            now = await _newest_master(sentinel, target.service)
+            if now is not None and now is not _NO_ANSWER and now != previous:
+                return
     finally:
         await sentinel.aclose()

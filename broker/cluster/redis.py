@@ -70,7 +70,13 @@ from protocol_spec.cluster import (
 
 from . import keys
 from .claims import Claim, claim_reply, release_command
-from .connect import connect_clients, parse_redis_url, watch_master
+from .connect import (
+    Endpoint,
+    connect_clients,
+    parse_redis_url,
+    wait_for_new_master,
+    watch_master,
+)
 from .directory import Directory
 from .events import EventChannels
 from .keys import CONTROL
@@ -128,6 +134,8 @@ class RedisCluster(Cluster):
         self._ever_connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cmd: Redis | None = None
+        self._master: Endpoint | None = None
+        """Sentinel: the master of the last session that connected."""
         self._inbox = keys.inbox(self.node)
 
     @property
@@ -206,7 +214,7 @@ class RedisCluster(Cluster):
             attempt = 0 if self.directory.connected_at else attempt + 1
             first = False
             self.directory.connected_at = 0.0
-            await asyncio.sleep(self.backoff.delay(attempt))
+            await self._pause(self.backoff.delay(attempt))
             self.link_state.move(LinkState.CONNECTING, "reconnecting")
 
     def _lost(self, exc: Exception, first: bool) -> None:
@@ -217,6 +225,13 @@ class RedisCluster(Cluster):
             log.warning("cluster: link to Redis lost (%s); serving local traffic", exc)
         to = LinkState.DEAF if isinstance(exc, LinkDeaf) else LinkState.DEGRADED
         self._degrade(to, str(exc) or type(exc).__name__)
+
+    async def _pause(self, delay: float) -> None:
+        """The backoff step; with Sentinel it ends early once another master is named."""
+        if self.target.sentinel:
+            await wait_for_new_master(self.target, self._master, delay)
+        else:
+            await asyncio.sleep(delay)
 
     def _degrade(self, to: LinkState, why: str) -> None:
         was = self.available
@@ -235,6 +250,7 @@ class RedisCluster(Cluster):
         try:
             await cmd.ping()
             self._cmd = cmd
+            self._master = master
             await pubsub.subscribe(CONTROL, keys.inbox(self.node))
             tasks.append(asyncio.create_task(self.link.read(pubsub, self._dispatch)))
             tasks.append(asyncio.create_task(self.link.subscriber(pubsub)))
