@@ -142,8 +142,10 @@ def _ready(sentinels: list[RedisProcess], timeout: float = 30.0) -> None:
 
 def start_sentinel_set(directory: Path) -> SentinelSet:
     """Start a master, its replica and three sentinels; wait until they all agree."""
-    master = start_redis()
-    replica = start_redis(extra=("--replicaof", "127.0.0.1", str(master.port)))
+    # --dir: a replica writes the RDB of its full sync to disk, keep it out of the tree
+    where = ("--dir", str(directory))
+    master = start_redis(extra=where)
+    replica = start_redis(extra=(*where, "--replicaof", "127.0.0.1", str(master.port)))
     sentinels: list[RedisProcess] = []
     deployment = SentinelSet([master, replica], sentinels)
     try:
