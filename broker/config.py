@@ -95,7 +95,7 @@ from broker.core.authorization import (
 )
 from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
 from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
-from broker.transport.websocket import TransportSettings
+from broker.transport.settings import TransportSettings
 from protocol_spec.uri import is_reserved, is_valid_uri
 
 __all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings", "settings_from_toml"]

@@ -21,7 +21,7 @@ from broker.config import Settings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
 from broker.metrics import CONTENT_TYPE, render
-from broker.transport.websocket import WebSocketTransport
+from broker.transport.listener import Listener
 
 __all__ = ["AsyncioScheduler", "BrokerServer"]
 
@@ -44,12 +44,12 @@ class AsyncioScheduler:
 
 
 class BrokerServer:
-    """One broker process: router + WebSocket listener."""
+    """One broker process: router + listeners (WebSocket, RawSocket, long-poll)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.router = Router(settings.realms, AsyncioScheduler())
-        self.transport = WebSocketTransport(self.router, settings.transport)
+        self.transport = Listener(self.router, settings.transport)
         self.transport.http_routes["/metrics"] = lambda: (200, CONTENT_TYPE, render(self))
         self.transport.http_routes["/readyz"] = self._readiness
         self.cluster: RedisCluster | None = None
