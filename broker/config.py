@@ -12,7 +12,16 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     port = 8080
     path = "/ws"
     drain_timeout = 10.0        # seconds to wait for sessions on shutdown
-    allowed_origins = []        # browser Origins allowed (empty: any)
+    allowed_origins = []        # browser Origins allowed (empty: any; also long-poll CORS)
+    rawsocket = true            # RawSocket on this port too (first octet 0x7F)
+    longpoll_path = "/lp"       # HTTP long-poll base path; "" disables long-poll
+
+    [[listener]]                # extra RawSocket-only sockets (repeatable)
+    type = "rawsocket"
+    host = "127.0.0.1"          # a TCP port ...
+    port = 8081
+    # path = "/run/broker/wamp.sock"   # ... or a Unix socket (stale file replaced)
+    # mode = 0o660                     # its permissions
 
     [tls]                       # serve wss:// (env: BROKER_TLS_CERT, BROKER_TLS_KEY)
     cert = "/etc/broker/cert.pem"
@@ -25,6 +34,8 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     ping_timeout = 20.0
     open_timeout = 10.0         # seconds for the opening handshake
     hello_timeout = 10.0        # seconds from connection to WELCOME
+    longpoll_session_timeout = 30.0  # seconds a long-poll session lives without a receive
+    longpoll_receive_timeout = 10.0  # seconds a long-poll receive is held when idle
     max_sessions = 50000        # open connections per node
     message_rate = 50000.0      # messages/s per session (token bucket); 0 disables
     message_burst = 100000
@@ -95,7 +106,7 @@ from broker.core.authorization import (
 )
 from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
 from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
-from broker.transport.settings import TransportSettings
+from broker.transport.settings import ListenerSettings, TransportSettings
 from protocol_spec.uri import is_reserved, is_valid_uri
 
 __all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings", "settings_from_toml"]
@@ -125,7 +136,16 @@ class Settings:
     session_limits: SessionLimits = field(default_factory=SessionLimits)
 
 
-_SERVER_KEYS = {"host", "port", "path", "drain_timeout", "allowed_origins"}
+_SERVER_KEYS = {
+    "host",
+    "port",
+    "path",
+    "drain_timeout",
+    "allowed_origins",
+    "rawsocket",
+    "longpoll_path",
+}
+_LISTENER_KEYS = {"type", "host", "port", "path", "mode"}
 _TRANSPORT_LIMITS: dict[str, type | tuple[type, ...]] = {
     "max_message_size": int,
     "max_write_buffer": int,
@@ -136,6 +156,8 @@ _TRANSPORT_LIMITS: dict[str, type | tuple[type, ...]] = {
     "max_sessions": int,
     "message_rate": (int, float),
     "message_burst": int,
+    "longpoll_session_timeout": (int, float),
+    "longpoll_receive_timeout": (int, float),
 }
 _SESSION_LIMITS = {"max_subscriptions", "max_registrations", "max_pending_calls"}
 _POSITIVE = {
@@ -144,6 +166,8 @@ _POSITIVE = {
     "open_timeout",
     "hello_timeout",
     "max_sessions",
+    "longpoll_session_timeout",
+    "longpoll_receive_timeout",
 }
 _CLUSTER_TIMING_KEYS = {"heartbeat_interval", "node_timeout", "probe_interval", "probe_timeout"}
 _CLUSTER_KEYS = {"redis", "node_id"} | _CLUSTER_TIMING_KEYS
@@ -156,7 +180,7 @@ _REALM_KEYS = {
     "auth",
     "role",
 }
-_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log"}
+_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener"}
 _ROLE_KEYS = {"name", "permissions", "authorizer", "authorizer_timeout", "authorizer_cache"}
 
 
@@ -515,6 +539,36 @@ def _limits(limits: Mapping[str, Any]) -> tuple[dict[str, Any], SessionLimits]:
     return updates, SessionLimits(**session)
 
 
+def _listeners(tables: Any) -> tuple[ListenerSettings, ...]:
+    """``[[listener]]`` entries: RawSocket-only TCP ports or Unix socket paths."""
+    if not isinstance(tables, list):
+        raise ConfigError("[listener] must be an array of tables ([[listener]])")
+    found = []
+    for index, table in enumerate(tables):
+        section = f"listener #{index + 1}"
+        _check_keys(section, table, _LISTENER_KEYS)
+        kind = _typed(section, "type", table.get("type", "rawsocket"), str)
+        if kind != "rawsocket":
+            raise ConfigError(f'[{section}] type: only "rawsocket" is supported')
+        path = table.get("path")
+        port = table.get("port")
+        if (path is None) == (port is None):
+            raise ConfigError(f"[{section}] give a port (TCP) or a path (Unix socket)")
+        if path is not None:
+            _typed(section, "path", path, str)
+            mode = _typed(section, "mode", table.get("mode", 0o660), int)
+            if not 0 <= mode <= 0o777:
+                raise ConfigError(f"[{section}] mode: expected permission bits like 0o660")
+            found.append(ListenerSettings(path=path, mode=mode))
+        else:
+            port = _typed(section, "port", port, int)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"[{section}] port: out of range")
+            host = _typed(section, "host", table.get("host", "127.0.0.1"), str)
+            found.append(ListenerSettings(host=host, port=port))
+    return tuple(found)
+
+
 def _tls(table: Any, env: Mapping[str, str]) -> dict[str, Any]:
     _check_keys("tls", table, {"cert", "key"})
     cert = env.get("BROKER_TLS_CERT") or table.get("cert")
@@ -549,6 +603,14 @@ def settings_from_toml(
         updates["allowed_origins"] = _str_list(
             "server", "allowed_origins", server["allowed_origins"]
         )
+    if "rawsocket" in server:
+        updates["rawsocket"] = _typed("server", "rawsocket", server["rawsocket"], bool)
+    if "longpoll_path" in server:
+        lp = _typed("server", "longpoll_path", server["longpoll_path"], str).rstrip("/")
+        if lp and (not lp.startswith("/") or lp == updates.get("path", "/ws")):
+            raise ConfigError("[server] longpoll_path: a path like /lp, not the WebSocket path")
+        updates["longpoll_path"] = lp or None
+    updates["listeners"] = _listeners(data.get("listener", []))
     updates.update(_tls(data.get("tls", {}), env))
     transport = replace(TransportSettings(), **updates)
     realm_tables = data.get("realm", [])

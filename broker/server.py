@@ -84,6 +84,12 @@ class BrokerServer:
             self.url,
             ", ".join(r.name for r in self.settings.realms),
         )
+        t = self.settings.transport
+        base = f"{t.host}:{self.transport.bound_port}"
+        if t.rawsocket:
+            log.info("RawSocket on rs%s://%s", "s" if t.tls_cert else "", base)
+        if t.longpoll_path:
+            log.info("long-poll at http%s://%s%s", "s" if t.tls_cert else "", base, t.longpoll_path)
 
     def _readiness(self) -> tuple[int, str, str]:
         cluster = self.cluster

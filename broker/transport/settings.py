@@ -65,7 +65,7 @@ class TransportSettings:
     """Base path of the HTTP long-poll transport; None disables it."""
     longpoll_session_timeout: float = 30.0
     """Seconds a long-poll session lives without a pending or recent ``receive``."""
-    longpoll_receive_timeout: float = 25.0
+    longpoll_receive_timeout: float = 10.0
     """Seconds a ``receive`` is held open when nothing is waiting (then an empty answer)."""
     listeners: tuple[ListenerSettings, ...] = ()
 
