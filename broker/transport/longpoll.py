@@ -121,12 +121,17 @@ class LongPollPeer(WampPeer):
         if self._closing is None:
             self._closing = (code, reason)
         if not self.queue.items:
-            self.owner.end(self, reason or "closed")
+            self.end_soon(reason or "closed")
 
     def close_slow(self) -> None:
         self.queue.items.clear()
         self.queue.size = 0
-        self.owner.end(self, "slow consumer")
+        self.end_soon("slow consumer")
+
+    def end_soon(self, detail: str) -> None:
+        """End the session on the next loop turn."""
+        # Not from inside the router's call (a fan-out may be iterating its subscribers).
+        asyncio.get_running_loop().call_soon(self.owner.end, self, detail)
 
 
 class LongPoll:
@@ -264,7 +269,7 @@ class LongPoll:
             kind = "application/json" if not peer.serializer.binary else "application/octet-stream"
             conn.respond(HTTPStatus.OK, body, {"Content-Type": kind, **cors})
         if peer.closing and not peer.queue.items:
-            self.end(peer, "closed")
+            peer.end_soon("closed")
 
     def _lost(self, peer: LongPollPeer, conn: HttpConnection) -> None:
         """The client dropped a parked receive: the messages stay queued."""
