@@ -21,7 +21,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 from .peer import SessionHub
-from .ws import WebSocketConnection
+from .websocket import WebSocketConnection
 
 if TYPE_CHECKING:
     from .longpoll import LongPoll

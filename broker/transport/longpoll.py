@@ -37,8 +37,7 @@ from broker.core.interfaces import EncodeCache
 from protocol_spec.messages import Message
 from protocol_spec.serializers import Serializer, by_subprotocol
 
-from .peer import SessionHub, WampPeer
-from .ws import peer_address
+from .peer import SessionHub, WampPeer, peer_address
 
 if TYPE_CHECKING:
     from .http import HttpConnection, HttpRequest

@@ -45,6 +45,7 @@ __all__ = [
     "OutgoingBuffer",
     "SessionHub",
     "WampPeer",
+    "peer_address",
     "reset_connection",
 ]
 
@@ -79,6 +80,17 @@ def reset_connection(transport: asyncio.BaseTransport) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()  # type: ignore[attr-defined]
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """``tcp4:host:port`` (or ``tcp6:``, ``unix``) for the meta API and logs."""
+    address = transport.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        family = "tcp6" if ":" in str(address[0]) else "tcp4"
+        return f"{family}:{address[0]}:{address[1]}"
+    if isinstance(address, str):
+        return "unix"
+    return "unknown"
 
 
 class WampPeer:

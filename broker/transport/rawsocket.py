@@ -20,8 +20,7 @@ from typing import Final, cast
 
 from protocol_spec.serializers import SERIALIZERS, Serializer
 
-from .peer import SessionHub, WampPeer, reset_connection
-from .ws import peer_address
+from .peer import SessionHub, WampPeer, peer_address, reset_connection
 
 __all__ = [
     "MAGIC",

@@ -1,557 +1,266 @@
-"""WebSocket transport: websockets (≥ 14, asyncio API) in front of the sans-I/O router.
+"""WebSocket transport on websockets' documented sans-I/O ``ServerProtocol``.
 
-websockets does the HTTP handshake, ping/pong and the closing handshake. Data frames
-take a shorter road than ``async for message in connection``: ``WampConnection``
-(given to ``serve`` through its documented ``create_connection`` hook) hands every
-complete data frame synchronously to its ``WebSocketPeer`` from ``process_event``,
-which decodes it and calls the router; no task, future or queue per message.
-Outgoing messages are framed once per serializer (all recipients of an EVENT share
-the bytes through the core's encode cache) and written straight to the transport.
+``WebSocketConnection`` is our own ``asyncio.Protocol``: it feeds the bytes it
+receives to a ``websockets.server.ServerProtocol`` (the opening handshake,
+frame parsing, unmasking, UTF-8 and size checks, ping/pong and the closing
+handshake all happen there), hands every complete data message to its
+``WebSocketPeer`` synchronously (no task, future or queue per message) and writes
+what the protocol wants sent. Outgoing WAMP messages skip the protocol object:
+each is framed once per serializer (``WebSocketPeer.frame``; recipients of an
+EVENT share the bytes) and written straight to the transport.
 
-Backpressure: a peer whose transport write buffer grows past ``max_write_buffer``
-bytes is a slow consumer: it is closed with 1008 ``wamp.error.slow_consumer`` (and
-its TCP connection reset if it does not take the close frame within
-``close_timeout``), so it never slows the others and memory stays bounded. Incoming
-data is processed as it arrives, so a fast publisher is held back by TCP itself.
-
-A frame that does not decode ends the session with ABORT
-``wamp.error.protocol_violation``. A bug in the router while handling one message is
-logged once with its traceback and closes only that connection (code 1011).
-
-Security limits enforced here (protocol_spec/security.md): TLS (``tls_cert``/``tls_key``),
-allowed browser Origins (HTTP 403), ``max_sessions`` per node (HTTP 503), the
-``hello_timeout`` from connection to WELCOME, a per-session token bucket on incoming
-messages (``message_rate``/``message_burst``; an empty bucket ABORTs the session), and
-``max_message_size`` (close 1009, by websockets).
+The listener hands a connection over once it has read the request head of a
+``GET`` for the WebSocket path (``HttpConnection``), with all bytes read so far.
+Negotiation: the client's most preferred WAMP subprotocol is chosen; a client
+offering none gets HTTP 400, a browser Origin not allowed HTTP 403, a node at
+``max_sessions`` HTTP 503. A message over ``max_message_size`` closes with 1009.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import ssl
 import struct
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import cast
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, NegotiationError
-from websockets.frames import CloseCode, Frame, Opcode
-from websockets.http11 import Request, Response
+from websockets.exceptions import NegotiationError
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
 
-from broker.core.interfaces import EncodeCache
-from broker.core.router import RATE_LIMIT_EXCEEDED, Router
-from broker.core.session import Session, SessionState
-from broker.metrics import TransportStats
 from protocol_spec import errors
-from protocol_spec.errors import ProtocolError
-from protocol_spec.messages import Message
 from protocol_spec.serializers import SUBPROTOCOLS, Serializer, by_subprotocol
 
-__all__ = ["TransportSettings", "WebSocketPeer", "WebSocketTransport"]
+from .peer import CLOSE_INTERNAL_ERROR, SessionHub, WampPeer, peer_address, reset_connection
+from .settings import TransportSettings  # re-exported: its former home
+
+__all__ = ["TransportSettings", "WebSocketConnection", "WebSocketPeer", "select_subprotocol"]
 
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW_CONSUMER = 1008  # policy violation: the peer does not read fast enough
-CLOSE_POLICY = 1008  # rate limit, HELLO timeout
-CLOSE_TRY_AGAIN_LATER = 1013  # the node has max_sessions connections
-_SWEEP_INTERVAL = 1.0  # seconds between keepalive / HELLO-timeout sweeps
+_H16 = struct.Struct("!BBH")
+_H64 = struct.Struct("!BBQ")
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
+_SERVER_HEADER = "wamp-broker"
+_WS_LOGGER = logging.getLogger("websockets.server")
 
 
-@dataclass(frozen=True, slots=True)
-class TransportSettings:
-    """Limits and timings of the WebSocket listener."""
+class WebSocketPeer(WampPeer):
+    """The core's ``Peer`` for one WebSocket connection."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    path: str = "/ws"
-    max_message_size: int = 4 * 1024 * 1024
-    max_write_buffer: int = 4 * 1024 * 1024
-    """Bytes waiting in one session's transport buffer before it is a slow consumer."""
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    open_timeout: float = 10.0
-    close_timeout: float = 5.0
-    hello_timeout: float = 10.0
-    """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
-    max_sessions: int = 50_000
-    """Open connections per node; more are refused with HTTP 503."""
-    message_rate: float = 50_000.0
-    """Sustained messages per second per session (token bucket refill); 0 disables."""
-    message_burst: int = 100_000
-    """Token bucket size: messages a session may send above the rate at once."""
-    allowed_origins: tuple[str, ...] = ()
-    """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""
-    tls_cert: str | None = None
-    """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
-    tls_key: str | None = None
+    __slots__ = ("_first", "connection")
 
-    @property
-    def scheme(self) -> str:
-        """``wss`` with TLS, ``ws`` without."""
-        return "wss" if self.tls_cert else "ws"
+    kind = "websocket"
 
+    def __init__(self, hub: SessionHub, serializer: Serializer, connection: WebSocketConnection):
+        super().__init__(hub, serializer, connection.address)
+        self.connection = connection
+        self._first = 0x80 | (Opcode.BINARY if serializer.binary else Opcode.TEXT)
 
-def _frame(payload: bytes, opcode: int) -> bytes:
-    """An unmasked, unfragmented server frame (RFC 6455 §5.2) carrying ``payload``."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x80 | opcode, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
-
-
-class _NoMessages:
-    """Stands in for websockets' per-connection message queue, which we never read."""
-
-    def put(self, frame: Frame) -> None:  # pragma: no cover - data frames go to the peer
-        raise RuntimeError("data frames are delivered to the WAMP peer")
-
-    def close(self) -> None:
-        pass
-
-
-_NO_MESSAGES = _NoMessages()
-_NO_HEADERS = Headers()
-
-
-class WampConnection(ServerConnection):
-    """A ``ServerConnection`` that hands complete data frames to its ``WebSocketPeer``.
-
-    The peer is created at the first data frame or when the handler starts, whichever
-    comes first, so no frame can slip into websockets' own message queue. Control
-    frames (ping, pong, close) still go to websockets.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.peer: WebSocketPeer | None = None
-        self.open_peer: Callable[[WampConnection], WebSocketPeer] | None = None
-        self._fragments: list[bytes] | None = None
-        self._fragmented_text = False
-        self.last_seen = 0.0  # loop time of the last frame received (keepalive sweeper)
-        self.opened_at = 0.0
-        self.ping_sent = False
-
-    def release_handshake(self) -> None:
-        """Drop what only the handshake needed, to keep idle connections small.
-
-        The request and response keep their path and status but lose their header
-        maps, and websockets' message queue (never used: data frames come to the
-        peer) is replaced by a shared stand-in.
-        """
-        if self.request is not None:
-            self.request = Request(self.request.path, _NO_HEADERS)
-        if self.response is not None:
-            self.response = Response(
-                self.response.status_code, self.response.reason_phrase, _NO_HEADERS
-            )
-        self.recv_messages = _NO_MESSAGES  # type: ignore[assignment]
-
-    def process_event(self, event: Any) -> None:
-        if self.request is None or not isinstance(event, Frame):
-            super().process_event(event)
-            return
-        self.last_seen = self.loop.time()
-        self.ping_sent = False
-        opcode = event.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if event.fin:
-                self._deliver(bytes(event.data), opcode is Opcode.TEXT)
-            else:
-                self._fragments = [bytes(event.data)]
-                self._fragmented_text = opcode is Opcode.TEXT
-        elif opcode is Opcode.CONT:
-            # websockets checks continuation order and the total size (max_size).
-            if self._fragments is not None:
-                self._fragments.append(bytes(event.data))
-                if event.fin:
-                    data = b"".join(self._fragments)
-                    self._fragments = None
-                    self._deliver(data, self._fragmented_text)
-        else:
-            super().process_event(event)
-
-    def _deliver(self, data: bytes, text: bool) -> None:
-        peer = self.peer
-        if peer is None:
-            if self.open_peer is None:
-                return
-            peer = self.open_peer(self)
-        peer.receive(data, text)
-
-
-class WebSocketPeer:
-    """The core's ``Peer`` for one WebSocket connection, and its incoming side."""
-
-    __slots__ = (
-        "_bucket",
-        "_closer",
-        "_closing",
-        "_last",
-        "_opcode",
-        "_transport",
-        "_ws",
-        "calls_started",
-        "max_write_buffer",
-        "owner",
-        "serializer",
-        "session",
-        "slow",
-        "stats",
-        "transport_info",
-    )
-
-    def __init__(
-        self, ws: ServerConnection, serializer: Serializer, owner: WebSocketTransport
-    ) -> None:
-        self._ws = ws
-        self._transport = ws.transport
-        self.owner = owner
-        self.stats = owner.stats
-        self.calls_started: dict[int, float] = {}  # CALL request id -> arrival (metrics)
-        self.serializer = serializer
-        self._opcode = Opcode.BINARY if serializer.binary else Opcode.TEXT
-        self.max_write_buffer = owner.settings.max_write_buffer
-        self._closing: tuple[int, str] | None = None
-        self._closer: asyncio.Future[None] | None = None
-        self.slow = False
-        self.session: Session | None = None
-        self._bucket = owner.burst  # token bucket for the message rate limit
-        self._last = time.monotonic()
-        address = ws.remote_address
-        self.transport_info: dict[str, Any] = {
-            "type": "websocket",
-            "protocol": serializer.subprotocol,
-            "peer": f"tcp4:{address[0]}:{address[1]}" if address else "unknown",
-        }
-
-    @property
-    def closing(self) -> bool:
-        """True once a close was requested (by the router or by overflow)."""
-        return self._closing is not None
-
-    # --- outgoing ---------------------------------------------------------------------
-    def send(self, message: Message, cache: EncodeCache | None = None) -> None:
-        """Frame (once per serializer when a cache is shared) and write a message."""
-        if self._closing is not None or self._ws.protocol.state is not State.OPEN:
-            return
-        if cache is not None:
-            name = self.serializer.name
-            frame = cache.get(name)
-            if frame is None:
-                frame = cache[name] = self._encode(message)
-        else:
-            frame = self._encode(message)
-        if frame is None:
-            return
-        transport = self._transport
-        transport.write(frame)
-        if transport.get_write_buffer_size() > self.max_write_buffer:
-            self._overflow()
-            return
-        kind = message.TYPE
-        self.stats.messages_out[kind] += 1
-        if kind == 50 or kind == 8:  # RESULT, ERROR: call latency and errors by URI
-            self.stats.replied(self.calls_started, message)
-
-    def _encode(self, message: Message) -> bytes | None:
-        try:
-            data = self.serializer.encode(message)
-        except (TypeError, ValueError, OverflowError) as exc:
-            # A payload another serializer accepted that this one cannot carry
-            # (e.g. NaN to JSON). Drop it for this peer only.
-            log.warning(
-                "cannot encode %s for %s: %s", type(message).__name__, self.serializer.name, exc
-            )
-            return None
-        return _frame(data.encode("utf-8") if isinstance(data, str) else data, self._opcode)
-
-    def _overflow(self) -> None:
-        log.warning(
-            "closing slow consumer %s: %d bytes waiting to be sent",
-            self.transport_info["peer"],
-            self._transport.get_write_buffer_size(),
-        )
-        self.slow = True
-        self._closing = (CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER)
-        self._closer = asyncio.ensure_future(self._close_stalled())
-
-    async def _close_stalled(self) -> None:
-        """Send close 1008 if the peer still takes bytes; else reset the TCP connection."""
-        ws = self._ws
-        try:
-            await asyncio.wait_for(
-                ws.close(CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER), ws.close_timeout or 5.0
-            )
-        except (TimeoutError, ConnectionClosed):
-            pass
-        finally:
-            # Reset rather than close: the kernel would otherwise keep trying to
-            # deliver megabytes of buffered frames to a peer that does not read.
-            sock = ws.transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            ws.transport.abort()
+    def frame(self, payload: bytes) -> bytes:
+        """An unmasked, unfragmented server frame (RFC 6455 §5.2) carrying ``payload``."""
+        size = len(payload)
+        if size < 126:
+            return bytes((self._first, size)) + payload
+        if size < 65536:
+            return _H16.pack(self._first, 126, size) + payload
+        return _H64.pack(self._first, 127, size) + payload
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the WebSocket with ``code`` after what was already sent."""
+        """Start the closing handshake with ``code`` after what was already sent."""
         if self._closing is None:
             self._closing = (code, reason)
-            self._closer = asyncio.ensure_future(self._close(code, reason[:120]))
+            self.connection.close(code, reason)
 
-    async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self._ws.close(code, reason)
+    def close_slow(self) -> None:
+        """Close 1008 ``wamp.error.slow_consumer``; reset if not closed in time."""
+        code, reason = self._closing or (1008, errors.SLOW_CONSUMER)
+        self.connection.close(code, reason)
 
-    async def finish(self, timeout: float) -> None:
-        """Wait (bounded) for a close in progress to complete."""
-        closer = self._closer
-        if closer is None or closer.done():
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(closer), timeout)
-        except (TimeoutError, asyncio.CancelledError, ConnectionClosed):
-            closer.cancel()
+    def ping(self) -> None:
+        self.connection.ping()
 
-    # --- incoming ---------------------------------------------------------------------
-    def receive(self, data: bytes, text: bool) -> None:
-        """Handle one complete data frame: rate limit, decode, route."""
-        session = self.session
-        if self._closing is not None or session is None:
-            return  # the session is over: drop what the peer still sends
-        owner = self.owner
-        router = owner.router
-        rate = owner.settings.message_rate
-        if rate:
-            now = time.monotonic()
-            tokens = min(owner.burst, self._bucket + (now - self._last) * rate)
-            self._last = now
-            if tokens < 1.0:
-                log.warning("session %d exceeded its message rate: closing", session.id)
-                router.abort(
-                    session, RATE_LIMIT_EXCEEDED, "message rate limit exceeded", CLOSE_POLICY
-                )
-                return
-            self._bucket = tokens - 1.0
-        try:
-            message = self.serializer.decode(data)
-        except ProtocolError as exc:
-            router.protocol_violation(session, str(exc))
-            return
-        kind = message.TYPE
-        self.stats.messages_in[kind] += 1
-        if kind == 48:  # CALL: start the latency clock
-            TransportStats.start_call(self.calls_started, message.request)
-        try:
-            router.receive(session, message)
-        except Exception:
-            log.exception("internal error while handling a message of session %d", session.id)
-            self.close(1011, "internal error")
+    def ping_failed(self) -> None:
+        self.connection.fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
 
 
-class WebSocketTransport:
-    """Accepts WebSocket connections and runs each as a WAMP session."""
+class WebSocketConnection(asyncio.Protocol):
+    """One WebSocket connection: the sans-I/O protocol under an ``asyncio.Protocol``."""
 
-    def __init__(self, router: Router, settings: TransportSettings) -> None:
-        self.router = router
-        self.settings = settings
-        self.server: Server | None = None
-        self.connections: set[ServerConnection] = set()
-        self.http_routes: dict[str, Callable[[], tuple[int, str, str]]] = {
-            "/healthz": lambda: (200, "text/plain; charset=utf-8", "ok\n"),
-        }
-        self.slow_consumers = 0
-        self.stats = TransportStats()
-        self.burst = float(settings.message_burst)
-        self._sweeper: asyncio.TimerHandle | None = None
+    __slots__ = ("_closer", "_fragments", "address", "hub", "peer", "transport", "ws")
 
-    async def start(self) -> None:
-        """Bind and start accepting connections."""
-        s = self.settings
+    def __init__(self, hub: SessionHub) -> None:
+        settings = hub.settings
         origins: list[Origin | None] | None = None
-        if s.allowed_origins:
+        if settings.allowed_origins:
             # clients that send no Origin (non-browsers) are not subject to the check
-            origins = [None, *(Origin(o) for o in s.allowed_origins)]
-        self.server = await serve(
-            self._handle,
-            s.host,
-            s.port,
-            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
-            select_subprotocol=_select_subprotocol,
-            process_request=self._process_request,
-            max_size=s.max_message_size,
-            ping_interval=None,  # keepalive: one sweeper for all connections (_sweep)
-            ping_timeout=None,
-            open_timeout=s.open_timeout,
-            close_timeout=s.close_timeout,
-            compression=None,
-            server_header="wamp-broker",
+            origins = [None, *(Origin(o) for o in settings.allowed_origins)]
+        self.ws = ServerProtocol(
             origins=origins,
-            ssl=_tls_context(s),
-            create_connection=WampConnection,
+            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            select_subprotocol=select_subprotocol,
+            max_size=settings.max_message_size,
+            logger=_WS_LOGGER,
         )
+        self.hub = hub
+        self.transport: asyncio.Transport | None = None
+        self.peer: WebSocketPeer | None = None
+        self.address = "unknown"
+        self._fragments: list[bytes] | None = None
+        self._closer: asyncio.TimerHandle | None = None
 
-    @property
-    def bound_port(self) -> int:
-        """The port actually bound (useful with port 0)."""
-        assert self.server is not None
-        for sock in self.server.sockets:
-            return int(sock.getsockname()[1])
-        raise RuntimeError("server has no socket")
+    # --- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.transport = transport
+        self.address = peer_address(transport)
 
-    def stop_accepting(self) -> None:
-        """Close the listening sockets; open connections stay."""
-        if self.server is not None:
-            self.server.close(close_connections=False)
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        events = ws.events_received()
+        peer = self.peer
+        if peer is None:
+            first = events[0] if events else None
+            if ws.state is State.CONNECTING and isinstance(first, Request):
+                del events[0]
+                self._handshake(first)
+                peer = self.peer
+        else:
+            peer.last_seen = asyncio.get_running_loop().time()
+            peer.ping_sent = False
+        for event in events:
+            if not isinstance(event, Frame):
+                continue
+            opcode = event.opcode
+            if opcode is _BINARY or opcode is _TEXT:
+                if event.fin:
+                    if peer is not None:
+                        peer.receive(bytes(event.data))
+                else:
+                    self._fragments = [bytes(event.data)]
+            elif opcode is _CONT and self._fragments is not None:
+                # the protocol checks continuation order and the total size (max_size)
+                self._fragments.append(bytes(event.data))
+                if event.fin:
+                    message = b"".join(self._fragments)
+                    self._fragments = None
+                    if peer is not None:
+                        peer.receive(message)
+        if ws.state is not State.OPEN and peer is not None:
+            peer.mark_closing(ws.close_code or 1006)
+        self._flush()
 
-    async def wait_connections_closed(self, timeout: float) -> bool:
-        """Wait until every connection closed, at most ``timeout`` seconds."""
-        if not self.connections:
-            return True
-        waiters = [asyncio.ensure_future(c.wait_closed()) for c in list(self.connections)]
-        _done, pending = await asyncio.wait(waiters, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        return not pending
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._flush()
+        return None
 
-    async def close(self) -> None:
-        """Close every connection and the server."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self.server is not None:
-            self.server.close(close_connections=True)
-            await self.server.wait_closed()
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        if self.transport is not None:
+            self.hub.transports.discard(self.transport)
+        self.ws.receive_eof()
+        peer = self.peer
+        if peer is not None:
+            self.hub.closed(peer, f"code {self.ws.close_code}")
+            peer.connection = _CLOSED
+            self.peer = None
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        route = self.http_routes.get(path)
-        if route is not None:
-            status, content_type, body = route()
-            response = connection.respond(HTTPStatus(status), body)
-            del response.headers["Content-Type"]  # Headers is multi-valued: replace, not add
-            response.headers["Content-Type"] = content_type
-            return response
-        if path != self.settings.path:
-            return connection.respond(
-                HTTPStatus.NOT_FOUND, f"WAMP is served at {self.settings.path}\n"
-            )
-        if len(self.connections) >= self.settings.max_sessions:
-            return connection.respond(
+    # --- handshake ------------------------------------------------------------------------
+    def _handshake(self, request: Request) -> None:
+        ws, hub = self.ws, self.hub
+        if hub.full:
+            response = ws.reject(
                 HTTPStatus.SERVICE_UNAVAILABLE, "too many sessions on this node, retry later\n"
             )
-        return None
-
-    def _open_peer(self, ws: WampConnection) -> WebSocketPeer:
-        """Create the peer and session of a connection (once)."""
-        if ws.peer is not None:
-            return ws.peer
-        serializer = by_subprotocol(ws.subprotocol or "")
-        peer = WebSocketPeer(ws, serializer, self)
-        ws.peer = peer
-        peer.session = self.router.attach(peer)
-        self.connections.add(ws)
-        ws.last_seen = ws.loop.time()
-        ws.opened_at = ws.last_seen
-        ws.release_handshake()
-        if self._sweeper is None:
-            self._sweeper = ws.loop.call_later(_SWEEP_INTERVAL, self._sweep)
-        return peer
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        assert isinstance(ws, WampConnection)
-        ws.open_peer = self._open_peer
-        peer = self._open_peer(ws)
-        session = peer.session
-        assert session is not None
-        router = self.router
-        if len(self.connections) > self.settings.max_sessions:  # raced past the HTTP check
-            router.abort(session, errors.UNAVAILABLE, "too many sessions", CLOSE_TRY_AGAIN_LATER)
-        log.info(
-            "session %d opened from %s (%s)",
-            session.id,
-            peer.transport_info["peer"],
-            peer.serializer.subprotocol,
-        )
-        try:
-            await ws.wait_closed()
-        finally:
-            router.detach(session)
-            peer.session = None
-            await peer.finish(self.settings.close_timeout + 1)
-            self.connections.discard(ws)
-            if peer.slow:
-                self.slow_consumers += 1
-            log.info("session %d closed (code %s)", session.id, ws.close_code)
-
-    def _sweep(self) -> None:
-        """Once a second: HELLO timeouts, keepalive pings, and peers that stopped answering.
-
-        One timer for every connection instead of a task and a timer per connection.
-        A connection idle for ``ping_interval`` gets a ping; one still silent
-        ``ping_timeout`` later is closed with 1011, as websockets' keepalive does.
-        """
-        self._sweeper = None
-        if not self.connections:
+        else:
+            response = ws.accept(request)
+        response.headers["Server"] = _SERVER_HEADER
+        ws.send_response(response)
+        if ws.state is not State.OPEN:
             return
-        settings = self.settings
-        interval, timeout = settings.ping_interval, settings.ping_timeout
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for ws in list(self.connections):
-            assert isinstance(ws, WampConnection)
-            peer = ws.peer
-            if peer is None or peer.closing or ws.protocol.state is not State.OPEN:
-                continue
-            session = peer.session
-            if (
-                session is not None
-                and session.state < SessionState.ESTABLISHED
-                and now - ws.opened_at >= settings.hello_timeout
-            ):
-                self.router.abort(
-                    session,
-                    errors.TIMEOUT,
-                    f"no WELCOME within {settings.hello_timeout:g} s",
-                    CLOSE_POLICY,
-                )
-                continue
-            if not interval:
-                continue
-            idle = now - ws.last_seen
-            if ws.ping_sent and timeout and idle >= interval + timeout:
-                ws.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                ws.send_data()
-            elif not ws.ping_sent and idle >= interval:
-                ws.protocol.send_ping(b"keepalive")
-                ws.send_data()
-                ws.ping_sent = True
-        self._sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        serializer = by_subprotocol(ws.subprotocol or "")
+        self.peer = peer = WebSocketPeer(hub, serializer, self)
+        peer.buffer = self.transport
+        hub.open(peer)
+
+    # --- output ---------------------------------------------------------------------------
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.ws.data_to_send():
+            if data:
+                transport.write(data)
+            else:  # end of stream: the server closes the TCP connection first
+                transport.close()
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame; reset the connection if it is not closed in time."""
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, _truncate(reason))
+            self._flush()
+        self._close_later()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection: close frame, then the TCP connection at once."""
+        if self.peer is not None:
+            self.peer.mark_closing(code, reason)
+        self.ws.fail(code, reason)
+        self._flush()
+        self._close_later()
+
+    def ping(self) -> None:
+        """Send a keepalive ping."""
+        if self.ws.state is State.OPEN:
+            self.ws.send_ping(b"keepalive")
+            self._flush()
+
+    def _close_later(self) -> None:
+        """Reset the connection if it is still open ``close_timeout`` from now."""
+        transport = self.transport
+        if self._closer is None and transport is not None:
+            loop = asyncio.get_running_loop()
+            self._closer = loop.call_later(
+                self.hub.settings.close_timeout, reset_connection, transport
+            )
 
 
-def _tls_context(settings: TransportSettings) -> ssl.SSLContext | None:
-    """A server TLS context (TLS 1.2+) from the configured PEM files, or None."""
-    if not settings.tls_cert:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return context
+class _ClosedConnection(WebSocketConnection):
+    """Stands in for a connection that is gone, so a late ``close`` is a no-op."""
+
+    def __init__(self) -> None:  # no protocol object needed
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        return
+
+    def fail(self, code: int, reason: str) -> None:
+        return
+
+    def ping(self) -> None:
+        return
 
 
-def _select_subprotocol(
-    connection: ServerConnection, offered: Sequence[Subprotocol]
+_CLOSED = _ClosedConnection()
+
+
+def _truncate(reason: str) -> str:
+    """A close reason that fits a control frame (123 bytes of UTF-8)."""
+    return reason.encode("utf-8")[:120].decode("utf-8", "ignore")
+
+
+def select_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
 ) -> Subprotocol | None:
     """Pick the client's most preferred WAMP subprotocol; refuse clients offering none."""
     for name in offered:
