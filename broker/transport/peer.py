@@ -42,6 +42,7 @@ __all__ = [
     "CLOSE_POLICY",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TRY_AGAIN_LATER",
+    "CorkedWriter",
     "OutgoingBuffer",
     "SessionHub",
     "WampPeer",
@@ -93,6 +94,51 @@ def peer_address(transport: asyncio.BaseTransport) -> str:
     return "unknown"
 
 
+class CorkedWriter:
+    """A peer's frames of one loop iteration leave in one ``transport.write`` (one syscall).
+
+    ``write`` only queues; the hub flushes every writer written to once the
+    callbacks of the current iteration ran (one ``call_soon`` per iteration for all
+    peers). A fan-out of several events, or several INVOCATIONs for one callee,
+    costs one send per recipient instead of one per message. Whoever writes to the
+    transport directly (control frames, close) calls ``flush`` first, so the order
+    of bytes on the wire is the order of the writes.
+    """
+
+    __slots__ = ("_hub", "_pending", "_queued", "_size", "transport")
+
+    def __init__(self, hub: SessionHub, transport: asyncio.WriteTransport) -> None:
+        self._hub = hub
+        self.transport = transport
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._queued = 0  # the transport's own buffer when this iteration's first write came
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the flush at the end of this loop iteration."""
+        if not self._pending:
+            self._queued = self.transport.get_write_buffer_size()
+            self._hub.cork(self)
+        self._pending.append(data)
+        self._size += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes queued here and in the transport (as of this iteration's first write)."""
+        return self._size + self._queued
+
+    def flush(self) -> None:
+        """Write what is queued, now."""
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._size = 0
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(data)
+
+
 class WampPeer:
     """The core's ``Peer`` for one transport connection, and its incoming side.
 
@@ -108,6 +154,7 @@ class WampPeer:
         "buffer",
         "cache_key",
         "calls_started",
+        "heard",
         "hub",
         "last_seen",
         "max_write_buffer",
@@ -138,7 +185,8 @@ class WampPeer:
         self.session: Session | None = None
         self._bucket = hub.burst  # token bucket for the message rate limit
         self._last = time.monotonic()
-        self.last_seen = 0.0  # loop time of the last bytes received (keepalive sweeper)
+        self.last_seen = 0.0  # loop time the sweeper last saw ``heard`` (keepalive)
+        self.heard = False  # bytes arrived since the last sweep (set by the connection)
         self.opened_at = 0.0
         self.ping_sent = False
         self.transport_info: dict[str, Any] = {
@@ -286,6 +334,21 @@ class SessionHub:
         self.rate = settings.message_rate
         self._sweeper: asyncio.TimerHandle | None = None
         self._empty: asyncio.Event | None = None
+        self._corked: list[CorkedWriter] = []
+        self._flush_scheduled = False
+
+    def cork(self, writer: CorkedWriter) -> None:
+        """Flush ``writer`` once this loop iteration's callbacks ran."""
+        self._corked.append(writer)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        corked, self._corked = self._corked, []
+        for writer in corked:
+            writer.flush()
 
     @property
     def full(self) -> bool:
@@ -379,6 +442,10 @@ class SessionHub:
                     CLOSE_POLICY,
                 )
                 continue
+            if peer.heard:
+                peer.heard = False
+                peer.last_seen = now
+                peer.ping_sent = False
             if not interval or not peer.keepalive:
                 continue
             idle = now - peer.last_seen

@@ -20,7 +20,7 @@ from typing import Final, cast
 
 from protocol_spec.serializers import SERIALIZERS, Serializer
 
-from .peer import SessionHub, WampPeer, peer_address, reset_connection
+from .peer import CorkedWriter, SessionHub, WampPeer, peer_address, reset_connection
 
 __all__ = [
     "MAGIC",
@@ -116,6 +116,7 @@ class RawSocketConnection(asyncio.Protocol):
         self._buffer = bytearray()
         self._max = 2 ** (9 + length_exponent(hub.settings.max_message_size))
         self._timer: asyncio.TimerHandle | None = None
+        self.writer: CorkedWriter | None = None
 
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,8 +140,7 @@ class RawSocketConnection(asyncio.Protocol):
             peer = self.peer
             assert peer is not None
         else:
-            peer.last_seen = asyncio.get_running_loop().time()
-            peer.ping_sent = False
+            peer.heard = True
         self._frames(peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -184,7 +184,7 @@ class RawSocketConnection(asyncio.Protocol):
         transport.write(bytes((MAGIC, (exponent << 4) | serializer.rawsocket_id, 0, 0)))
         peer_max = 2 ** (9 + (hello[1] >> 4))
         self.peer = peer = RawSocketPeer(self.hub, serializer, self, peer_max)
-        peer.buffer = transport
+        self.writer = peer.buffer = CorkedWriter(self.hub, transport)
         self.hub.open(peer)
         return True
 
@@ -220,6 +220,8 @@ class RawSocketConnection(asyncio.Protocol):
         """Write a PING or PONG frame."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            if self.writer is not None:
+                self.writer.flush()
             transport.write(_header(kind, len(payload)) + payload)
 
     def close(self) -> None:
@@ -227,6 +229,8 @@ class RawSocketConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._timer is not None:
             return
+        if self.writer is not None:
+            self.writer.flush()
         transport.close()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.hub.settings.close_timeout, reset_connection, transport)

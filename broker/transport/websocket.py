@@ -1,19 +1,24 @@
 """WebSocket transport on websockets' documented sans-I/O ``ServerProtocol``.
 
-``WebSocketConnection`` is our own ``asyncio.Protocol``: it feeds the bytes it
-receives to a ``websockets.server.ServerProtocol`` (the opening handshake,
-frame parsing, unmasking, UTF-8 and size checks, ping/pong and the closing
-handshake all happen there), hands every complete data message to its
-``WebSocketPeer`` synchronously (no task, future or queue per message) and writes
-what the protocol wants sent. Outgoing WAMP messages skip the protocol object:
-each is framed once per serializer (``WebSocketPeer.frame``; recipients of an
-EVENT share the bytes) and written straight to the transport.
+``WebSocketConnection`` is our own ``asyncio.Protocol`` around a
+``websockets.server.ServerProtocol``: the protocol does the opening handshake
+(subprotocol, Origin, the 101 or the refusal), ping/pong, fragmentation, the size
+limit, UTF-8 checks of fragmented text, and the closing handshake; we feed it bytes
+(``receive_data``), take its events and write what it wants sent.
 
-The listener hands a connection over once it has read the request head of a
-``GET`` for the WebSocket path (``HttpConnection``), with all bytes read so far.
-Negotiation: the client's most preferred WAMP subprotocol is chosen; a client
-offering none gets HTTP 400, a browser Origin not allowed HTTP 403, a node at
-``max_sessions`` HTTP 503. A message over ``max_message_size`` closes with 1009.
+The read path cuts frames itself (``_frames``): a final, unfragmented, masked text
+or binary frame within ``max_message_size`` — nearly every WAMP message — is
+unmasked, checked (UTF-8 for text) and handed to the ``WebSocketPeer`` at once,
+without a generator step or event object per frame. Every other frame goes whole
+to the protocol, so it always sees frame boundaries; a header invalid by itself
+(unmasked, reserved bits, oversized) goes to it with all that follows, and the
+protocol fails the connection with the right code (1002, 1009).
+
+Outgoing WAMP messages skip the protocol object: each is framed once per serializer
+(``WebSocketPeer.frame``; recipients of an EVENT share the bytes) and queued on the
+peer's ``CorkedWriter`` (one write per peer per loop iteration). Negotiation: the
+client's most preferred WAMP subprotocol; a client offering none gets HTTP 400, a
+browser Origin not allowed HTTP 403, a node at ``max_sessions`` HTTP 503.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ from websockets.typing import Origin, Subprotocol
 from protocol_spec import errors
 from protocol_spec.serializers import SUBPROTOCOLS, Serializer, by_subprotocol
 
-from .peer import CLOSE_INTERNAL_ERROR, SessionHub, WampPeer, peer_address, reset_connection
+from .peer import (
+    CLOSE_INTERNAL_ERROR,
+    CorkedWriter,
+    SessionHub,
+    WampPeer,
+    peer_address,
+    reset_connection,
+)
 from .settings import TransportSettings  # re-exported: its former home
 
 __all__ = ["TransportSettings", "WebSocketConnection", "WebSocketPeer", "select_subprotocol"]
@@ -48,6 +60,8 @@ _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
 _SERVER_HEADER = "wamp-broker"
+_MAX_HEAD = 16 * 1024
+_NO_MASK = b"\x00\x00\x00\x00"
 _WS_LOGGER = logging.getLogger("websockets.server")
 
 
@@ -93,7 +107,20 @@ class WebSocketPeer(WampPeer):
 class WebSocketConnection(asyncio.Protocol):
     """One WebSocket connection: the sans-I/O protocol under an ``asyncio.Protocol``."""
 
-    __slots__ = ("_closer", "_fragments", "address", "hub", "peer", "transport", "ws")
+    __slots__ = (
+        "_buf",
+        "_closer",
+        "_fragments",
+        "_max_size",
+        "_need",
+        "_raw",
+        "address",
+        "hub",
+        "peer",
+        "transport",
+        "writer",
+        "ws",
+    )
 
     def __init__(self, hub: SessionHub) -> None:
         settings = hub.settings
@@ -113,7 +140,12 @@ class WebSocketConnection(asyncio.Protocol):
         self.peer: WebSocketPeer | None = None
         self.address = "unknown"
         self._fragments: list[bytes] | None = None
+        self._buf = bytearray()  # an incomplete frame (or request head)
+        self._need = 0  # bytes ``_buf`` must hold before it is worth parsing again
+        self._raw = False  # True once a bad header went to the protocol: all bytes follow
+        self._max_size = settings.max_message_size
         self._closer: asyncio.TimerHandle | None = None
+        self.writer: CorkedWriter | None = None
 
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,20 +154,101 @@ class WebSocketConnection(asyncio.Protocol):
         self.address = peer_address(transport)
 
     def data_received(self, data: bytes) -> None:
-        ws = self.ws
-        ws.receive_data(data)
-        events = ws.events_received()
         peer = self.peer
         if peer is None:
-            first = events[0] if events else None
-            if ws.state is State.CONNECTING and isinstance(first, Request):
-                del events[0]
-                self._handshake(first)
-                peer = self.peer
-        else:
-            peer.last_seen = asyncio.get_running_loop().time()
-            peer.ping_sent = False
-        for event in events:
+            self._before_open(data)
+            return
+        peer.heard = True
+        if self._raw:
+            self._protocol_data(data)
+            return
+        buf = self._buf
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return  # the frame waited for is still incomplete
+            data = bytes(buf)
+            buf.clear()
+        self._frames(data, peer)
+
+    def _before_open(self, data: bytes) -> None:
+        """Feed the request head (only) to the protocol and answer it."""
+        buf = self._buf
+        buf += data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > _MAX_HEAD and self.transport is not None:
+                self.transport.close()
+            return
+        head, rest = bytes(buf[: end + 4]), bytes(buf[end + 4 :])
+        buf.clear()
+        ws = self.ws
+        ws.receive_data(head)
+        events = ws.events_received()
+        if ws.state is State.CONNECTING and events and isinstance(events[0], Request):
+            self._handshake(events[0])
+        self._flush()
+        if self.peer is not None and rest:
+            self.data_received(rest)
+
+    def _frames(self, data: bytes, peer: WebSocketPeer) -> None:
+        """Take whole frames off ``data``: plain data frames here, the others to the protocol.
+
+        A final, unfragmented, masked text or binary frame within ``max_message_size``
+        (nearly every WAMP message) is unmasked and delivered here; any other complete
+        frame (control, fragment, unknown opcode) goes whole to websockets'
+        ``ServerProtocol``, which thus always sees frame boundaries. A header that is
+        invalid by itself (unmasked, reserved bits, too large) goes to the protocol with
+        everything after it, and the protocol fails the connection.
+        """
+        n, pos, need = len(data), 0, 0
+        max_size = self._max_size
+        while pos < n:
+            if n - pos < 2:
+                need = 2
+                break
+            b0, b1 = data[pos], data[pos + 1]
+            size, head = b1 & 0x7F, 2
+            if size == 126:
+                head, size = 4, int.from_bytes(data[pos + 2 : pos + 4], "big")
+            elif size == 127:
+                head, size = 10, int.from_bytes(data[pos + 2 : pos + 10], "big")
+            if n - pos < head:
+                need = head
+                break
+            if not b1 & 0x80 or b0 & 0x70 or size > max_size or (b0 & 0x08 and size > 125):
+                self._raw = True  # invalid by its header alone: the protocol fails it
+                self._protocol_data(data[pos:])
+                return
+            end = pos + head + 4 + size
+            if end > n:
+                need = end - pos
+                break
+            if (b0 == 0x81 or b0 == 0x82) and self._fragments is None:
+                payload = _unmask(data[pos + head + 4 : end], data[pos + head : pos + head + 4])
+                pos = end
+                if b0 == 0x82:
+                    peer.receive(payload)
+                    continue
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.fail(1007, "invalid UTF-8 in a text frame")
+                    return
+                peer.receive(text)
+            else:
+                self._protocol_data(data[pos:end])
+                pos = end
+        if pos < n:
+            self._buf += data[pos:]
+            self._need = need
+
+    def _protocol_data(self, data: bytes) -> None:
+        """Bytes for websockets' protocol: control frames, fragments, invalid frames."""
+        ws = self.ws
+        ws.receive_data(data)
+        peer = self.peer
+        for event in ws.events_received():
             if not isinstance(event, Frame):
                 continue
             opcode = event.opcode
@@ -190,15 +303,19 @@ class WebSocketConnection(asyncio.Protocol):
             return
         serializer = by_subprotocol(ws.subprotocol or "")
         self.peer = peer = WebSocketPeer(hub, serializer, self)
-        peer.buffer = self.transport
+        assert self.transport is not None
+        self.writer = peer.buffer = CorkedWriter(hub, self.transport)
         hub.open(peer)
 
     # --- output ---------------------------------------------------------------------------
     def _flush(self) -> None:
         transport = self.transport
-        if transport is None:
+        writes = self.ws.data_to_send()
+        if transport is None or not writes:
             return
-        for data in self.ws.data_to_send():
+        if self.writer is not None:
+            self.writer.flush()  # data frames written before go first
+        for data in writes:
             if data:
                 transport.write(data)
             else:  # end of stream: the server closes the TCP connection first
@@ -252,6 +369,15 @@ class _ClosedConnection(WebSocketConnection):
 
 
 _CLOSED = _ClosedConnection()
+
+
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    """XOR ``payload`` with the repeated 4-octet masking ``key`` (RFC 6455 §5.3)."""
+    size = len(payload)
+    if key == _NO_MASK or not size:
+        return payload
+    mask = (key * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(size, "big")
 
 
 def _truncate(reason: str) -> str:
