@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 16 * 1024
 """Bytes of request line and headers; a larger head is answered 431."""
 _MAX_HEADERS = 128
+_METHOD = re.compile(rb"[A-Z]{1,16}(?: |\Z)")  # what may start a request line
 
 Route = Callable[[], tuple[int, str, str]]
 """A plain HTTP route: returns (status, content type, body)."""
@@ -155,6 +157,8 @@ class HttpConnection(asyncio.Protocol):
             first = buffer.find(b"\r\n")
             if first >= 0:
                 parse_head(bytes(buffer[:first]))  # fail early on a bad request line
+            elif not _METHOD.match(buffer[:17]):
+                raise BadRequest(HTTPStatus.BAD_REQUEST, "not an HTTP request")
             if len(buffer) > MAX_HEAD:
                 raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large")
             return None
