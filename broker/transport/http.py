@@ -260,8 +260,5 @@ class HttpConnection(asyncio.Protocol):
             self._process()
 
     def _fail(self, status: HTTPStatus, text: str) -> None:
-        self._keep_alive = False
-        self._busy = True
         self._buffer.clear()
-        self._busy = False
         self.respond(status, (text + "\n").encode(), close=True)

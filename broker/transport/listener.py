@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import cast
 
 from broker.core.router import Router
+from broker.metrics import TransportStats
 
 from .http import HttpConnection, Route
 from .longpoll import LongPoll
@@ -92,8 +93,8 @@ class Listener:
 
     # --- what the server and the metrics read ----------------------------------------------
     @property
-    def stats(self):  # type: ignore[no-untyped-def]
-        """The transport counters (``TransportStats``)."""
+    def stats(self) -> TransportStats:
+        """The transport counters the metrics read."""
         return self.hub.stats
 
     @property

@@ -70,7 +70,7 @@ class OutgoingBuffer(Protocol):
         ...
 
 
-def reset_connection(transport: asyncio.BaseTransport) -> None:
+def reset_connection(transport: asyncio.Transport) -> None:
     """Drop a TCP connection with a reset, discarding what the kernel still buffers.
 
     Used for peers that stopped reading: a graceful close would keep megabytes of
@@ -80,7 +80,7 @@ def reset_connection(transport: asyncio.BaseTransport) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()  # type: ignore[attr-defined]
+    transport.abort()
 
 
 def peer_address(transport: asyncio.BaseTransport) -> str:
@@ -327,7 +327,7 @@ class SessionHub:
         self.settings = settings
         self.stats = TransportStats()
         self.peers: set[WampPeer] = set()
-        self.transports: set[asyncio.BaseTransport] = set()
+        self.transports: set[asyncio.Transport] = set()
         """Every open connection, sessions or not (closed by ``abort_all``)."""
         self.slow_consumers = 0
         self.burst = float(settings.message_burst)
@@ -408,7 +408,7 @@ class SessionHub:
     def abort_all(self) -> None:
         """Drop every open connection at once (the end of a drain)."""
         for transport in list(self.transports):
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()
         self.transports.clear()
 
     def _sweep(self) -> None:

@@ -24,6 +24,7 @@ browser Origin not allowed HTTP 403, a node at ``max_sessions`` HTTP 503.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 from collections.abc import Sequence
@@ -62,6 +63,7 @@ _CONT = Opcode.CONT
 _SERVER_HEADER = "wamp-broker"
 _MAX_HEAD = 16 * 1024
 _NO_MASK = b"\x00\x00\x00\x00"
+_SUBPROTOCOLS = [Subprotocol(p) for p in SUBPROTOCOLS]
 _WS_LOGGER = logging.getLogger("websockets.server")
 
 
@@ -124,13 +126,9 @@ class WebSocketConnection(asyncio.Protocol):
 
     def __init__(self, hub: SessionHub) -> None:
         settings = hub.settings
-        origins: list[Origin | None] | None = None
-        if settings.allowed_origins:
-            # clients that send no Origin (non-browsers) are not subject to the check
-            origins = [None, *(Origin(o) for o in settings.allowed_origins)]
         self.ws = ServerProtocol(
-            origins=origins,
-            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            origins=_origins(settings.allowed_origins),
+            subprotocols=_SUBPROTOCOLS,
             select_subprotocol=select_subprotocol,
             max_size=settings.max_message_size,
             logger=_WS_LOGGER,
@@ -301,6 +299,12 @@ class WebSocketConnection(asyncio.Protocol):
         ws.send_response(response)
         if ws.state is not State.OPEN:
             return
+        self._flush()  # the 101, from the handshake protocol
+        # Frames go to a protocol object that starts OPEN: the handshake one keeps the
+        # request and its headers alive (about 2 KiB per idle connection).
+        self.ws = ServerProtocol(
+            state=State.OPEN, max_size=hub.settings.max_message_size, logger=_WS_LOGGER
+        )
         serializer = by_subprotocol(ws.subprotocol or "")
         self.peer = peer = WebSocketPeer(hub, serializer, self)
         assert self.transport is not None
@@ -369,6 +373,15 @@ class _ClosedConnection(WebSocketConnection):
 
 
 _CLOSED = _ClosedConnection()
+
+
+@functools.cache
+def _origins(allowed: tuple[str, ...]) -> list[Origin | None] | None:
+    """The Origins the handshake accepts (one list shared by every connection)."""
+    if not allowed:
+        return None
+    # clients that send no Origin (non-browsers) are not subject to the check
+    return [None, *(Origin(o) for o in allowed)]
 
 
 def _unmask(payload: bytes, key: bytes) -> bytes:
