@@ -57,6 +57,7 @@ CLOSE_POLICY = 1008  # rate limit, HELLO timeout
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013  # the node has max_sessions connections
 _SWEEP_INTERVAL = 1.0  # seconds between keepalive / HELLO-timeout sweeps
+_MISSING: Any = object()
 
 
 class OutgoingBuffer(Protocol):
@@ -208,11 +209,11 @@ class WampPeer:
             return
         if cache is not None:
             key = self.cache_key
-            frame = cache.get(key)
-            if frame is None:
-                frame = cache[key] = self._encode(message)
+            frame = cache.get(key, _MISSING)
+            if frame is _MISSING:
+                frame = cache[key] = self._encode(message, cache)
         else:
-            frame = self._encode(message)
+            frame = self._encode(message, None)
         if frame is None:
             return
         buffer.write(frame)
@@ -224,10 +225,17 @@ class WampPeer:
         if kind == 50 or kind == 8:  # RESULT, ERROR: call latency and errors by URI
             self.stats.replied(self.calls_started, message)
 
-    def _encode(self, message: Message) -> bytes | None:
+    def _encode(self, message: Message, cache: EncodeCache | None) -> bytes | None:
+        """Serialize (once per serializer for all framings sharing ``cache``) and frame."""
+        name = self.serializer.name
         try:
-            data = self.serializer.encode(message)
-            return self.frame(data.encode("utf-8") if isinstance(data, str) else data)
+            payload = cache.get(name) if cache is not None else None
+            if payload is None:
+                data = self.serializer.encode(message)
+                payload = data.encode("utf-8") if isinstance(data, str) else data
+                if cache is not None:
+                    cache[name] = payload
+            return self.frame(payload)
         except (TypeError, ValueError, OverflowError) as exc:
             # A payload another serializer accepted that this one cannot carry
             # (e.g. NaN to JSON), or one over the peer's maximum: this peer only.

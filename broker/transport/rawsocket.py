@@ -84,6 +84,8 @@ class RawSocketPeer(WampPeer):
         super().__init__(hub, serializer, connection.address)
         self.connection = connection
         self.peer_max = peer_max
+        # peers announcing the same maximum share frames (a larger one may not fit all)
+        self.cache_key = f"{self.kind}:{serializer.name}:{peer_max}"
 
     def frame(self, payload: bytes) -> bytes:
         """The 4-octet header (a WAMP message) and the payload."""

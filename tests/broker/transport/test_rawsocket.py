@@ -280,3 +280,18 @@ def test_connection_limit_is_answered_with_error_4(tmp_path: Path) -> None:
         first.close()
     finally:
         proc.stop()
+
+
+def test_message_over_the_clients_maximum_is_not_sent_to_that_client_only(node: Node) -> None:
+    small = BareRawSocket(node.proc.port, b"\x7f\x11\x00\x00")  # json, receives <= 1 KiB
+    large = BareRawSocket(node.proc.port, b"\x7f\xf1\x00\x00")  # json, 16 MiB
+    for client in (small, large):
+        assert client.join()[0] == 2
+        client.send_json([32, 1, {}, "com.rs.sizes"])
+        assert client.message()[0] == 33
+    large.send_json([16, 2, {"exclude_me": False}, "com.rs.sizes", ["x" * 2000]])
+    large.send_json([16, 3, {"exclude_me": False}, "com.rs.sizes", ["small"]])
+    assert [large.message()[4] for _ in range(2)] == [["x" * 2000], ["small"]]
+    assert small.message()[4] == ["small"]  # the big one was dropped for it alone
+    small.close()
+    large.close()
