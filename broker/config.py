@@ -14,7 +14,16 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     drain_timeout = 10.0        # seconds to wait for sessions on shutdown
     workers = 1                 # worker processes, or "auto" (one per CPU); > 1 needs Redis
     supervisor_port = 0         # with workers > 1: the supervisor's /metrics and /readyz
-    allowed_origins = []        # browser Origins allowed (empty: any)
+    allowed_origins = []        # browser Origins allowed (empty: any; also long-poll CORS)
+    rawsocket = true            # RawSocket on this port too (first octet 0x7F)
+    longpoll_path = "/lp"       # HTTP long-poll base path; "" disables long-poll
+
+    [[listener]]                # extra RawSocket-only sockets (repeatable)
+    type = "rawsocket"
+    host = "127.0.0.1"          # a TCP port ...
+    port = 8081
+    # path = "/run/broker/wamp.sock"   # ... or a Unix socket (stale file replaced)
+    # mode = 0o660                     # its permissions
 
     [tls]                       # serve wss:// (env: BROKER_TLS_CERT, BROKER_TLS_KEY)
     cert = "/etc/broker/cert.pem"
@@ -27,6 +36,8 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     ping_timeout = 20.0
     open_timeout = 10.0         # seconds for the opening handshake
     hello_timeout = 10.0        # seconds from connection to WELCOME
+    longpoll_session_timeout = 30.0  # seconds a long-poll session lives without a receive
+    longpoll_receive_timeout = 10.0  # seconds a long-poll receive is held when idle
     max_sessions = 50000        # open connections per node
     message_rate = 50000.0      # messages/s per session (token bucket); 0 disables
     message_burst = 100000
@@ -112,6 +123,7 @@ from protocol_spec.uri import is_reserved, is_valid_uri
 __all__ = [
     "DEFAULT_REALM",
     "ConfigError",
+    "ListenerSettings",
     "Settings",
     "TransportSettings",
     "load_settings",
@@ -127,23 +139,41 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    """An extra RawSocket-only listener: a TCP ``host``/``port`` or a Unix socket ``path``."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    path: str | None = None
+    """Unix socket path; a stale socket file left by a dead process is replaced."""
+    mode: int = 0o660
+    """Permissions of the Unix socket file."""
+
+    @property
+    def address(self) -> str:
+        """``rs://host:port`` or ``rs://unix:/path``."""
+        return f"rs://unix:{self.path}" if self.path else f"rs://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class TransportSettings:
-    """Limits and timings of the WebSocket listener (``broker.transport.websocket``)."""
+    """Limits and timings of the listeners, shared by every transport."""
 
     host: str = "127.0.0.1"
     port: int = 8080
     path: str = "/ws"
     max_message_size: int = 4 * 1024 * 1024
     max_write_buffer: int = 4 * 1024 * 1024
-    """Bytes waiting in one session's transport buffer before it is a slow consumer."""
+    """Bytes waiting in one session's outgoing buffer before it is a slow consumer."""
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     open_timeout: float = 10.0
+    """Seconds for an opening handshake (HTTP request head, RawSocket handshake)."""
     close_timeout: float = 5.0
     hello_timeout: float = 10.0
-    """Seconds from the WebSocket opening to WELCOME (HELLO and authentication)."""
+    """Seconds from the transport opening to WELCOME (HELLO and authentication)."""
     max_sessions: int = 50_000
-    """Open connections per node; more are refused with HTTP 503."""
+    """Open sessions per node; more are refused (HTTP 503, RawSocket error 4)."""
     message_rate: float = 50_000.0
     """Sustained messages per second per session (token bucket refill); 0 disables."""
     message_burst: int = 100_000
@@ -153,6 +183,15 @@ class TransportSettings:
     tls_cert: str | None = None
     """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
     tls_key: str | None = None
+    rawsocket: bool = True
+    """Serve RawSocket on the main port too (first octet 0x7F)."""
+    longpoll_path: str | None = "/lp"
+    """Base path of the HTTP long-poll transport; None disables it."""
+    longpoll_session_timeout: float = 30.0
+    """Seconds a long-poll session lives without a pending or recent ``receive``."""
+    longpoll_receive_timeout: float = 10.0
+    """Seconds a ``receive`` is held open when nothing is waiting (then an empty answer)."""
+    listeners: tuple[ListenerSettings, ...] = ()
 
     @property
     def scheme(self) -> str:
@@ -189,7 +228,10 @@ _SERVER_KEYS = {
     "allowed_origins",
     "workers",
     "supervisor_port",
+    "rawsocket",
+    "longpoll_path",
 }
+_LISTENER_KEYS = {"type", "host", "port", "path", "mode"}
 _TRANSPORT_LIMITS: dict[str, type | tuple[type, ...]] = {
     "max_message_size": int,
     "max_write_buffer": int,
@@ -200,6 +242,8 @@ _TRANSPORT_LIMITS: dict[str, type | tuple[type, ...]] = {
     "max_sessions": int,
     "message_rate": (int, float),
     "message_burst": int,
+    "longpoll_session_timeout": (int, float),
+    "longpoll_receive_timeout": (int, float),
 }
 _SESSION_LIMITS = {"max_subscriptions", "max_registrations", "max_pending_calls"}
 _POSITIVE = {
@@ -208,6 +252,8 @@ _POSITIVE = {
     "open_timeout",
     "hello_timeout",
     "max_sessions",
+    "longpoll_session_timeout",
+    "longpoll_receive_timeout",
 }
 _CLUSTER_TIMING_KEYS = {
     "heartbeat_interval",
@@ -228,7 +274,7 @@ _REALM_KEYS = {
     "history",
     "history_max_bytes",
 }
-_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log"}
+_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener"}
 _HISTORY_KEYS = {"uri", "match", "limit", "ttl"}
 _ROLE_KEYS = {"name", "permissions", "authorizer", "authorizer_timeout", "authorizer_cache"}
 
@@ -630,6 +676,36 @@ def _limits(limits: Mapping[str, Any]) -> tuple[dict[str, Any], SessionLimits]:
     return updates, SessionLimits(**session)
 
 
+def _listeners(tables: Any) -> tuple[ListenerSettings, ...]:
+    """``[[listener]]`` entries: RawSocket-only TCP ports or Unix socket paths."""
+    if not isinstance(tables, list):
+        raise ConfigError("[listener] must be an array of tables ([[listener]])")
+    found = []
+    for index, table in enumerate(tables):
+        section = f"listener #{index + 1}"
+        _check_keys(section, table, _LISTENER_KEYS)
+        kind = _typed(section, "type", table.get("type", "rawsocket"), str)
+        if kind != "rawsocket":
+            raise ConfigError(f'[{section}] type: only "rawsocket" is supported')
+        path = table.get("path")
+        port = table.get("port")
+        if (path is None) == (port is None):
+            raise ConfigError(f"[{section}] give a port (TCP) or a path (Unix socket)")
+        if path is not None:
+            _typed(section, "path", path, str)
+            mode = _typed(section, "mode", table.get("mode", 0o660), int)
+            if not 0 <= mode <= 0o777:
+                raise ConfigError(f"[{section}] mode: expected permission bits like 0o660")
+            found.append(ListenerSettings(path=path, mode=mode))
+        else:
+            port = _typed(section, "port", port, int)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"[{section}] port: out of range")
+            host = _typed(section, "host", table.get("host", "127.0.0.1"), str)
+            found.append(ListenerSettings(host=host, port=port))
+    return tuple(found)
+
+
 def _tls(table: Any, env: Mapping[str, str]) -> dict[str, Any]:
     _check_keys("tls", table, {"cert", "key"})
     cert = env.get("BROKER_TLS_CERT") or table.get("cert")
@@ -669,6 +745,14 @@ def settings_from_toml(
         updates["allowed_origins"] = _str_list(
             "server", "allowed_origins", server["allowed_origins"]
         )
+    if "rawsocket" in server:
+        updates["rawsocket"] = _typed("server", "rawsocket", server["rawsocket"], bool)
+    if "longpoll_path" in server:
+        lp = _typed("server", "longpoll_path", server["longpoll_path"], str).rstrip("/")
+        if lp and (not lp.startswith("/") or lp == updates.get("path", "/ws")):
+            raise ConfigError("[server] longpoll_path: a path like /lp, not the WebSocket path")
+        updates["longpoll_path"] = lp or None
+    updates["listeners"] = _listeners(data.get("listener", []))
     updates.update(_tls(data.get("tls", {}), env))
     transport = replace(TransportSettings(), **updates)
     realm_tables = data.get("realm", [])

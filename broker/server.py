@@ -29,11 +29,11 @@ from typing import Any
 
 from broker import __version__
 from broker.cluster.redis import ClusterTiming, RedisCluster
-from broker.config import Settings
+from broker.config import Settings, TransportSettings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
 from broker.metrics import BrokerMetrics
-from broker.transport.websocket import TransportSettings, WebSocketTransport
+from broker.transport.listener import Listener
 
 __all__ = ["AsyncioScheduler", "BrokerServer", "ThreadOffload", "listening_socket"]
 
@@ -151,13 +151,13 @@ def listening_socket(
 
 
 class BrokerServer:
-    """One broker process: router + WebSocket listener."""
+    """One broker process: router + listeners (WebSocket, RawSocket, long-poll)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.offload = ThreadOffload()
         self.router = Router(settings.realms, AsyncioScheduler(), offload=self.offload)
-        self.transport = WebSocketTransport(self.router, settings.transport)
+        self.transport = Listener(self.router, settings.transport)
         self.transport.http_routes["/readyz"] = self.readiness
         self.cluster: RedisCluster | None = None
         if settings.redis_url:
@@ -212,6 +212,12 @@ class BrokerServer:
             self.url,
             ", ".join(r.name for r in self.settings.realms),
         )
+        t = self.settings.transport
+        base = f"{t.host}:{self.transport.bound_port}"
+        if t.rawsocket:
+            log.info("RawSocket on rs%s://%s", "s" if t.tls_cert else "", base)
+        if t.longpoll_path:
+            log.info("long-poll at http%s://%s%s", "s" if t.tls_cert else "", base, t.longpoll_path)
 
     def readiness(self) -> tuple[int, str, str]:
         """``/readyz``: (status, content type, body); 503 while closing or the cluster is not up."""

@@ -1,7 +1,12 @@
-"""Transport adapters that feed the sans-I/O router (WebSocket today)."""
+"""Transport adapters that feed the sans-I/O router: one port for WebSocket, RawSocket and
+HTTP long-poll (``listener``), RawSocket-only TCP ports and Unix sockets, and the session
+glue they share (``peer``)."""
 
 from __future__ import annotations
 
-from .websocket import TransportSettings, WebSocketPeer, WebSocketTransport
+from broker.config import ListenerSettings, TransportSettings
 
-__all__ = ["TransportSettings", "WebSocketPeer", "WebSocketTransport"]
+from .listener import Listener
+from .peer import SessionHub, WampPeer
+
+__all__ = ["Listener", "ListenerSettings", "SessionHub", "TransportSettings", "WampPeer"]

@@ -64,18 +64,42 @@ def frame_for(
     message: Message,
     cache: EncodeCache | None,
     frame: Callable[[bytes], bytes],
+    key: str | None = None,
 ) -> bytes | None:
     """The framed bytes of ``message`` for ``serializer``, shared through ``cache``.
 
-    ``None`` when the serializer cannot carry the message; the failure is cached too, so
-    a fan-out to many recipients of one serializer encodes and logs it once.
+    The payload is cached under the serializer's name and the framed bytes under
+    ``key`` (a transport's framing, e.g. ``websocket:json``; the serializer's name when
+    not given), so a fan-out serializes once per serializer and frames once per
+    framing. ``None`` when the serializer cannot carry the message, or ``frame``
+    refuses the payload (``ValueError``: over a RawSocket peer's maximum); the failure
+    is cached too, so a fan-out encodes and logs it once.
     """
     if cache is None:
         payload = encode_payload(serializer, message)
-        return None if payload is None else frame(payload)
+        return None if payload is None else _framed(frame, payload, message)
     name = serializer.name
-    found = cache.get(name)
+    frame_key = key or name
+    found = cache.get(frame_key)
     if found is None:
-        payload = encode_payload(serializer, message)
-        found = cache[name] = UNENCODABLE if payload is None else frame(payload)
+        encoded = cache.get(name) if frame_key != name else None
+        if encoded is None:
+            payload = encode_payload(serializer, message)
+            encoded = UNENCODABLE if payload is None else payload
+            if frame_key != name:
+                cache[name] = encoded
+        if isinstance(encoded, bytes):
+            framed = _framed(frame, encoded, message)
+            found = UNENCODABLE if framed is None else framed
+        else:
+            found = UNENCODABLE
+        cache[frame_key] = found
     return found if isinstance(found, bytes) else None
+
+
+def _framed(frame: Callable[[bytes], bytes], payload: bytes, message: Message) -> bytes | None:
+    try:
+        return frame(payload)
+    except ValueError as exc:
+        log.warning("cannot send %s: %s", type(message).__name__, exc)
+        return None

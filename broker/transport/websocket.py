@@ -1,519 +1,406 @@
-"""WebSocket transport: websockets (≥ 14, asyncio API) in front of the sans-I/O router.
+"""WebSocket transport on websockets' documented sans-I/O ``ServerProtocol``.
 
-websockets does the HTTP handshake, ping/pong and the closing handshake. Data frames
-take a shorter road than ``async for message in connection``: ``WampConnection``
-(given to ``serve`` through its documented ``create_connection`` hook) hands every
-complete data frame synchronously to its ``WebSocketPeer`` from ``process_event``,
-which decodes it and calls the router; no task, future or queue per message.
-Outgoing messages are framed once per serializer (all recipients of an EVENT share
-the bytes through the core's encode cache) and written straight to the transport.
+``WebSocketConnection`` is our own ``asyncio.Protocol`` around a
+``websockets.server.ServerProtocol``: the protocol does the opening handshake
+(subprotocol, Origin, the 101 or the refusal), ping/pong, fragmentation, the size
+limit, UTF-8 checks of fragmented text, and the closing handshake; we feed it bytes
+(``receive_data``), take its events and write what it wants sent.
 
-Backpressure: a peer whose transport write buffer grows past ``max_write_buffer``
-bytes is a slow consumer: it is closed with 1008 ``wamp.error.slow_consumer`` (and
-its TCP connection reset if it does not take the close frame within
-``close_timeout``), so it never slows the others and memory stays bounded. Incoming
-data is processed as it arrives, so a fast publisher is held back by TCP itself.
+The read path cuts frames itself (``_frames``): a final, unfragmented, masked text
+or binary frame within ``max_message_size`` — nearly every WAMP message — is
+unmasked, checked (UTF-8 for text) and handed to the ``WebSocketPeer`` at once,
+without a generator step or event object per frame. Every other frame goes whole
+to the protocol, so it always sees frame boundaries; a header invalid by itself
+(unmasked, reserved bits, oversized) goes to it with all that follows, and the
+protocol fails the connection with the right code (1002, 1009).
 
-A frame that does not decode ends the session with ABORT
-``wamp.error.protocol_violation``. A bug in the router while handling one message is
-logged once with its traceback and closes only that connection (code 1011).
-
-Security limits enforced here (protocol_spec/security.md): TLS (``tls_cert``/``tls_key``),
-allowed browser Origins (HTTP 403), ``max_sessions`` per node (HTTP 503), the
-``hello_timeout`` from connection to WELCOME, a per-session token bucket on incoming
-messages (``message_rate``/``message_burst``; an empty bucket ABORTs the session), and
-``max_message_size`` (close 1009, by websockets).
+Outgoing WAMP messages skip the protocol object: each is framed once per serializer
+(``WebSocketPeer.frame``; recipients of an EVENT share the bytes) and queued on the
+peer's ``CorkedWriter`` (one write per peer per loop iteration). Negotiation: the
+client's most preferred WAMP subprotocol; a client offering none gets HTTP 400, a
+browser Origin not allowed HTTP 403, a node at ``max_sessions`` HTTP 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
-import socket
-import ssl
 import struct
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import cast
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, NegotiationError
+from websockets.exceptions import NegotiationError
+from websockets.frames import CloseCode as WsCloseCode
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
 
-from broker.config import TransportSettings
-from broker.core.interfaces import EncodeCache
-from broker.core.router import Router
-from broker.core.session import Session, SessionState
-from broker.metrics import TransportStats
-from broker.transport.encoding import frame_for
+from broker.config import TransportSettings  # re-exported: its former home
 from protocol_spec import errors
-from protocol_spec.errors import RATE_LIMIT_EXCEEDED, CloseCode, ProtocolError
-from protocol_spec.messages import Message, MessageType
+from protocol_spec.errors import CloseCode
 from protocol_spec.serializers import SUBPROTOCOLS, Serializer, by_subprotocol
 
-__all__ = ["TransportSettings", "WebSocketPeer", "WebSocketTransport"]
+from .peer import (
+    CorkedWriter,
+    SessionHub,
+    WampPeer,
+    peer_address,
+    reset_connection,
+)
+
+__all__ = ["TransportSettings", "WebSocketConnection", "WebSocketPeer", "select_subprotocol"]
 
 log = logging.getLogger(__name__)
 
-_SWEEP_INTERVAL = 1.0  # seconds between keepalive / HELLO-timeout sweeps
+_H16 = struct.Struct("!BBH")
+_H64 = struct.Struct("!BBQ")
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
+_SERVER_HEADER = "wamp-broker"
+_MAX_HEAD = 16 * 1024
+_NO_MASK = b"\x00\x00\x00\x00"
+_SUBPROTOCOLS = [Subprotocol(p) for p in SUBPROTOCOLS]
+_WS_LOGGER = logging.getLogger("websockets.server")
 
 
-def _frame(payload: bytes, opcode: int) -> bytes:
-    """An unmasked, unfragmented server frame (RFC 6455 §5.2) carrying ``payload``."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x80 | opcode, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
+class WebSocketPeer(WampPeer):
+    """The core's ``Peer`` for one WebSocket connection."""
 
+    __slots__ = ("_first", "connection")
 
-class _NoMessages:
-    """Stands in for websockets' per-connection message queue, which we never read."""
+    kind = "websocket"
 
-    def put(self, frame: Frame) -> None:  # pragma: no cover - data frames go to the peer
-        raise RuntimeError("data frames are delivered to the WAMP peer")
+    def __init__(self, hub: SessionHub, serializer: Serializer, connection: WebSocketConnection):
+        super().__init__(hub, serializer, connection.address)
+        self.connection = connection
+        self._first = 0x80 | (Opcode.BINARY if serializer.binary else Opcode.TEXT)
 
-    def close(self) -> None:
-        pass
-
-
-_NO_MESSAGES = _NoMessages()
-_NO_HEADERS = Headers()
-
-
-class WampConnection(ServerConnection):
-    """A ``ServerConnection`` that hands complete data frames to its ``WebSocketPeer``.
-
-    The peer is created at the first data frame or when the handler starts, whichever
-    comes first, so no frame can slip into websockets' own message queue. Control
-    frames (ping, pong, close) still go to websockets.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.peer: WebSocketPeer | None = None
-        self.open_peer: Callable[[WampConnection], WebSocketPeer] | None = None
-        self._fragments: list[bytes] | None = None
-        self._fragmented_text = False
-        self.last_seen = 0.0  # loop time of the last frame received (keepalive sweeper)
-        self.opened_at = 0.0
-        self.ping_sent = False
-
-    def release_handshake(self) -> None:
-        """Drop what only the handshake needed, to keep idle connections small.
-
-        The request and response keep their path and status but lose their header
-        maps, and websockets' message queue (never used: data frames come to the
-        peer) is replaced by a shared stand-in.
-        """
-        if self.request is not None:
-            self.request = Request(self.request.path, _NO_HEADERS)
-        if self.response is not None:
-            self.response = Response(
-                self.response.status_code, self.response.reason_phrase, _NO_HEADERS
-            )
-        self.recv_messages = _NO_MESSAGES  # type: ignore[assignment]
-
-    def process_event(self, event: Any) -> None:
-        if self.request is None or not isinstance(event, Frame):
-            super().process_event(event)
-            return
-        self.last_seen = self.loop.time()
-        self.ping_sent = False
-        opcode = event.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if event.fin:
-                self._deliver(bytes(event.data), opcode is Opcode.TEXT)
-            else:
-                self._fragments = [bytes(event.data)]
-                self._fragmented_text = opcode is Opcode.TEXT
-        elif opcode is Opcode.CONT:
-            # websockets checks continuation order and the total size (max_size).
-            if self._fragments is not None:
-                self._fragments.append(bytes(event.data))
-                if event.fin:
-                    data = b"".join(self._fragments)
-                    self._fragments = None
-                    self._deliver(data, self._fragmented_text)
-        else:
-            super().process_event(event)
-
-    def _deliver(self, data: bytes, text: bool) -> None:
-        peer = self.peer
-        if peer is None:
-            if self.open_peer is None:
-                return
-            peer = self.open_peer(self)
-        peer.receive(data, text)
-
-
-class WebSocketPeer:
-    """The core's ``Peer`` for one WebSocket connection, and its incoming side."""
-
-    __slots__ = (
-        "_bucket",
-        "_closer",
-        "_closing",
-        "_last",
-        "_opcode",
-        "_transport",
-        "_ws",
-        "calls_started",
-        "max_write_buffer",
-        "owner",
-        "serializer",
-        "session",
-        "slow",
-        "stats",
-        "transport_info",
-    )
-
-    def __init__(
-        self, ws: ServerConnection, serializer: Serializer, owner: WebSocketTransport
-    ) -> None:
-        self._ws = ws
-        self._transport = ws.transport
-        self.owner = owner
-        self.stats = owner.stats
-        self.calls_started: dict[int, float] = {}  # CALL request id -> arrival (metrics)
-        self.serializer = serializer
-        self._opcode = Opcode.BINARY if serializer.binary else Opcode.TEXT
-        self.max_write_buffer = owner.settings.max_write_buffer
-        self._closing: tuple[int, str] | None = None
-        self._closer: asyncio.Future[None] | None = None
-        self.slow = False
-        self.session: Session | None = None
-        self._bucket = owner.burst  # token bucket for the message rate limit
-        self._last = time.monotonic()
-        address = ws.remote_address
-        self.transport_info: dict[str, Any] = {
-            "type": "websocket",
-            "protocol": serializer.subprotocol,
-            "peer": f"tcp4:{address[0]}:{address[1]}" if address else "unknown",
-        }
-
-    @property
-    def closing(self) -> bool:
-        """True once a close was requested (by the router or by overflow)."""
-        return self._closing is not None
-
-    # --- outgoing ---------------------------------------------------------------------
-    def send(self, message: Message, cache: EncodeCache | None = None) -> bool:
-        """Frame (once per serializer when a cache is shared) and write a message.
-
-        Returns False only when this peer's serializer cannot carry the message
-        (``encoding.frame_for``: logged once, never raised); True otherwise, also when
-        the message is dropped because the connection is closing.
-        """
-        if self._closing is not None or self._ws.protocol.state is not State.OPEN:
-            return True
-        frame = frame_for(self.serializer, message, cache, self._frame)
-        if frame is None:
-            return False
-        transport = self._transport
-        transport.write(frame)
-        if transport.get_write_buffer_size() > self.max_write_buffer:
-            self._overflow()
-            return True
-        kind = message.TYPE
-        self.stats.messages_out[kind] += 1
-        if kind == MessageType.RESULT or kind == MessageType.ERROR:  # call latency, errors
-            self.stats.replied(self.calls_started, message)
-        return True
-
-    def _frame(self, payload: bytes) -> bytes:
-        return _frame(payload, self._opcode)
-
-    def _overflow(self) -> None:
-        log.warning(
-            "closing slow consumer %s: %d bytes waiting to be sent",
-            self.transport_info["peer"],
-            self._transport.get_write_buffer_size(),
-        )
-        self.slow = True
-        self._closing = (CloseCode.POLICY_VIOLATION, errors.SLOW_CONSUMER)
-        self._closer = asyncio.ensure_future(self._close_stalled())
-
-    async def _close_stalled(self) -> None:
-        """Send close 1008 if the peer still takes bytes; else reset the TCP connection."""
-        ws = self._ws
-        try:
-            await asyncio.wait_for(
-                ws.close(CloseCode.POLICY_VIOLATION, errors.SLOW_CONSUMER), ws.close_timeout or 5.0
-            )
-        except (TimeoutError, ConnectionClosed):
-            pass
-        finally:
-            # Reset rather than close: the kernel would otherwise keep trying to
-            # deliver megabytes of buffered frames to a peer that does not read.
-            sock = ws.transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            ws.transport.abort()
+    def frame(self, payload: bytes) -> bytes:
+        """An unmasked, unfragmented server frame (RFC 6455 §5.2) carrying ``payload``."""
+        size = len(payload)
+        if size < 126:
+            return bytes((self._first, size)) + payload
+        if size < 65536:
+            return _H16.pack(self._first, 126, size) + payload
+        return _H64.pack(self._first, 127, size) + payload
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close the WebSocket with ``code`` after what was already sent."""
+        """Start the closing handshake with ``code`` after what was already sent."""
         if self._closing is None:
             self._closing = (code, reason)
-            self._closer = asyncio.ensure_future(self._close(code, reason[:120]))
+            self.connection.close(code, reason)
 
-    async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self._ws.close(code, reason)
+    def close_slow(self) -> None:
+        """Close 1008 ``wamp.error.slow_consumer``; reset if not closed in time."""
+        code, reason = self._closing or (1008, errors.SLOW_CONSUMER)
+        self.connection.close(code, reason)
 
-    async def finish(self, timeout: float) -> None:
-        """Wait (bounded) for a close in progress to complete."""
-        closer = self._closer
-        if closer is None or closer.done():
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(closer), timeout)
-        except (TimeoutError, asyncio.CancelledError, ConnectionClosed):
-            closer.cancel()
+    def ping(self) -> None:
+        self.connection.ping()
 
-    # --- incoming ---------------------------------------------------------------------
-    def receive(self, data: bytes, text: bool) -> None:
-        """Handle one complete data frame: rate limit, decode, route."""
-        session = self.session
-        if self._closing is not None or session is None:
-            return  # the session is over: drop what the peer still sends
-        owner = self.owner
-        router = owner.router
-        rate = owner.settings.message_rate
-        if rate:
-            now = time.monotonic()
-            tokens = min(owner.burst, self._bucket + (now - self._last) * rate)
-            self._last = now
-            if tokens < 1.0:
-                log.warning("session %d exceeded its message rate: closing", session.id)
-                router.abort(
-                    session,
-                    RATE_LIMIT_EXCEEDED,
-                    "message rate limit exceeded",
-                    CloseCode.POLICY_VIOLATION,
-                )
-                return
-            self._bucket = tokens - 1.0
-        try:
-            message = self.serializer.decode(data)
-        except ProtocolError as exc:
-            router.protocol_violation(session, str(exc))
-            return
-        kind = message.TYPE
-        self.stats.messages_in[kind] += 1
-        if kind == MessageType.CALL:  # start the latency clock
-            TransportStats.start_call(self.calls_started, message.request)
-        try:
-            router.receive(session, message)
-        except Exception:
-            log.exception("internal error while handling a message of session %d", session.id)
-            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+    def ping_failed(self) -> None:
+        self.connection.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
 
-class WebSocketTransport:
-    """Accepts WebSocket connections and runs each as a WAMP session."""
+class WebSocketConnection(asyncio.Protocol):
+    """One WebSocket connection: the sans-I/O protocol under an ``asyncio.Protocol``."""
 
-    def __init__(self, router: Router, settings: TransportSettings) -> None:
-        self.router = router
-        self.settings = settings
-        self.server: Server | None = None
-        self.connections: set[ServerConnection] = set()
-        self.http_routes: dict[str, Callable[[], tuple[int, str, str]]] = {
-            "/healthz": lambda: (200, "text/plain; charset=utf-8", "ok\n"),
-        }
-        self.slow_consumers = 0
-        self.stats = TransportStats()
-        self.burst = float(settings.message_burst)
-        self._sweeper: asyncio.TimerHandle | None = None
+    __slots__ = (
+        "_buf",
+        "_closer",
+        "_fragments",
+        "_max_size",
+        "_need",
+        "_raw",
+        "address",
+        "hub",
+        "peer",
+        "transport",
+        "writer",
+        "ws",
+    )
 
-    async def start(self, sock: socket.socket | None = None) -> None:
-        """Start accepting connections on ``sock`` (a listening socket), or bind host:port."""
-        s = self.settings
-        origins: list[Origin | None] | None = None
-        if s.allowed_origins:
-            # clients that send no Origin (non-browsers) are not subject to the check
-            origins = [None, *(Origin(o) for o in s.allowed_origins)]
-        where: dict[str, Any] = {"sock": sock} if sock is not None else {}
-        self.server = await serve(
-            self._handle,
-            None if sock is not None else s.host,
-            None if sock is not None else s.port,
-            **where,
-            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
-            select_subprotocol=_select_subprotocol,
-            process_request=self._process_request,
-            max_size=s.max_message_size,
-            ping_interval=None,  # keepalive: one sweeper for all connections (_sweep)
-            ping_timeout=None,
-            open_timeout=s.open_timeout,
-            close_timeout=s.close_timeout,
-            compression=None,
-            server_header="wamp-broker",
-            origins=origins,
-            ssl=_tls_context(s),
-            create_connection=WampConnection,
+    def __init__(self, hub: SessionHub) -> None:
+        settings = hub.settings
+        self.ws = ServerProtocol(
+            origins=_origins(settings.allowed_origins),
+            subprotocols=_SUBPROTOCOLS,
+            select_subprotocol=select_subprotocol,
+            max_size=settings.max_message_size,
+            logger=_WS_LOGGER,
         )
+        self.hub = hub
+        self.transport: asyncio.Transport | None = None
+        self.peer: WebSocketPeer | None = None
+        self.address = "unknown"
+        self._fragments: list[bytes] | None = None
+        self._buf = bytearray()  # an incomplete frame (or request head)
+        self._need = 0  # bytes ``_buf`` must hold before it is worth parsing again
+        self._raw = False  # True once a bad header went to the protocol: all bytes follow
+        self._max_size = settings.max_message_size
+        self._closer: asyncio.TimerHandle | None = None
+        self.writer: CorkedWriter | None = None
 
-    @property
-    def bound_port(self) -> int:
-        """The port actually bound (useful with port 0)."""
-        assert self.server is not None
-        for sock in self.server.sockets:
-            return int(sock.getsockname()[1])
-        raise RuntimeError("server has no socket")
+    # --- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.transport = transport
+        self.address = peer_address(transport)
 
-    def stop_accepting(self) -> None:
-        """Close the listening sockets; open connections stay."""
-        if self.server is not None:
-            self.server.close(close_connections=False)
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None:
+            self._before_open(data)
+            return
+        peer.heard = True
+        if self._raw:
+            self._protocol_data(data)
+            return
+        buf = self._buf
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return  # the frame waited for is still incomplete
+            data = bytes(buf)
+            buf.clear()
+        self._frames(data, peer)
 
-    async def wait_connections_closed(self, timeout: float) -> bool:
-        """Wait until every connection closed, at most ``timeout`` seconds."""
-        if not self.connections:
-            return True
-        waiters = [asyncio.ensure_future(c.wait_closed()) for c in list(self.connections)]
-        _done, pending = await asyncio.wait(waiters, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        return not pending
+    def _before_open(self, data: bytes) -> None:
+        """Feed the request head (only) to the protocol and answer it."""
+        buf = self._buf
+        buf += data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > _MAX_HEAD and self.transport is not None:
+                self.transport.close()
+            return
+        head, rest = bytes(buf[: end + 4]), bytes(buf[end + 4 :])
+        buf.clear()
+        ws = self.ws
+        ws.receive_data(head)
+        events = ws.events_received()
+        if ws.state is State.CONNECTING and events and isinstance(events[0], Request):
+            self._handshake(events[0])
+        self._flush()
+        if self.peer is not None and rest:
+            self.data_received(rest)
 
-    async def close(self) -> None:
-        """Close every connection and the server."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self.server is not None:
-            self.server.close(close_connections=True)
-            await self.server.wait_closed()
+    def _frames(self, data: bytes, peer: WebSocketPeer) -> None:
+        """Take whole frames off ``data``: plain data frames here, the others to the protocol.
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        route = self.http_routes.get(path)
-        if route is not None:
-            status, content_type, body = route()
-            response = connection.respond(HTTPStatus(status), body)
-            del response.headers["Content-Type"]  # Headers is multi-valued: replace, not add
-            response.headers["Content-Type"] = content_type
-            return response
-        if path != self.settings.path:
-            return connection.respond(
-                HTTPStatus.NOT_FOUND, f"WAMP is served at {self.settings.path}\n"
-            )
-        if len(self.connections) >= self.settings.max_sessions:
-            return connection.respond(
+        A final, unfragmented, masked text or binary frame within ``max_message_size``
+        (nearly every WAMP message) is unmasked and delivered here; any other complete
+        frame (control, fragment, unknown opcode) goes whole to websockets'
+        ``ServerProtocol``, which thus always sees frame boundaries. A header that is
+        invalid by itself (unmasked, reserved bits, too large) goes to the protocol with
+        everything after it, and the protocol fails the connection.
+        """
+        n, pos, need = len(data), 0, 0
+        max_size = self._max_size
+        while pos < n:
+            if n - pos < 2:
+                need = 2
+                break
+            b0, b1 = data[pos], data[pos + 1]
+            size, head = b1 & 0x7F, 2
+            if size == 126:
+                head, size = 4, int.from_bytes(data[pos + 2 : pos + 4], "big")
+            elif size == 127:
+                head, size = 10, int.from_bytes(data[pos + 2 : pos + 10], "big")
+            if n - pos < head:
+                need = head
+                break
+            if not b1 & 0x80 or b0 & 0x70 or size > max_size or (b0 & 0x08 and size > 125):
+                self._raw = True  # invalid by its header alone: the protocol fails it
+                self._protocol_data(data[pos:])
+                return
+            end = pos + head + 4 + size
+            if end > n:
+                need = end - pos
+                break
+            if (b0 == 0x81 or b0 == 0x82) and self._fragments is None:
+                payload = _unmask(data[pos + head + 4 : end], data[pos + head : pos + head + 4])
+                pos = end
+                if b0 == 0x82:
+                    peer.receive(payload)
+                    continue
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.fail(WsCloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
+                    return
+                peer.receive(text)
+            else:
+                self._protocol_data(data[pos:end])
+                pos = end
+        if pos < n:
+            self._buf += data[pos:]
+            self._need = need
+
+    def _protocol_data(self, data: bytes) -> None:
+        """Bytes for websockets' protocol: control frames, fragments, invalid frames."""
+        ws = self.ws
+        ws.receive_data(data)
+        peer = self.peer
+        for event in ws.events_received():
+            if not isinstance(event, Frame):
+                continue
+            opcode = event.opcode
+            if opcode is _BINARY or opcode is _TEXT:
+                if event.fin:
+                    if peer is not None:
+                        peer.receive(bytes(event.data))
+                else:
+                    self._fragments = [bytes(event.data)]
+            elif opcode is _CONT and self._fragments is not None:
+                # the protocol checks continuation order and the total size (max_size)
+                self._fragments.append(bytes(event.data))
+                if event.fin:
+                    message = b"".join(self._fragments)
+                    self._fragments = None
+                    if peer is not None:
+                        peer.receive(message)
+        if ws.state is not State.OPEN and peer is not None:
+            peer.mark_closing(ws.close_code or WsCloseCode.ABNORMAL_CLOSURE)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        if self.transport is not None:
+            self.hub.transports.discard(self.transport)
+        self.ws.receive_eof()
+        peer = self.peer
+        if peer is not None:
+            self.hub.closed(peer, f"code {self.ws.close_code}")
+            peer.connection = _CLOSED
+            self.peer = None
+
+    # --- handshake ------------------------------------------------------------------------
+    def _handshake(self, request: Request) -> None:
+        ws, hub = self.ws, self.hub
+        if hub.full:
+            response = ws.reject(
                 HTTPStatus.SERVICE_UNAVAILABLE, "too many sessions on this node, retry later\n"
             )
-        return None
-
-    def _open_peer(self, ws: WampConnection) -> WebSocketPeer:
-        """Create the peer and session of a connection (once)."""
-        if ws.peer is not None:
-            return ws.peer
-        serializer = by_subprotocol(ws.subprotocol or "")
-        peer = WebSocketPeer(ws, serializer, self)
-        ws.peer = peer
-        peer.session = self.router.attach(peer)
-        self.connections.add(ws)
-        ws.last_seen = ws.loop.time()
-        ws.opened_at = ws.last_seen
-        ws.release_handshake()
-        if self._sweeper is None:
-            self._sweeper = ws.loop.call_later(_SWEEP_INTERVAL, self._sweep)
-        return peer
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        assert isinstance(ws, WampConnection)
-        ws.open_peer = self._open_peer
-        peer = self._open_peer(ws)
-        session = peer.session
-        assert session is not None
-        router = self.router
-        if len(self.connections) > self.settings.max_sessions:  # raced past the HTTP check
-            router.abort(
-                session, errors.UNAVAILABLE, "too many sessions", CloseCode.TRY_AGAIN_LATER
-            )
-        log.info(
-            "session %d opened from %s (%s)",
-            session.id,
-            peer.transport_info["peer"],
-            peer.serializer.subprotocol,
-        )
-        try:
-            await ws.wait_closed()
-        finally:
-            router.detach(session)
-            peer.session = None
-            await peer.finish(self.settings.close_timeout + 1)
-            self.connections.discard(ws)
-            if peer.slow:
-                self.slow_consumers += 1
-            log.info("session %d closed (code %s)", session.id, ws.close_code)
-
-    def _sweep(self) -> None:
-        """Once a second: HELLO timeouts, keepalive pings, and peers that stopped answering.
-
-        One timer for every connection instead of a task and a timer per connection.
-        A connection idle for ``ping_interval`` gets a ping; one still silent
-        ``ping_timeout`` later is closed with 1011, as websockets' keepalive does.
-        """
-        self._sweeper = None
-        if not self.connections:
+        else:
+            response = ws.accept(request)
+        response.headers["Server"] = _SERVER_HEADER
+        ws.send_response(response)
+        if ws.state is not State.OPEN:
             return
-        settings = self.settings
-        interval, timeout = settings.ping_interval, settings.ping_timeout
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for ws in list(self.connections):
-            assert isinstance(ws, WampConnection)
-            peer = ws.peer
-            if peer is None or peer.closing or ws.protocol.state is not State.OPEN:
-                continue
-            session = peer.session
-            if (
-                session is not None
-                and session.state < SessionState.ESTABLISHED
-                and now - ws.opened_at >= settings.hello_timeout
-            ):
-                self.router.abort(
-                    session,
-                    errors.TIMEOUT,
-                    f"no WELCOME within {settings.hello_timeout:g} s",
-                    CloseCode.POLICY_VIOLATION,
-                )
-                continue
-            if not interval:
-                continue
-            idle = now - ws.last_seen
-            if ws.ping_sent and timeout and idle >= interval + timeout:
-                ws.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                ws.send_data()
-            elif not ws.ping_sent and idle >= interval:
-                ws.protocol.send_ping(b"keepalive")
-                ws.send_data()
-                ws.ping_sent = True
-        self._sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        self._flush()  # the 101, from the handshake protocol
+        # Frames go to a protocol object that starts OPEN: the handshake one keeps the
+        # request and its headers alive (about 2 KiB per idle connection).
+        self.ws = ServerProtocol(
+            state=State.OPEN, max_size=hub.settings.max_message_size, logger=_WS_LOGGER
+        )
+        serializer = by_subprotocol(ws.subprotocol or "")
+        self.peer = peer = WebSocketPeer(hub, serializer, self)
+        assert self.transport is not None
+        self.writer = peer.buffer = CorkedWriter(hub, self.transport)
+        hub.open(peer)
+
+    # --- output ---------------------------------------------------------------------------
+    def _flush(self) -> None:
+        transport = self.transport
+        writes = self.ws.data_to_send()
+        if transport is None or not writes:
+            return
+        if self.writer is not None:
+            self.writer.flush()  # data frames written before go first
+        for data in writes:
+            if data:
+                transport.write(data)
+            else:  # end of stream: the server closes the TCP connection first
+                transport.close()
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame; reset the connection if it is not closed in time."""
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, _truncate(reason))
+            self._flush()
+        self._close_later()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection: close frame, then the TCP connection at once."""
+        if self.peer is not None:
+            self.peer.mark_closing(code, reason)
+        self.ws.fail(code, reason)
+        self._flush()
+        self._close_later()
+
+    def ping(self) -> None:
+        """Send a keepalive ping."""
+        if self.ws.state is State.OPEN:
+            self.ws.send_ping(b"keepalive")
+            self._flush()
+
+    def _close_later(self) -> None:
+        """Reset the connection if it is still open ``close_timeout`` from now."""
+        transport = self.transport
+        if self._closer is None and transport is not None:
+            loop = asyncio.get_running_loop()
+            self._closer = loop.call_later(
+                self.hub.settings.close_timeout, reset_connection, transport
+            )
 
 
-def _tls_context(settings: TransportSettings) -> ssl.SSLContext | None:
-    """A server TLS context (TLS 1.2+) from the configured PEM files, or None."""
-    if not settings.tls_cert:
+class _ClosedConnection(WebSocketConnection):
+    """Stands in for a connection that is gone, so a late ``close`` is a no-op."""
+
+    def __init__(self) -> None:  # no protocol object needed
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        return
+
+    def fail(self, code: int, reason: str) -> None:
+        return
+
+    def ping(self) -> None:
+        return
+
+
+_CLOSED = _ClosedConnection()
+
+
+@functools.cache
+def _origins(allowed: tuple[str, ...]) -> list[Origin | None] | None:
+    """The Origins the handshake accepts (one list shared by every connection)."""
+    if not allowed:
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return context
+    # clients that send no Origin (non-browsers) are not subject to the check
+    return [None, *(Origin(o) for o in allowed)]
 
 
-def _select_subprotocol(
-    connection: ServerConnection, offered: Sequence[Subprotocol]
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    """XOR ``payload`` with the repeated 4-octet masking ``key`` (RFC 6455 §5.3)."""
+    size = len(payload)
+    if key == _NO_MASK or not size:
+        return payload
+    mask = (key * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(size, "big")
+
+
+def _truncate(reason: str) -> str:
+    """A close reason that fits a control frame (123 bytes of UTF-8)."""
+    return reason.encode("utf-8")[:120].decode("utf-8", "ignore")
+
+
+def select_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
 ) -> Subprotocol | None:
     """Pick the client's most preferred WAMP subprotocol; refuse clients offering none."""
     for name in offered:
