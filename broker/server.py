@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -33,6 +34,7 @@ from broker.config import Settings, TransportSettings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
 from broker.metrics import BrokerMetrics
+from broker.reclaim import Reclaimer
 from broker.transport.listener import Listener
 
 __all__ = ["AsyncioScheduler", "BrokerServer", "ThreadOffload", "listening_socket"]
@@ -171,6 +173,9 @@ class BrokerServer:
         self._count_auth_in_metrics()
         self._closed: asyncio.Event | None = None
         self._closing = False
+        self.reclaimer = Reclaimer()
+        self._slow_seen = 0
+        self._reclaim_timer: asyncio.TimerHandle | None = None
 
     def _count_auth_in_metrics(self) -> None:
         """Make the router's ``AuthGuard`` count straight into this server's metric families.
@@ -195,9 +200,22 @@ class BrokerServer:
         t = self.settings.transport
         return f"{t.scheme}://{t.host}:{self.transport.bound_port}{t.path}"
 
+    def _reclaim_tick(self) -> None:
+        """Once a second: let the reclaimer return memory after a burst (broker.reclaim)."""
+        hub = self.transport.hub
+        now = time.monotonic()
+        dropped = hub.slow_consumers - self._slow_seen
+        if dropped > 0:
+            self._slow_seen = hub.slow_consumers
+            self.reclaimer.released(dropped * self.settings.transport.max_write_buffer, now)
+        self.reclaimer.observe(len(hub.peers), now)
+        if not self._closing:
+            self._reclaim_timer = asyncio.get_running_loop().call_later(1.0, self._reclaim_tick)
+
     async def start(self) -> None:
         """Start listening; log the URL (tests read it back with port 0)."""
         self._closed = asyncio.Event()
+        self._reclaim_timer = asyncio.get_running_loop().call_later(1.0, self._reclaim_tick)
         if self.cluster is not None:
             await self.cluster.start()
         await self.transport.start(listening_socket(self.settings.transport))
@@ -240,6 +258,8 @@ class BrokerServer:
                 await self._closed.wait()
             return
         self._closing = True
+        if self._reclaim_timer is not None:
+            self._reclaim_timer.cancel()
         transport = self.transport
         transport.stop_accepting()
         told = self.router.shutdown()

@@ -69,3 +69,34 @@ def test_malloc_trim_runs_on_glibc() -> None:
 
     expected = platform.libc_ver()[0] == "glibc"
     assert malloc_trim() is expected
+
+
+async def test_server_reclaims_after_a_burst_of_sessions_closes() -> None:
+    """A real server: sessions open and close, and the reclaimer runs once they are gone."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from broker.config import load_settings
+    from broker.server import BrokerServer
+
+    server = BrokerServer(load_settings(None, host="127.0.0.1", port=0))
+    reclaimed = asyncio.Event()
+    server.reclaimer = Reclaimer(min_drop=5, min_interval=0, reclaim=reclaimed.set)
+    await server.start()
+    try:
+        clients = []
+        for _ in range(8):
+            ws = await connect(server.url, subprotocols=["wamp.2.json"])  # type: ignore[list-item]
+            await ws.send(json.dumps([1, "realm1", {"roles": {"subscriber": {}}}]))
+            assert json.loads(await ws.recv())[0] == 2  # WELCOME
+            clients.append(ws)
+        server._reclaim_tick()  # a tick with every session open reclaims nothing
+        assert not reclaimed.is_set()
+        for ws in clients:
+            await ws.close()
+        await asyncio.wait_for(reclaimed.wait(), 10)  # the server's once-a-second tick
+        assert server.reclaimer.runs == 1
+    finally:
+        await server.close()
