@@ -57,8 +57,9 @@ class Reclaimer:
     second) and ``released(nbytes, now)`` when a large buffer was dropped (a slow
     consumer closed). A reclaim runs when the session count has fallen to at most
     ``1 - drop_fraction`` of its peak since the last reclaim, by at least ``min_drop``
-    sessions, or when at least ``min_bytes`` of buffers were released; never more often
-    than every ``min_interval`` seconds (a full collection costs a few milliseconds per
+    sessions, or when at least ``min_bytes`` of buffers were released; and only once
+    the burst is over (nothing changed for ``settle`` seconds), never more often than
+    every ``min_interval`` seconds (a full collection costs a few milliseconds per
     100,000 live objects).
     """
 
@@ -69,10 +70,15 @@ class Reclaimer:
         min_drop: int = 500,
         min_bytes: int = 16 * 1024 * 1024,
         min_interval: float = 10.0,
+        settle: float = 1.0,
         reclaim: Callable[[], None] | None = None,
     ) -> None:
         if not 0 < drop_fraction <= 1 or min_drop < 1 or min_bytes < 1 or min_interval < 0:
             raise ValueError("need 0 < drop_fraction <= 1, min_drop >= 1, min_bytes >= 1")
+        if settle < 0:
+            raise ValueError("settle must be >= 0")
+        self.settle = settle
+        self._last_change = float("-inf")
         self.drop_fraction = drop_fraction
         self.min_drop = min_drop
         self.min_bytes = min_bytes
@@ -87,11 +93,15 @@ class Reclaimer:
 
     def released(self, nbytes: int, now: float) -> bool:
         """``nbytes`` of buffers were freed (e.g. a slow consumer dropped); maybe reclaim."""
-        self._released += max(0, nbytes)
+        if nbytes > 0:
+            self._released += nbytes
+            self._last_change = now
         return self._maybe(now)
 
     def observe(self, sessions: int, now: float) -> bool:
         """The current session count; return whether a reclaim ran."""
+        if sessions != self._current:
+            self._last_change = now
         self._peak = max(self._peak, sessions)
         self._current = sessions
         return self._maybe(now)
@@ -103,7 +113,8 @@ class Reclaimer:
         return dropped >= self.min_drop and self._current <= self._peak * (1 - self.drop_fraction)
 
     def _maybe(self, now: float) -> bool:
-        if now - self._last < self.min_interval or not self._due():
+        quiet = now - self._last_change >= self.settle
+        if not quiet or now - self._last < self.min_interval or not self._due():
             return False
         self._last = now
         self._peak = self._current

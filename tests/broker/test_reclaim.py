@@ -9,6 +9,7 @@ from broker.reclaim import Reclaimer, malloc_trim
 
 def make(**kw: object) -> tuple[Reclaimer, list[int]]:
     runs: list[int] = []
+    kw.setdefault("settle", 0)
     r = Reclaimer(reclaim=lambda: runs.append(1), **kw)  # type: ignore[arg-type]
     return r, runs
 
@@ -54,6 +55,15 @@ def test_released_buffers_trigger_a_reclaim() -> None:
     assert r.released(600, now=1.0) is False
     assert r.released(600, now=2.0) is True
     assert r.released(600, now=3.0) is False  # the count restarted
+    assert runs == [1]
+
+
+def test_reclaim_waits_until_the_burst_is_over() -> None:
+    r, runs = make(min_bytes=1000, min_interval=0, settle=1.0)
+    assert r.released(4000, now=10.0) is False  # still dropping
+    assert r.released(4000, now=10.5) is False
+    assert r.observe(0, now=11.0) is False  # 0.5 s since the last drop
+    assert r.observe(0, now=11.6) is True  # quiet for 1.1 s: one reclaim for the whole burst
     assert runs == [1]
 
 
