@@ -106,6 +106,13 @@ from broker.core.authorization import (
 )
 from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
 from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
+from broker.httpapi.settings import (
+    HttpApiSettings,
+    SettingsError,
+    WebhookSettings,
+    parse_http_api,
+    parse_webhooks,
+)
 from broker.transport.settings import ListenerSettings, TransportSettings
 from protocol_spec.uri import is_reserved, is_valid_uri
 
@@ -122,6 +129,10 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     """Everything the broker process needs to start."""
+
+    # [realm.http_api] and [[realm.webhook]] (broker/httpapi/settings.py parses them)
+    http_apis: tuple[HttpApiSettings, ...] = ()
+    webhooks: tuple[WebhookSettings, ...] = ()
 
     transport: TransportSettings = field(default_factory=TransportSettings)
     realms: tuple[RealmSettings, ...] = ()
@@ -179,6 +190,8 @@ _REALM_KEYS = {
     "disclose_caller",
     "auth",
     "role",
+    "http_api",
+    "webhook",
 }
 _TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener"}
 _ROLE_KEYS = {"name", "permissions", "authorizer", "authorizer_timeout", "authorizer_cache"}
@@ -518,6 +531,22 @@ def _protect_dynamic_authenticators(realms: tuple[RealmSettings, ...]) -> None:
                     auth.protect([procedure])
 
 
+def _http_apis(
+    realm_tables: list[Any], env: Mapping[str, str]
+) -> tuple[tuple[HttpApiSettings, ...], tuple[WebhookSettings, ...]]:
+    """Every realm's ``[realm.http_api]`` and ``[[realm.webhook]]`` (broker.httpapi)."""
+    apis: list[HttpApiSettings] = []
+    hooks: list[WebhookSettings] = []
+    try:
+        for table in realm_tables:
+            if "http_api" in table:
+                apis.append(parse_http_api(table["name"], table["http_api"], env))
+            hooks.extend(parse_webhooks(table["name"], table.get("webhook", []), env))
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    return tuple(apis), tuple(hooks)
+
+
 # --- the whole file -------------------------------------------------------------------------
 def _limits(limits: Mapping[str, Any]) -> tuple[dict[str, Any], SessionLimits]:
     _check_keys("limits", limits, set(_TRANSPORT_LIMITS) | _SESSION_LIMITS)
@@ -621,7 +650,10 @@ def settings_from_toml(
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
     _protect_dynamic_authenticators(realms)
+    http_apis, webhooks = _http_apis(realm_tables, env)
     return Settings(
+        http_apis=http_apis,
+        webhooks=webhooks,
         transport=transport,
         realms=realms,
         log_level=log_table.get("level", "info"),

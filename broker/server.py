@@ -20,6 +20,7 @@ from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
+from broker.httpapi import HttpApiService
 from broker.metrics import CONTENT_TYPE, render
 from broker.transport.listener import Listener
 
@@ -50,7 +51,12 @@ class BrokerServer:
         self.settings = settings
         self.router = Router(settings.realms, AsyncioScheduler())
         self.transport = Listener(self.router, settings.transport)
-        self.transport.http_routes["/metrics"] = lambda: (200, CONTENT_TYPE, render(self))
+        self.http_api = HttpApiService(self.router, settings, self.transport)
+        self.transport.http_routes["/metrics"] = lambda: (
+            200,
+            CONTENT_TYPE,
+            render(self) + self.http_api.metrics_text(),
+        )
         self.transport.http_routes["/readyz"] = self._readiness
         self.cluster: RedisCluster | None = None
         if settings.redis_url:
@@ -72,6 +78,7 @@ class BrokerServer:
         self._closed = asyncio.Event()
         if self.cluster is not None:
             await self.cluster.start()
+        self.http_api.start(self.cluster.node if self.cluster else "local")
         await self.transport.start()
         if self.settings.development_default:
             log.warning(
@@ -113,6 +120,7 @@ class BrokerServer:
         self._closing = True
         transport = self.transport
         transport.stop_accepting()
+        await self.http_api.close()
         told = self.router.shutdown()
         log.info("shutting down: told %d session(s) goodbye", len(told))
         if self.cluster is not None:

@@ -1,0 +1,187 @@
+"""Who an HTTP API request acts as: bearer keys, Crossbar-style signed requests, limits.
+
+Bearer keys: ``Authorization: Bearer <key id>.<secret>``. The config holds the
+salted PBKDF2 hash of the secret (like ticket principals). The first check of a
+key runs PBKDF2 on a worker thread (``asyncio.to_thread``: the loop keeps serving);
+a verified token is remembered by its SHA-256 digest (bounded cache, cleared on
+restart), so later requests with the same key cost one hash, not 50 ms.
+
+Signed requests (Crossbar.io's HTTP bridge scheme): query parameters ``key``,
+``timestamp`` (UTC ISO 8601 ``2011-10-14T16:59:51.123Z``), ``seq`` (integer),
+``nonce`` (integer) and ``signature`` =
+``base64url(HMAC-SHA256(secret, key ‖ timestamp ‖ seq ‖ nonce ‖ body))``. The
+timestamp must be within ``signature_window`` seconds of the node's clock; a
+(key, nonce) pair is accepted once within the window (replay protection, per
+node: a replay sent to another node of a cluster is caught only there if the
+nonce store is shared — documented in the README).
+
+Limits per credential: a token bucket (``rate``/``burst``) and a bound on calls in
+flight (``max_concurrent_calls``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+from broker.auth.secrets import verify_ticket
+
+from .sessions import Principal
+from .settings import HttpApiSettings
+
+__all__ = ["AuthError", "Credentials", "Verdict", "sign_request"]
+
+_CACHE_SIZE = 4096
+_NONCES_MAX = 100_000
+
+
+class AuthError(Exception):
+    """The request is not authenticated: answered with ``status`` and ``error``."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An authenticated request: its principal and the credential its limits count on."""
+
+    principal: Principal
+    credential: str
+
+
+def sign_request(
+    key: str, secret: str, body: bytes, *, seq: int, nonce: int, now: float | None = None
+) -> dict[str, str]:
+    """The query parameters of a signed request (what a Crossbar client sends)."""
+    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    timestamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    mac = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
+    for part in (key, timestamp, str(seq), str(nonce)):
+        mac.update(part.encode("utf-8"))
+    mac.update(body)
+    signature = base64.urlsafe_b64encode(mac.digest()).decode("ascii")
+    return {
+        "key": key,
+        "timestamp": timestamp,
+        "seq": str(seq),
+        "nonce": str(nonce),
+        "signature": signature,
+    }
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class Credentials:
+    """Checks a request's credentials against one realm's keys and signers."""
+
+    def __init__(self, settings: HttpApiSettings) -> None:
+        self.settings = settings
+        self._verified: OrderedDict[bytes, Principal] = OrderedDict()
+        self._nonces: dict[tuple[str, str], float] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self.in_flight: dict[str, int] = {}
+
+    async def check(self, headers: Mapping[str, str], query: str, body: bytes) -> Verdict:
+        """The request's principal, or ``AuthError`` (401 unauthenticated, 400 malformed)."""
+        params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        if "signature" in params or "key" in params:
+            return self._signed(params, body)
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError(401, "unauthenticated", "a Bearer key or a signed request is needed")
+        return await self._bearer(token.strip())
+
+    async def _bearer(self, token: str) -> Verdict:
+        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        known = self._verified.get(digest)
+        key_id = token.partition(".")[0]
+        if known is not None:
+            self._verified.move_to_end(digest)
+            return Verdict(known, f"key:{key_id}")
+        key_id, dot, secret = token.partition(".")
+        entry = (self.settings.keys or {}).get(key_id)
+        if not dot or entry is None:
+            raise AuthError(401, "unauthenticated", "unknown API key")
+        if not await asyncio.to_thread(verify_ticket, secret, entry.key_hash):
+            raise AuthError(401, "unauthenticated", "unknown API key")
+        principal = Principal(entry.authid, entry.role)
+        self._verified[digest] = principal
+        if len(self._verified) > _CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return Verdict(principal, f"key:{key_id}")
+
+    def _signed(self, params: Mapping[str, str], body: bytes) -> Verdict:
+        for name in ("key", "timestamp", "seq", "nonce", "signature"):
+            if name not in params:
+                raise AuthError(400, "invalid_request", f"signed request: {name!r} missing")
+        key = params["key"]
+        signer = (self.settings.signers or {}).get(key)
+        if signer is None:
+            raise AuthError(401, "unauthenticated", "unknown key in signed request")
+        for name in ("seq", "nonce"):
+            if not params[name].isdigit():
+                raise AuthError(400, "invalid_request", f"signed request: {name!r} not an integer")
+        try:
+            stamp = datetime.strptime(params["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            raise AuthError(400, "invalid_request", "signed request: bad timestamp") from None
+        now = time.time()
+        moment = stamp.replace(tzinfo=UTC).timestamp()
+        window = self.settings.signature_window
+        if abs(now - moment) > window:
+            raise AuthError(401, "unauthenticated", "signed request: timestamp out of window")
+        mac = hmac.new(signer.secret.encode("utf-8"), digestmod=hashlib.sha256)
+        for name in ("key", "timestamp", "seq", "nonce"):
+            mac.update(params[name].encode("utf-8"))
+        mac.update(body)
+        expected = base64.urlsafe_b64encode(mac.digest()).decode("ascii")
+        if not hmac.compare_digest(expected.encode(), params["signature"].encode()):
+            raise AuthError(401, "unauthenticated", "signed request: bad signature")
+        self._remember_nonce(key, params["nonce"], now, window)
+        return Verdict(Principal(signer.authid, signer.role), f"signer:{key}")
+
+    def _remember_nonce(self, key: str, nonce: str, now: float, window: float) -> None:
+        seen = self._nonces
+        if (key, nonce) in seen and seen[(key, nonce)] > now:
+            raise AuthError(401, "unauthenticated", "signed request: nonce replayed")
+        if len(seen) >= _NONCES_MAX:
+            for stale in [k for k, until in seen.items() if until <= now]:
+                del seen[stale]
+            if len(seen) >= _NONCES_MAX:
+                raise AuthError(429, "too_many_requests", "too many signed requests in the window")
+        seen[(key, nonce)] = now + 2 * window
+
+    def take_token(self, credential: str) -> bool:
+        """Spend one request of ``credential``'s rate; False when it is exhausted."""
+        rate = self.settings.rate
+        if rate <= 0:
+            return True
+        now = time.monotonic()
+        burst = float(self.settings.burst)
+        bucket = self._buckets.get(credential)
+        if bucket is None:
+            bucket = self._buckets[credential] = _Bucket(burst, now)
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * rate)
+        bucket.stamp = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
