@@ -81,9 +81,7 @@ class _Queued:
 class Webhook:
     """One webhook: its subscription, queue, worker and counters."""
 
-    def __init__(
-        self, settings: WebhookSettings, claims: aioredis.Redis | None, node: str
-    ) -> None:
+    def __init__(self, settings: WebhookSettings, claims: aioredis.Redis | None, node: str) -> None:
         self.settings = settings
         self.claims = claims
         self.node = node
@@ -202,8 +200,12 @@ class Webhook:
                 return
             log.debug("webhook %s: attempt %d got %d", s.name, attempt + 1, response.status_code)
         self.dropped["attempts"] += 1
-        log.warning("webhook %s: publication %d dropped after %d attempts", s.name,
-                    item.publication, s.max_attempts)
+        log.warning(
+            "webhook %s: publication %d dropped after %d attempts",
+            s.name,
+            item.publication,
+            s.max_attempts,
+        )
 
     async def close(self) -> None:
         """Stop the worker, leave, close the HTTP client."""

@@ -33,7 +33,9 @@ async def subscriber(pool: ClientPool, topic: str, match: str = "exact") -> asyn
 
 async def test_publish_reaches_an_autobahn_subscriber(api: Api, pool: ClientPool) -> None:
     events = await subscriber(pool, "com.news.today")
-    reply = await http(api, "/publish", {"topic": "com.news.today", "args": [1], "kwargs": {"a": 2}})
+    reply = await http(
+        api, "/publish", {"topic": "com.news.today", "args": [1], "kwargs": {"a": 2}}
+    )
     assert reply.status == 200, reply.body
     assert isinstance(reply.json()["publication"], int)
     assert await asyncio.wait_for(events.get(), 5) == ([1], {"a": 2})
@@ -54,7 +56,11 @@ async def test_publish_options_exclude_by_authid_and_retain(api: Api, pool: Clie
     excluded = await pool.connect(authid="nobody-wants-this")
     missed: list[Any] = []
     await excluded.subscribe(lambda *a: missed.append(a), "com.opts")
-    body = {"topic": "com.opts", "args": ["x"], "options": {"exclude_authid": ["nobody-wants-this"]}}
+    body = {
+        "topic": "com.opts",
+        "args": ["x"],
+        "options": {"exclude_authid": ["nobody-wants-this"]},
+    }
     assert (await http(api, "/publish", body)).status == 200
     assert await asyncio.wait_for(events.get(), 5) == (["x"], {})
     retained = {"topic": "com.retained", "args": ["kept"], "options": {"retain": True}}
@@ -71,7 +77,9 @@ async def test_publish_options_exclude_by_authid_and_retain(api: Api, pool: Clie
 async def test_call_returns_the_result(api: Api, pool: ClientPool) -> None:
     callee = await pool.connect()
     await callee.register(lambda a, b, scale=1: (a + b) * scale, "com.math.add")
-    reply = await http(api, "/call", {"procedure": "com.math.add", "args": [1, 2], "kwargs": {"scale": 10}})
+    reply = await http(
+        api, "/call", {"procedure": "com.math.add", "args": [1, 2], "kwargs": {"scale": 10}}
+    )
     assert reply.status == 200, reply.body
     assert reply.json() == {"args": [30], "kwargs": {}}
 
@@ -93,10 +101,16 @@ async def test_call_errors_map_to_statuses(api: Api, pool: ClientPool) -> None:
     assert (missing.status, missing.json()["error"]) == (404, "wamp.error.no_such_procedure")
     app = await http(api, "/call", {"procedure": "com.err.fail"})
     assert app.status == 502
-    assert app.json() == {"error": "com.shop.out_of_stock", "args": ["none left"], "kwargs": {"item": 7}}
+    assert app.json() == {
+        "error": "com.shop.out_of_stock",
+        "args": ["none left"],
+        "kwargs": {"item": 7},
+    }
     timeout = await http(api, "/call", {"procedure": "com.err.slow", "options": {"timeout": 100}})
     assert (timeout.status, timeout.json()["error"]) == (504, "wamp.error.timeout")
-    narrow = Api(api.conn.host and f"http://{api.conn.host}:{api.conn.port}", f"narrow.{KEY_SECRET}")
+    narrow = Api(
+        api.conn.host and f"http://{api.conn.host}:{api.conn.port}", f"narrow.{KEY_SECRET}"
+    )
     try:
         denied = await http(narrow, "/call", {"procedure": "com.err.fail"})
         assert (denied.status, denied.json()["error"]) == (403, "wamp.error.not_authorized")

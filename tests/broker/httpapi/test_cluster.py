@@ -89,7 +89,9 @@ async def test_http_publish_reaches_autobahn_subscribers_on_both_nodes(
     deadline = time.monotonic() + 10
     while queues[1].empty():
         assert time.monotonic() < deadline, "b's subscriber never got an event"
-        assert (await post(cluster.nodes[0], "/publish", {"topic": "com.cl.news", "args": [0]})).status == 200
+        assert (
+            await post(cluster.nodes[0], "/publish", {"topic": "com.cl.news", "args": [0]})
+        ).status == 200
         try:
             await asyncio.wait_for(queues[1].get(), 0.2)
             break

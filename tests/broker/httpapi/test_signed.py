@@ -7,10 +7,10 @@ import json
 import random
 import time
 
+from broker.httpapi.auth import sign_request
 from tests.broker.interop._autobahn import ClientPool
 
 from ._support import SIGNER_SECRET, Api
-from broker.httpapi.auth import sign_request
 
 
 def nonce() -> int:
@@ -21,7 +21,9 @@ async def test_a_signed_publish_reaches_a_subscriber(api: Api, pool: ClientPool)
     client = await pool.connect()
     got: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
     await client.subscribe(lambda *a: got.put_nowait(a), "com.signed")
-    reply = await asyncio.to_thread(api.signed, "/publish", {"topic": "com.signed", "args": [1]}, nonce=nonce())
+    reply = await asyncio.to_thread(
+        api.signed, "/publish", {"topic": "com.signed", "args": [1]}, nonce=nonce()
+    )
     assert reply.status == 200, reply.body
     assert await asyncio.wait_for(got.get(), 5) == (1,)
 
