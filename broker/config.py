@@ -84,6 +84,9 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     authorizer = "com.example.authorize"   # optional: decides URIs no permission matches
     authorizer_timeout = 5.0               # seconds; no answer in time → denied
     authorizer_cache = 300.0               # seconds a cacheable answer is kept; 0: never
+
+    [realm.http_api]                # the HTTP API and [[realm.webhook]]: keys in
+                                    # broker/httpapi/settings.py
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ TOML (inside a ``[[realm]]``; every key optional)::
     max_attempts = 5                # then the event is dropped (counted)
     backoff_initial = 0.5
     backoff_max = 30.0
+    concurrency = 1                 # POSTs in flight; 1 keeps publication order
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ _WEBHOOK_KEYS = {
     "max_attempts",
     "backoff_initial",
     "backoff_max",
+    "concurrency",
 }
 _MATCHES = ("exact", "prefix", "wildcard")
 
@@ -142,6 +144,7 @@ class WebhookSettings:
     max_attempts: int = 5
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    concurrency: int = 1
 
 
 def _get(section: str, table: Mapping[str, Any], key: str, kind: Any, default: Any) -> Any:
@@ -278,6 +281,7 @@ def _webhook(realm: str, index: int, table: Any, env: Mapping[str, str]) -> Webh
         max_attempts=max(1, _get(section, table, "max_attempts", int, 5)),
         backoff_initial=_get(section, table, "backoff_initial", float, 0.5),
         backoff_max=_get(section, table, "backoff_max", float, 30.0),
+        concurrency=max(1, _get(section, table, "concurrency", int, 1)),
     )
 
 

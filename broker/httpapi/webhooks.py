@@ -3,7 +3,8 @@
 Each ``[[realm.webhook]]`` subscribes (topic + match) on an internal session of
 authid ``webhook:<name>`` and the configured role, so the realm's authorization
 applies to it like to any subscriber. Every EVENT goes to the webhook's queue;
-one worker per webhook POSTs the events in order:
+``concurrency`` workers (default 1) POST the events; with one worker the receiver
+gets them in publication order, with more they overlap (faster, order not kept):
 
 - body ``{"webhook", "realm", "topic", "publication", "args", "kwargs", "details"}``;
 - headers ``X-Broker-Webhook``, ``X-Broker-Publication``, ``X-Broker-Timestamp``
@@ -92,7 +93,7 @@ class Webhook:
         self.skipped = 0  # claimed by another node
         self.dropped = {"queue_full": 0, "attempts": 0}
         self.held: PrincipalSession | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
         self.backoff = Backoff(
             initial=settings.backoff_initial,
             maximum=max(settings.backoff_max, settings.backoff_initial),
@@ -117,7 +118,7 @@ class Webhook:
 
         held.handlers[request] = subscribed
         router.receive(held.session, Subscribe(request, {"match": s.match}, s.topic))
-        self.task = asyncio.ensure_future(self._work())
+        self.tasks = [asyncio.ensure_future(self._work()) for _ in range(s.concurrency)]
 
     def _on_event(self, message: Message) -> None:
         if not isinstance(message, Event):
@@ -209,10 +210,10 @@ class Webhook:
 
     async def close(self) -> None:
         """Stop the worker, leave, close the HTTP client."""
-        if self.task is not None:
-            self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+                await task
         if self.held is not None:
             self.held.leave()
         await self.client.aclose()
