@@ -113,7 +113,12 @@ async def measure(name: str, workers: list[Any], duration: float) -> dict[str, A
     counts = await asyncio.gather(*workers)
     elapsed = time.monotonic() - started
     total = sum(counts)
-    return {"case": name, "count": total, "seconds": round(elapsed, 2), "per_s": int(total / elapsed)}
+    return {
+        "case": name,
+        "count": total,
+        "seconds": round(elapsed, 2),
+        "per_s": int(total / elapsed),
+    }
 
 
 async def webhook_case(port: int, events: int) -> dict[str, Any]:
@@ -180,7 +185,9 @@ async def main(ns: argparse.Namespace) -> None:
             for name in ("http", "ws-ack", "ws"):
                 deadline = time.monotonic() + ns.duration
                 if name == "http":
-                    workers = [http_worker(broker.port, deadline, limit) for _ in range(ns.connections)]
+                    workers = [
+                        http_worker(broker.port, deadline, limit) for _ in range(ns.connections)
+                    ]
                 else:
                     workers = [
                         ws_worker(broker.url, deadline, limit, name == "ws-ack")
