@@ -107,8 +107,7 @@ from broker.core.authorization import (
     Permission,
     Role,
 )
-from broker.core.realm import DISCLOSE_POLICIES, RealmSettings
-from broker.core.router import AUTHORIZATION, LIMITS, SessionLimits
+from broker.core.settings import DISCLOSE_POLICIES, RealmSettings, SessionLimits
 from broker.httpapi.settings import (
     HttpApiSettings,
     SettingsError,
@@ -116,10 +115,17 @@ from broker.httpapi.settings import (
     parse_http_api,
     parse_webhooks,
 )
-from broker.transport.settings import ListenerSettings, TransportSettings
 from protocol_spec.uri import is_reserved, is_valid_uri
 
-__all__ = ["DEFAULT_REALM", "ConfigError", "Settings", "load_settings", "settings_from_toml"]
+__all__ = [
+    "DEFAULT_REALM",
+    "ConfigError",
+    "ListenerSettings",
+    "Settings",
+    "TransportSettings",
+    "load_settings",
+    "settings_from_toml",
+]
 
 DEFAULT_REALM = "realm1"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -127,6 +133,67 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    """An extra RawSocket-only listener: a TCP ``host``/``port`` or a Unix socket ``path``."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    path: str | None = None
+    """Unix socket path; a stale socket file left by a dead process is replaced."""
+    mode: int = 0o660
+    """Permissions of the Unix socket file."""
+
+    @property
+    def address(self) -> str:
+        """``rs://host:port`` or ``rs://unix:/path``."""
+        return f"rs://unix:{self.path}" if self.path else f"rs://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    """Limits and timings of the listeners, shared by every transport."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/ws"
+    max_message_size: int = 4 * 1024 * 1024
+    max_write_buffer: int = 4 * 1024 * 1024
+    """Bytes waiting in one session's outgoing buffer before it is a slow consumer."""
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    """Seconds for an opening handshake (HTTP request head, RawSocket handshake)."""
+    close_timeout: float = 5.0
+    hello_timeout: float = 10.0
+    """Seconds from the transport opening to WELCOME (HELLO and authentication)."""
+    max_sessions: int = 50_000
+    """Open sessions per node; more are refused (HTTP 503, RawSocket error 4)."""
+    message_rate: float = 50_000.0
+    """Sustained messages per second per session (token bucket refill); 0 disables."""
+    message_burst: int = 100_000
+    """Token bucket size: messages a session may send above the rate at once."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser Origins allowed to connect (empty: any); clients sending no Origin pass."""
+    tls_cert: str | None = None
+    """PEM certificate chain file: serve wss:// when set (with ``tls_key``)."""
+    tls_key: str | None = None
+    rawsocket: bool = True
+    """Serve RawSocket on the main port too (first octet 0x7F)."""
+    longpoll_path: str | None = "/lp"
+    """Base path of the HTTP long-poll transport; None disables it."""
+    longpoll_session_timeout: float = 30.0
+    """Seconds a long-poll session lives without a pending or recent ``receive``."""
+    longpoll_receive_timeout: float = 10.0
+    """Seconds a ``receive`` is held open when nothing is waiting (then an empty answer)."""
+    listeners: tuple[ListenerSettings, ...] = ()
+
+    @property
+    def scheme(self) -> str:
+        """``wss`` with TLS, ``ws`` without."""
+        return "wss" if self.tls_cert else "ws"
 
 
 @dataclass(frozen=True)
@@ -321,8 +388,6 @@ def _jwt(section: str, table: Any, env: Mapping[str, str]) -> Any:
             leeway=float(_typed(section, "leeway", table.get("leeway", 0), (int, float))),
         )
         return JwtVerifier(settings)
-    except ImportError:
-        raise ConfigError(f"[{section}] JWT tickets need PyJWT (pip install PyJWT)") from None
     except ValueError as exc:
         raise ConfigError(f"[{section}] {exc}") from None
 
@@ -503,9 +568,7 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
     for key in ("disclose_publisher", "disclose_caller"):
         if key in table and table[key] not in DISCLOSE_POLICIES:
             raise ConfigError(f"[{section}] {key}: one of {sorted(DISCLOSE_POLICIES)}")
-    extra: dict[str, Any] = {LIMITS: limits}
-    if "role" in table:
-        extra[AUTHORIZATION] = _roles(section, table["role"])
+    authorization = _roles(section, table["role"]) if "role" in table else None
     authenticators = _authenticators(section, table.get("auth", {}), env)
     return RealmSettings(
         name=name,
@@ -516,22 +579,32 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
         disclose_publisher=table.get("disclose_publisher", "client"),
         disclose_caller=table.get("disclose_caller", "client"),
         authenticators=authenticators,
-        extra=extra,
+        authorization=authorization,
+        limits=limits,
     )
 
 
-def _protect_dynamic_authenticators(realms: tuple[RealmSettings, ...]) -> None:
-    """Only static rules may let a role register a dynamic authenticator (not an authorizer)."""
+def _protect_dynamic_authenticators(
+    realms: tuple[RealmSettings, ...],
+) -> tuple[RealmSettings, ...]:
+    """Only static rules may let a role register a dynamic authenticator (not an authorizer).
+
+    Returns the realms with each dynamic authenticator's procedure added to the
+    ``protected`` procedures of the realm it calls into.
+    """
+    protected: dict[str, set[str]] = {}
     for realm in realms:
         for authenticator in realm.authenticators:
             procedure = getattr(authenticator, "dynamic", None)
-            if not isinstance(procedure, str):
-                continue
-            target = getattr(authenticator, "dynamic_realm", "") or realm.name
-            for other in realms:
-                auth = other.extra.get(AUTHORIZATION)
-                if other.name == target and isinstance(auth, Authorization):
-                    auth.protect([procedure])
+            if isinstance(procedure, str):
+                target = getattr(authenticator, "dynamic_realm", "") or realm.name
+                protected.setdefault(target, set()).add(procedure)
+    return tuple(
+        replace(realm, authorization=realm.authorization.protecting(protected[realm.name]))
+        if realm.authorization is not None and realm.name in protected
+        else realm
+        for realm in realms
+    )
 
 
 def _http_apis(
@@ -652,7 +725,7 @@ def settings_from_toml(
     names = [r.name for r in realms]
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
-    _protect_dynamic_authenticators(realms)
+    realms = _protect_dynamic_authenticators(realms)
     http_apis, webhooks = _http_apis(realm_tables, env)
     return Settings(
         http_apis=http_apis,
@@ -719,7 +792,7 @@ def load_settings(
     realms = settings.realms
     development = not realms
     if development:
-        realms = (RealmSettings(name=DEFAULT_REALM, extra={LIMITS: settings.session_limits}),)
+        realms = (RealmSettings(name=DEFAULT_REALM, limits=settings.session_limits),)
     return replace(
         settings,
         transport=transport,

@@ -8,23 +8,32 @@ is left. ``close`` is idempotent.
 
 HTTP routes beside the WebSocket: ``/healthz`` (the process is alive) and
 ``/readyz`` (200 when serving normally; 503 while the cluster link is degraded).
+
+CPU-bound authentication work (PBKDF2 ticket checks) runs on ``ThreadOffload``, a
+small thread pool with a bounded queue, so it never blocks the event loop
+(hashlib releases the GIL while deriving).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
+from broker import __version__
 from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
-from broker.httpapi import HttpApiService
-from broker.metrics import CONTENT_TYPE, render
+from broker.httpapi.service import HttpApiService
+from broker.metrics import BrokerMetrics
 from broker.transport.listener import Listener
 
-__all__ = ["AsyncioScheduler", "BrokerServer"]
+__all__ = ["AsyncioScheduler", "BrokerServer", "ThreadOffload"]
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +53,69 @@ class AsyncioScheduler:
         return asyncio.get_running_loop().call_later(delay, guarded)
 
 
+def _lower_priority() -> None:
+    """Nice the calling worker thread (Linux: per thread) so the event loop wins its core."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (OSError, AttributeError):  # not permitted or not supported: run as is
+        pass
+
+
+class ThreadOffload:
+    """The core's ``Offload``: ``workers`` threads, at most ``max_pending`` jobs queued or running.
+
+    The threads run at a lower CPU priority (nice 10) than the event loop. Results
+    come back on the event loop that submitted the work. When the pool is
+    full, ``submit`` refuses at once (the router then fails the attempt), so a flood
+    of logins cannot queue unbounded work or memory.
+    """
+
+    def __init__(self, workers: int = 1, max_pending: int = 64) -> None:
+        self.max_pending = max_pending
+        self.pending = 0
+        self._pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="auth-derive", initializer=_lower_priority
+        )
+
+    def submit(self, work: Callable[[], Any], done: Callable[[Any], None]) -> bool:
+        """Queue ``work``; ``done`` gets its result (or exception) on the loop."""
+        if self.pending >= self.max_pending:
+            return False
+        loop = asyncio.get_running_loop()
+        self.pending += 1
+
+        def finish(future: Future[Any]) -> None:
+            self.pending -= 1
+            if future.cancelled():
+                return  # shutting down
+            error = future.exception()
+            try:
+                done(error if error is not None else future.result())
+            except Exception:
+                log.exception("internal error while finishing an authentication check")
+
+        def hand_back(future: Future[Any]) -> None:  # on the worker thread
+            try:
+                loop.call_soon_threadsafe(finish, future)
+            except RuntimeError:  # the loop is closed: the server is gone
+                pass
+
+        self._pool.submit(work).add_done_callback(hand_back)
+        return True
+
+    def close(self) -> None:
+        """Drop queued work; running derivations finish in the background."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class BrokerServer:
     """One broker process: router + listeners (WebSocket, RawSocket, long-poll)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.router = Router(settings.realms, AsyncioScheduler())
+        self.offload = ThreadOffload()
+        self.router = Router(settings.realms, AsyncioScheduler(), offload=self.offload)
         self.transport = Listener(self.router, settings.transport)
-        self.http_api = HttpApiService(self.router, settings, self.transport)
-        self.transport.http_routes["/metrics"] = lambda: (
-            200,
-            CONTENT_TYPE,
-            render(self) + self.http_api.metrics_text(),
-        )
         self.transport.http_routes["/readyz"] = self._readiness
         self.cluster: RedisCluster | None = None
         if settings.redis_url:
@@ -64,8 +123,30 @@ class BrokerServer:
             self.cluster = RedisCluster(settings.redis_url, settings.node_id, self.router, timing)
             for realm in self.router.realms.values():
                 realm.cluster = self.cluster
+        node = settings.node_id or ""
+        self.metrics = BrokerMetrics(__version__, node, self.router, self.transport, self.cluster)
+        self.transport.http_routes["/metrics"] = self.metrics.http_response
+        self._count_auth_in_metrics()
+        self.http_api = HttpApiService(self.router, settings, self.transport, self.metrics)
         self._closed: asyncio.Event | None = None
         self._closing = False
+
+    def _count_auth_in_metrics(self) -> None:
+        """Make the router's ``AuthGuard`` count straight into this server's metric families.
+
+        ``wamp_auth_failures_total`` (checked and failed), ``wamp_auth_throttled_total``
+        (refused unchecked) and ``wamp_auth_overloaded_total`` (auth work queue full),
+        all by ``(realm, authmethod)``: configured values, so the label sets are bounded.
+        """
+        guard, metrics = self.router.guard, self.metrics
+        labels = ("realm", "authmethod")
+        guard.failures = metrics.auth_failures.counts
+        guard.throttled = metrics.counter(
+            "wamp_auth_throttled", "Authentication attempts refused unchecked: throttled.", labels
+        ).counts
+        guard.overloaded = metrics.counter(
+            "wamp_auth_overloaded", "Authentication attempts refused: work queue full.", labels
+        ).counts
 
     @property
     def url(self) -> str:
@@ -131,6 +212,7 @@ class BrokerServer:
                 "drain timeout: closing %d remaining connection(s)", len(transport.connections)
             )
         await transport.close()
+        self.offload.close()
         log.info("stopped")
         if self._closed is not None:
             self._closed.set()

@@ -13,13 +13,16 @@ Quick start::
 ``connect`` gives one session; ``Client`` keeps one alive (reconnecting with
 backoff and restoring subscriptions and registrations); ``client_sdk.sync`` is a
 blocking facade for scripts; ``wampc`` is the command-line client. The SDK speaks
-standard WAMP only, so it works with any WAMP router.
+standard WAMP only, so it works with any WAMP router. ``Backoff`` (the reconnection
+delays) is ``protocol_spec.backoff.Backoff``, re-exported here (it lives in
+protocol_spec so that the broker's Redis link can share it).
 """
 
 from __future__ import annotations
 
-from .auth import AnonymousAuth, Authenticator, AuthError, CryptosignAuth, TicketAuth, WampCraAuth
 from protocol_spec.backoff import Backoff
+
+from .auth import AnonymousAuth, Authenticator, AuthError, CryptosignAuth, TicketAuth, WampCraAuth
 from .client import Client, ClientState
 from .connection import connect
 from .errors import (

@@ -2,10 +2,12 @@
 
 ``Client`` keeps the *intent* of the application (subscriptions, registrations,
 hooks) apart from the current ``Session``. Whenever a session ends unexpectedly it
-reconnects with ``Backoff`` (exponential, jittered), joins again, re-subscribes and
-re-registers everything, then runs the ``on_join`` hooks.
+reconnects after the delays of a ``Backoff`` (``protocol_spec.backoff.Backoff``,
+exponential with jitter, re-exported as ``client_sdk.Backoff``; it lives in
+protocol_spec so that the broker's Redis link can share it), joins again,
+re-subscribes and re-registers everything, then runs the ``on_join`` hooks.
 
-States (``client.state``)::
+States (``client.state``; the table is ``states.CLIENT_TRANSITIONS``)::
 
     STOPPED ──start()──► CONNECTING ──WELCOME + restore──► JOINED
        ▲                    │  ▲                              │ session lost
@@ -22,7 +24,6 @@ seconds for the next join. Calls in flight when a connection drops fail with
 from __future__ import annotations
 
 import asyncio
-import enum
 import inspect
 import logging
 import random
@@ -33,14 +34,15 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from protocol_spec import errors as wamp_errors
+from protocol_spec.backoff import Backoff
 
 from .auth import Authenticator
-from protocol_spec.backoff import Backoff
 from .connection import connect
 from .errors import ClientError, JoinError, NotConnected, SessionClosed
 from .pubsub import EventHandler, EventStream, Subscription
 from .rpc import ProcedureHandler, ProgressiveCall, Registration
-from .session import Session, _log_setup_failure
+from .session import Session, log_setup_failure
+from .states import CLIENT_TRANSITIONS, ClientEvent, ClientState, StateMachine
 from .values import CallOptions, CallResult, InvokePolicy, MatchPolicy, PublishOptions
 
 __all__ = ["FATAL_JOIN_ERRORS", "Client", "ClientRegistration", "ClientState", "ClientSubscription"]
@@ -61,15 +63,6 @@ FATAL_JOIN_ERRORS = frozenset(
     }
 )
 """ABORT reasons that stop the client instead of retrying (credentials will not get better)."""
-
-
-class ClientState(enum.Enum):
-    """Where a ``Client`` is in its life cycle."""
-
-    STOPPED = "stopped"
-    CONNECTING = "connecting"
-    JOINED = "joined"
-    WAITING = "waiting"
 
 
 @dataclass(eq=False)
@@ -147,7 +140,9 @@ class Client:
     ``async with Client(url, realm) as client`` starts it and waits for the first
     join (up to ``first_join_timeout``); leaving the block stops it. Subscriptions,
     registrations and hooks may be declared before ``start()`` (decorators work).
-    The connection parameters are those of ``connect``.
+    The connection parameters are those of ``connect``. ``backoff`` (a
+    ``protocol_spec.backoff.Backoff``) sets the delay before each new attempt;
+    ``max_attempts`` failed attempts in a row stop the client.
     """
 
     def __init__(
@@ -187,7 +182,7 @@ class Client:
             "headers": headers,
         }
         self._rng = rng
-        self._state = ClientState.STOPPED
+        self._state = StateMachine(f"client {url}", CLIENT_TRANSITIONS, ClientState.STOPPED)
         self._session: Session | None = None
         self._task: asyncio.Task[None] | None = None
         self._joined = asyncio.Event()
@@ -205,12 +200,12 @@ class Client:
     @property
     def state(self) -> ClientState:
         """The current ``ClientState``."""
-        return self._state
+        return self._state.state
 
     @property
     def session(self) -> Session | None:
         """The joined session, or None while not JOINED."""
-        return self._session if self._state is ClientState.JOINED else None
+        return self._session if self._state.state is ClientState.JOINED else None
 
     def on_join(self, hook: JoinHook) -> JoinHook:
         """Add a hook run after every join (after restoring); usable as a decorator.
@@ -226,7 +221,7 @@ class Client:
         return hook
 
     def __repr__(self) -> str:
-        return f"<Client {self.url} realm={self.realm!r} state={self._state.value}>"
+        return f"<Client {self.url} realm={self.realm!r} state={self._state.state.value}>"
 
     # --- life cycle -------------------------------------------------------------
 
@@ -278,7 +273,7 @@ class Client:
             stream._end(None)
         for bg in list(self._background):
             bg.cancel()
-        self._set_state(ClientState.STOPPED)
+        self._state.fire(ClientEvent.STOP)
         self._stopped.set()
 
     async def __aenter__(self) -> Client:
@@ -299,16 +294,11 @@ class Client:
     ) -> None:
         await self.stop()
 
-    def _set_state(self, state: ClientState) -> None:
-        if state is not self._state:
-            log.debug("client %s: %s -> %s", self.url, self._state.value, state.value)
-            self._state = state
-
     async def _run(self) -> None:
         failures = 0
         try:
             while not self._stopping:
-                self._set_state(ClientState.CONNECTING)
+                self._state.fire(ClientEvent.CONNECT)
                 self.attempts += 1
                 try:
                     session = await connect(self.url, self.realm, **self._connect_args)
@@ -335,12 +325,12 @@ class Client:
                     delay,
                     self.last_error,
                 )
-                self._set_state(ClientState.WAITING)
+                self._state.fire(ClientEvent.WAIT)
                 await asyncio.sleep(delay)
         finally:
             self._joined.clear()
             self._session = None
-            self._set_state(ClientState.STOPPED)
+            self._state.fire(ClientEvent.STOP)
             self._stopped.set()
 
     async def _serve(self, session: Session) -> None:
@@ -350,7 +340,7 @@ class Client:
         try:
             await self._restore(session)
             if session.is_open:
-                self._set_state(ClientState.JOINED)
+                self._state.fire(ClientEvent.JOINED)
                 self._joined.set()
                 for hook in list(self._join_hooks):
                     await _run_hook(hook, session)
@@ -408,14 +398,9 @@ class Client:
         nothing is kept) and returns a ``ClientSubscription``. As a decorator: the
         subscription is declared and made at the next join (or now, in the background).
         """
-        if handler is None:
-
-            def decorate(fn: F) -> F:
-                self._declare(ClientSubscription(topic, fn, match, get_retained, _client=self))
-                return fn
-
-            return decorate
-        return self._add(ClientSubscription(topic, handler, match, get_retained, _client=self))
+        return self._keep(
+            handler, lambda fn: ClientSubscription(topic, fn, match, get_retained, _client=self)
+        )
 
     @overload
     def register(
@@ -454,18 +439,23 @@ class Client:
         now if joined (raising the router's error, keeping nothing) and returns a
         ``ClientRegistration``.
         """
+        return self._keep(
+            handler,
+            lambda fn: ClientRegistration(procedure, fn, match, invoke, details_arg, _client=self),
+        )
+
+    def _keep(
+        self, handler: Callable[..., Any] | None, make: Callable[[Any], K]
+    ) -> Callable[[F], F] | Coroutine[Any, Any, K]:
+        """Both forms of subscribe/register: ``make(handler)`` is the spec to keep."""
         if handler is None:
 
             def decorate(fn: F) -> F:
-                self._declare(
-                    ClientRegistration(procedure, fn, match, invoke, details_arg, _client=self)
-                )
+                self._declare(make(fn))
                 return fn
 
             return decorate
-        return self._add(
-            ClientRegistration(procedure, handler, match, invoke, details_arg, _client=self)
-        )
+        return self._add(make(handler))
 
     async def _add(self, spec: K) -> K:
         """Apply ``spec`` now if joined (its error propagates, nothing kept), then keep it."""
@@ -484,7 +474,7 @@ class Client:
         task = asyncio.ensure_future(spec._apply(session))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(_log_setup_failure)
+        task.add_done_callback(log_setup_failure)
 
     async def _forget(self, spec: _Kept) -> None:
         spec.active = False
@@ -528,7 +518,7 @@ class Client:
             except TimeoutError:
                 pass
         raise NotConnected(
-            f"not connected to {self.url} (state {self._state.value}; last error: {self.last_error})"
+            f"not connected to {self.url} (state {self._state.state.value}; last error: {self.last_error})"
         )
 
     async def publish(

@@ -14,15 +14,13 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import protocol_spec as wamp
 
 from .errors import SessionClosed
-from .values import Event, MatchPolicy, PublishOptions
-
-if TYPE_CHECKING:
-    from .session import Session
+from .port import SessionPort
+from .values import Event, MatchPolicy, PublishOptions, handler_options
 
 __all__ = ["EventHandler", "EventStream", "Subscriber", "Subscription"]
 
@@ -57,7 +55,7 @@ class Subscription:
 class Subscriber:
     """The publisher and subscriber roles of one session."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: SessionPort) -> None:
         self._session = session
         self._by_id: dict[int, list[Subscription]] = {}
         self._streams: set[EventStream] = set()
@@ -79,23 +77,19 @@ class Subscriber:
     ) -> int | None:
         """Send PUBLISH; wait for PUBLISHED when acknowledged."""
         session = self._session
-        msg = wamp.Publish(session._next_request(), options.to_dict(), topic, args, kwargs)
+        msg = wamp.Publish(session.next_request(), options.to_dict(), topic, args, kwargs)
         if not options.acknowledge:
-            await session._send(msg)
+            await session.send(msg)
             return None
-        reply = await session._request(msg)
+        reply = await session.request(msg)
         return int(reply.publication)
 
     async def subscribe(
         self, topic: str, handler: EventHandler, match: MatchPolicy, get_retained: bool
     ) -> Subscription:
         """Send SUBSCRIBE and attach ``handler`` when SUBSCRIBED arrives."""
-        if not callable(handler):
-            raise TypeError("handler must be callable")
         session = self._session
-        options: dict[str, Any] = {}
-        if match != "exact":
-            options["match"] = match
+        options = handler_options(handler, match)
         if get_retained:
             options["get_retained"] = True
 
@@ -104,8 +98,8 @@ class Subscriber:
             self._by_id.setdefault(reply.subscription, []).append(sub)
             return sub
 
-        result: Subscription = await session._request(
-            wamp.Subscribe(session._next_request(), options, topic), attach
+        result: Subscription = await session.request(
+            wamp.Subscribe(session.next_request(), options, topic), attach
         )
         return result
 
@@ -121,7 +115,7 @@ class Subscriber:
         del self._by_id[sub.id]
         session = self._session
         if session.is_open:
-            await session._request(wamp.Unsubscribe(session._next_request(), sub.id))
+            await session.request(wamp.Unsubscribe(session.next_request(), sub.id))
 
     def on_event(self, msg: wamp.Event) -> None:
         """Deliver an EVENT to every local handler of its subscription."""
@@ -145,7 +139,7 @@ class Subscriber:
                 log.exception("event handler %r for %s failed", sub.handler, event.topic)
                 continue
             if inspect.isawaitable(result):
-                self._session._spawn(_guard(result, sub, event), f"wamp-event-{event.topic}")
+                self._session.spawn(_guard(result, sub, event), f"wamp-event-{event.topic}")
 
     def on_revoked(self, details: dict[str, Any]) -> None:
         """The router removed a subscription (UNSUBSCRIBED with request 0)."""

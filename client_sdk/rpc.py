@@ -23,12 +23,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import protocol_spec as wamp
 from protocol_spec import errors as wamp_errors
 
 from .errors import ApplicationError, SessionClosed
+from .port import SessionPort
 from .values import (
     CallOptions,
     CallResult,
@@ -36,10 +37,8 @@ from .values import (
     InvocationDetails,
     InvokePolicy,
     MatchPolicy,
+    handler_options,
 )
-
-if TYPE_CHECKING:
-    from .session import Session
 
 __all__ = ["Callee", "Caller", "ProcedureHandler", "ProgressiveCall", "Registration"]
 
@@ -74,7 +73,7 @@ class _PendingCall:
 class Caller:
     """The caller role of one session."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: SessionPort) -> None:
         self._session = session
         self._calls: dict[int, _PendingCall] = {}
 
@@ -93,11 +92,11 @@ class Caller:
         if sink is not None:
             wire_options["receive_progress"] = True
         loop = asyncio.get_running_loop()
-        request = session._next_request()
+        request = session.next_request()
         pending = _PendingCall(loop.create_future(), sink, options.cancel_mode)
         self._calls[request] = pending
         try:
-            await session._send(wamp.Call(request, wire_options, procedure, args, kwargs))
+            await session.send(wamp.Call(request, wire_options, procedure, args, kwargs))
         except BaseException:
             self._calls.pop(request, None)
             raise
@@ -131,7 +130,7 @@ class Caller:
     def _send_cancel(self, request: int, mode: CancelMode) -> None:
         session = self._session
         if session.is_open:
-            session._spawn(
+            session.spawn(
                 _send_quietly(session, wamp.Cancel(request, {"mode": mode})), "wamp-cancel"
             )
 
@@ -163,7 +162,7 @@ class Caller:
                     log.exception("progress handler failed")
                 else:
                     if inspect.isawaitable(outcome):
-                        self._session._spawn(_await_quietly(outcome), "wamp-progress")
+                        self._session.spawn(_await_quietly(outcome), "wamp-progress")
             return
         del self._calls[msg.request]
         pending.settle(result)
@@ -183,9 +182,9 @@ class Caller:
             pending.settle(why)
 
 
-async def _send_quietly(session: Session, message: Any) -> None:
+async def _send_quietly(session: SessionPort, message: Any) -> None:
     try:
-        await session._send(message)
+        await session.send(message)
     except SessionClosed:
         pass
 
@@ -350,7 +349,7 @@ class Registration:
 class Callee:
     """The callee role of one session."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: SessionPort) -> None:
         self._session = session
         self._by_id: dict[int, Registration] = {}
         self._running: dict[int, asyncio.Task[Any]] = {}
@@ -365,12 +364,8 @@ class Callee:
         details_arg: str | None,
     ) -> Registration:
         """Send REGISTER and install the handler when REGISTERED arrives."""
-        if not callable(handler):
-            raise TypeError("handler must be callable")
         session = self._session
-        options: dict[str, Any] = {}
-        if match != "exact":
-            options["match"] = match
+        options = handler_options(handler, match)
         if invoke != "single":
             options["invoke"] = invoke
 
@@ -381,8 +376,8 @@ class Callee:
             self._by_id[reg.id] = reg
             return reg
 
-        result: Registration = await session._request(
-            wamp.Register(session._next_request(), options, procedure), install
+        result: Registration = await session.request(
+            wamp.Register(session.next_request(), options, procedure), install
         )
         return result
 
@@ -393,13 +388,13 @@ class Callee:
             return
         session = self._session
         if session.is_open:
-            await session._request(wamp.Unregister(session._next_request(), reg.id))
+            await session.request(wamp.Unregister(session.next_request(), reg.id))
 
     def on_invocation(self, msg: wamp.Invocation) -> None:
         """INVOCATION: run the handler in a task of its own."""
         reg = self._by_id.get(msg.registration)
         if reg is None:
-            self._session._spawn(
+            self._session.spawn(
                 self._error(
                     msg.request, wamp_errors.NO_SUCH_REGISTRATION, ["no such registration"]
                 ),
@@ -407,7 +402,7 @@ class Callee:
             )
             return
         request = msg.request
-        task = self._session._spawn(self._run(reg, msg), f"wamp-invocation-{reg.procedure}")
+        task = self._session.spawn(self._run(reg, msg), f"wamp-invocation-{reg.procedure}")
         self._running[request] = task
 
         def forget(_: asyncio.Task[Any]) -> None:
@@ -473,7 +468,7 @@ class Callee:
         request = msg.request
 
         async def send_progress(p_args: list[Any], p_kwargs: dict[str, Any]) -> None:
-            await self._session._send(wamp.Yield(request, {"progress": True}, p_args, p_kwargs))
+            await self._session.send(wamp.Yield(request, {"progress": True}, p_args, p_kwargs))
 
         details = InvocationDetails(request, reg.id, msg.details, send_progress)
         if reg.details_arg:
@@ -511,7 +506,7 @@ class Callee:
         else:
             args, kwargs = ([] if value is None else [value]), {}
         try:
-            await self._session._send(wamp.Yield(request, options, args, kwargs))
+            await self._session.send(wamp.Yield(request, options, args, kwargs))
         except SessionClosed:
             log.debug("session closed before YIELD %d could be sent", request)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -526,7 +521,7 @@ class Callee:
     ) -> None:
         message = wamp.Error(wamp.MessageType.INVOCATION, request, {}, uri, args, kwargs or {})
         try:
-            await self._session._send(message)
+            await self._session.send(message)
         except SessionClosed:
             log.debug("session closed before ERROR %d could be sent", request)
         except (TypeError, ValueError, OverflowError):

@@ -3,9 +3,10 @@
 The session owns the request-ID counter, the table of pending requests and one
 reader task that dispatches every incoming message by type (one table, no
 isinstance chain). The four client roles live in ``pubsub`` (publisher,
-subscriber) and ``rpc`` (caller, callee); the session wires them together.
+subscriber) and ``rpc`` (caller, callee); the session wires them together and is
+their ``SessionPort`` (``port``). The opening handshake is in ``joining``.
 
-Life cycle::
+Life cycle (the table is ``states.SESSION_TRANSITIONS``)::
 
     connect() ──HELLO──► [CHALLENGE ⇄ AUTHENTICATE]* ──WELCOME──► joined
     joined ──leave()/GOODBYE⇄GOODBYE──► closed (clean)
@@ -25,55 +26,21 @@ import protocol_spec as wamp
 from protocol_spec import ProtocolError, Serializer
 from protocol_spec import errors as wamp_errors
 
-from .auth import AnonymousAuth, Authenticator, AuthError
-from .errors import ApplicationError, JoinError, ProtocolViolation, SessionClosed, TransportLost
+from .auth import Authenticator
+from .errors import ApplicationError, ProtocolViolation, SessionClosed, TransportLost
+from .joining import ROLES, abort_quietly, auth_list, handshake, hello_details, opt_str
+from .port import ReplyHandler
 from .pubsub import EventHandler, EventStream, Subscriber, Subscription
 from .rpc import Callee, Caller, ProcedureHandler, ProgressiveCall, Registration
+from .states import SESSION_TRANSITIONS, SessionEvent, SessionState, StateMachine
 from .transport import Transport
 from .values import CallOptions, CallResult, InvokePolicy, MatchPolicy, PublishOptions
 
-__all__ = ["ROLES", "Session", "hello_details"]
+__all__ = ["ROLES", "Session", "hello_details", "log_setup_failure"]
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-AGENT = "client_sdk/0.1"
-
-ROLES: dict[str, dict[str, Any]] = {
-    "publisher": {
-        "features": {
-            "publisher_exclusion": True,
-            "publisher_identification": True,
-            "subscriber_blackwhite_listing": True,
-        }
-    },
-    "subscriber": {
-        "features": {
-            "publisher_identification": True,
-            "pattern_based_subscription": True,
-            "event_retention": True,
-        }
-    },
-    "caller": {
-        "features": {
-            "caller_identification": True,
-            "call_canceling": True,
-            "call_timeout": True,
-            "progressive_call_results": True,
-        }
-    },
-    "callee": {
-        "features": {
-            "caller_identification": True,
-            "call_canceling": True,
-            "progressive_call_results": True,
-            "pattern_based_registration": True,
-            "shared_registration": True,
-        }
-    },
-}
-"""The roles and features announced in HELLO: only what this SDK really implements."""
 
 _REPLY_OF: dict[int, int] = {
     wamp.MessageType.PUBLISH: wamp.MessageType.PUBLISHED,
@@ -83,41 +50,15 @@ _REPLY_OF: dict[int, int] = {
     wamp.MessageType.UNREGISTER: wamp.MessageType.UNREGISTERED,
 }
 
+_READING = frozenset({SessionState.JOINED, SessionState.CLOSING})
+"""The states in which the reader task dispatches incoming messages."""
+
 
 @dataclass(slots=True)
 class _Request:
     kind: int
     future: asyncio.Future[Any]
-    on_reply: Callable[[Any], Any] | None = None
-
-
-def _auth_list(auth: Authenticator | Sequence[Authenticator] | None) -> list[Authenticator]:
-    if auth is None:
-        return [AnonymousAuth()]
-    if isinstance(auth, Authenticator):
-        return [auth]
-    methods = list(auth)
-    return methods or [AnonymousAuth()]
-
-
-def hello_details(authenticators: Sequence[Authenticator]) -> dict[str, Any]:
-    """Build HELLO.Details: roles with features, agent and the authentication offer."""
-    details: dict[str, Any] = {"roles": ROLES, "agent": AGENT}
-    methods = [a.authmethod for a in authenticators]
-    if methods != ["anonymous"]:
-        details["authmethods"] = methods
-    authid = next((a.authid for a in authenticators if a.authid is not None), None)
-    if authid is not None:
-        details["authid"] = authid
-    authrole = next((a.authrole for a in authenticators if a.authrole is not None), None)
-    if authrole is not None:
-        details["authrole"] = authrole
-    extra: dict[str, Any] = {}
-    for a in authenticators:
-        extra.update(a.authextra)
-    if extra:
-        details["authextra"] = extra
-    return details
+    on_reply: ReplyHandler | None = None
 
 
 class Session:
@@ -140,13 +81,13 @@ class Session:
         self.id = 0
         self.details: dict[str, Any] = {}
         self._transport = transport
-        self._auth = _auth_list(auth)
+        self._auth = auth_list(auth)
         self._request_id = 0
         self._requests: dict[int, _Request] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._setup: list[asyncio.Task[Any]] = []
         self._reader: asyncio.Task[None] | None = None
-        self._state = "new"
+        self._state = StateMachine("session", SESSION_TRANSITIONS, SessionState.NEW)
         self._closing_reason: str | None = None
         self._reply_goodbye = False
         self._closed: asyncio.Future[SessionClosed] = asyncio.get_running_loop().create_future()
@@ -161,9 +102,9 @@ class Session:
             wamp.Error: self._on_error,
             wamp.Published: self._on_reply,
             wamp.Subscribed: self._on_reply,
-            wamp.Unsubscribed: self._on_unsubscribed,
+            wamp.Unsubscribed: self._reply_or_revoked(self._subscriber.on_revoked),
             wamp.Registered: self._on_reply,
-            wamp.Unregistered: self._on_unregistered,
+            wamp.Unregistered: self._reply_or_revoked(self._callee.on_revoked),
             wamp.Goodbye: self._on_goodbye,
             wamp.Abort: self._on_abort,
         }
@@ -178,22 +119,22 @@ class Session:
     @property
     def authid(self) -> str | None:
         """The authid the router assigned (WELCOME.Details.authid)."""
-        return _opt_str(self.details.get("authid"))
+        return opt_str(self.details.get("authid"))
 
     @property
     def authrole(self) -> str | None:
         """The authrole the router assigned."""
-        return _opt_str(self.details.get("authrole"))
+        return opt_str(self.details.get("authrole"))
 
     @property
     def authmethod(self) -> str | None:
         """The authentication method the router accepted."""
-        return _opt_str(self.details.get("authmethod"))
+        return opt_str(self.details.get("authmethod"))
 
     @property
     def is_open(self) -> bool:
         """True while the session is joined and not closing."""
-        return self._state == "joined"
+        return self._state.state is SessionState.JOINED
 
     def router_features(self, role: str) -> frozenset[str]:
         """The features the router announced for ``role`` ("broker" or "dealer") in WELCOME."""
@@ -205,7 +146,7 @@ class Session:
         return frozenset(k for k, v in features.items() if v is True)
 
     def __repr__(self) -> str:
-        return f"<Session {self.id} realm={self.realm!r} state={self._state}>"
+        return f"<Session {self.id} realm={self.realm!r} state={self._state.state.value}>"
 
     # --- joining ----------------------------------------------------------------
 
@@ -217,56 +158,24 @@ class Session:
         closed on failure, including cancellation (wrap in ``asyncio.timeout`` to
         bound the wait; ``connect`` does).
         """
-        if self._state != "new":
-            raise RuntimeError("join() may be called once")
-        self._state = "joining"
+        self._state.fire(SessionEvent.JOIN)  # InvalidTransition (RuntimeError) if called twice
         try:
-            await self._handshake()
+            welcome = await handshake(self._transport, self.realm, self._auth)
         except ProtocolError as exc:
-            await self._abort_quietly(str(exc))
+            await abort_quietly(self._transport, str(exc))
             await self._fail_join()
             raise ProtocolViolation(str(exc)) from None
         except BaseException:
             await self._fail_join()
             raise
-        self._state = "joined"
+        self.id = welcome.session
+        self.details = welcome.details
+        self._state.fire(SessionEvent.WELCOME)
         self._reader = asyncio.create_task(self._read(), name=f"wamp-session-{self.id}-reader")
         log.info("joined realm %s as session %d (authid=%s)", self.realm, self.id, self.authid)
 
-    async def _handshake(self) -> None:
-        await self._transport.send(wamp.Hello(self.realm, hello_details(self._auth)))
-        while True:
-            msg = await self._transport.recv()
-            if isinstance(msg, wamp.Welcome):
-                self._welcome(msg)
-                return
-            if isinstance(msg, wamp.Abort):
-                raise JoinError(msg.reason, _opt_str(msg.details.get("message")))
-            if isinstance(msg, wamp.Challenge):
-                await self._answer(msg)
-                continue
-            raise ProtocolError(f"unexpected {type(msg).__name__.upper()} before WELCOME")
-
-    def _welcome(self, msg: wamp.Welcome) -> None:
-        roles = msg.details.get("roles")
-        if not isinstance(roles, dict) or not ({"broker", "dealer"} & roles.keys()):
-            raise ProtocolError("WELCOME.Details.roles must announce broker and/or dealer")
-        self.id = msg.session
-        self.details = msg.details
-
-    async def _answer(self, msg: wamp.Challenge) -> None:
-        method = next((a for a in self._auth if a.authmethod == msg.authmethod), None)
-        if method is None:
-            raise ProtocolError(f"CHALLENGE for authmethod {msg.authmethod!r} that was not offered")
-        try:
-            signature = method.sign(msg.extra)
-        except AuthError as exc:
-            await self._abort_quietly(str(exc), reason=wamp_errors.AUTHENTICATION_FAILED)
-            raise JoinError(wamp_errors.AUTHENTICATION_FAILED, str(exc)) from None
-        await self._transport.send(wamp.Authenticate(signature, {}))
-
     async def _fail_join(self) -> None:
-        self._state = "closed"
+        self._state.fire(SessionEvent.JOIN_FAILED)
         await self._close_transport()
         if not self._closed.done():
             self._closed.set_result(SessionClosed(wamp_errors.CLOSE_NORMAL, "join failed"))
@@ -286,14 +195,14 @@ class Session:
         sent and the router's GOODBYE awaited (again up to ``grace``). Idempotent:
         leaving a closed session does nothing.
         """
-        if self._state != "joined":
-            if self._state == "closing":
+        if not self._state.can(SessionEvent.LEAVE):
+            if self._state.state is SessionState.CLOSING:
                 await asyncio.wait({self._closed}, timeout=grace)
             return
         await self._callee.drain(grace)
-        if self._state != "joined":
+        if not self._state.can(SessionEvent.LEAVE):
             return
-        self._state = "closing"
+        self._state.fire(SessionEvent.LEAVE)
         self._closing_reason = reason
         details: dict[str, Any] = {"message": message} if message else {}
         try:
@@ -492,29 +401,33 @@ class Session:
         def decorate(fn: F) -> F:
             task = asyncio.ensure_future(start(fn))
             self._setup.append(task)
-            task.add_done_callback(_log_setup_failure)
+            task.add_done_callback(log_setup_failure)
             return fn
 
         return decorate
 
-    # --- plumbing used by the roles --------------------------------------------
+    # --- the SessionPort the roles use (see ``port``) ------------------------
 
-    def _check_open(self) -> None:
-        if self._state != "joined":
-            if self._closed.done():
-                raise self._closed.result()
-            raise SessionClosed(wamp_errors.CLOSE_NORMAL, f"session is {self._state}")
-
-    def _next_request(self) -> int:
+    def next_request(self) -> int:
+        """A fresh request ID (1 … 2**53, then around again)."""
         self._request_id = self._request_id % wamp.MAX_ID + 1
         return self._request_id
 
-    async def _send(self, message: Any) -> None:
+    async def send(self, message: Any) -> None:
+        """Send one WAMP message; ``SessionClosed`` once the session has ended.
+
+        Part of the ``SessionPort`` of the roles; applications use ``publish``,
+        ``call`` and the other methods instead.
+        """
         self._check_open()
         await self._transport.send(message)
 
-    async def _request(self, message: Any, on_reply: Callable[[Any], Any] | None = None) -> Any:
-        """Send a request (PUBLISH/SUBSCRIBE/…) and wait for its reply or ERROR."""
+    async def request(self, message: Any, on_reply: ReplyHandler | None = None) -> Any:
+        """Send a request (PUBLISH/SUBSCRIBE/…) and wait for its reply or ERROR.
+
+        Returns ``on_reply(reply)`` (run as the reply is dispatched, before any
+        later message) or the reply. Part of the ``SessionPort`` of the roles.
+        """
         self._check_open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._requests[message.request] = _Request(message.TYPE, future, on_reply)
@@ -524,17 +437,24 @@ class Session:
         finally:
             self._requests.pop(message.request, None)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task referenced by the session until it finishes."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _check_open(self) -> None:
+        if self._state.state is not SessionState.JOINED:
+            if self._closed.done():
+                raise self._closed.result()
+            raise SessionClosed(wamp_errors.CLOSE_NORMAL, f"session is {self._state.state.value}")
+
     # --- incoming messages --------------------------------------------------------
 
     async def _read(self) -> None:
         try:
-            while self._state in ("joined", "closing"):
+            while self._state.state in _READING:
                 msg = await self._transport.recv()
                 handler = self._dispatch.get(type(msg))
                 if handler is None:
@@ -546,11 +466,13 @@ class Session:
             self._finish(exc)
         except ProtocolError as exc:
             log.warning("session %d: router broke the protocol: %s", self.id, exc)
-            await self._abort_quietly(str(exc))
+            await abort_quietly(self._transport, str(exc))
             self._finish(SessionClosed(wamp_errors.PROTOCOL_VIOLATION, str(exc)))
         except Exception:
             log.exception("session %d: internal error while dispatching", self.id)
-            await self._abort_quietly("internal client error", reason=wamp_errors.CLOSE_NORMAL)
+            await abort_quietly(
+                self._transport, "internal client error", reason=wamp_errors.CLOSE_NORMAL
+            )
             self._finish(SessionClosed(wamp_errors.CLOSE_NORMAL, "internal client error"))
         if self._reply_goodbye:
             try:
@@ -571,17 +493,18 @@ class Session:
         result = request.on_reply(msg) if request.on_reply else msg
         request.future.set_result(result)
 
-    def _on_unsubscribed(self, msg: wamp.Unsubscribed) -> None:
-        if msg.request == 0:
-            self._subscriber.on_revoked(msg.details or {})
-        else:
-            self._on_reply(msg)
+    def _reply_or_revoked(
+        self, on_revoked: Callable[[dict[str, Any]], None]
+    ) -> Callable[[Any], None]:
+        """UNSUBSCRIBED/UNREGISTERED: a reply, or with request 0 the router revoking."""
 
-    def _on_unregistered(self, msg: wamp.Unregistered) -> None:
-        if msg.request == 0:
-            self._callee.on_revoked(msg.details or {})
-        else:
-            self._on_reply(msg)
+        def dispatch(msg: wamp.Unsubscribed | wamp.Unregistered) -> None:
+            if msg.request == 0:
+                on_revoked(msg.details or {})
+            else:
+                self._on_reply(msg)
+
+        return dispatch
 
     def _on_error(self, msg: wamp.Error) -> None:
         error = ApplicationError(msg.error, *(msg.args or ()), **(msg.kwargs or {}))
@@ -595,8 +518,8 @@ class Session:
         request.future.set_exception(error)
 
     def _on_goodbye(self, msg: wamp.Goodbye) -> None:
-        message = _opt_str(msg.details.get("message"))
-        if self._state == "closing":
+        message = opt_str(msg.details.get("message"))
+        if self._state.state is SessionState.CLOSING:
             self._finish(SessionClosed(self._closing_reason or msg.reason, message))
             return
         log.info("session %d: router said GOODBYE (%s)", self.id, msg.reason)
@@ -604,7 +527,7 @@ class Session:
         self._finish(SessionClosed(msg.reason, message))
 
     def _on_abort(self, msg: wamp.Abort) -> None:
-        message = _opt_str(msg.details.get("message"))
+        message = opt_str(msg.details.get("message"))
         log.warning(
             "session %d: router aborted (%s%s)",
             self.id,
@@ -614,14 +537,6 @@ class Session:
         self._finish(SessionClosed(msg.reason, message))
 
     # --- ending ----------------------------------------------------------------
-
-    async def _abort_quietly(
-        self, message: str, *, reason: str = wamp_errors.PROTOCOL_VIOLATION
-    ) -> None:
-        try:
-            await self._transport.send(wamp.Abort({"message": message}, reason))
-        except Exception:  # the transport may already be gone
-            log.debug("could not send ABORT", exc_info=True)
 
     async def _close_transport(self) -> None:
         try:
@@ -633,7 +548,7 @@ class Session:
         """End the session once: fail pending work, stop invocations, end streams."""
         if self._closed.done():
             return
-        self._state = "closed"
+        self._state.fire(SessionEvent.END)
         self._closed.set_result(why)
         for request in self._requests.values():
             if not request.future.done():
@@ -645,10 +560,7 @@ class Session:
         log.info("session %d closed: %s", self.id, why)
 
 
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _log_setup_failure(task: asyncio.Task[Any]) -> None:
+def log_setup_failure(task: asyncio.Task[Any]) -> None:
+    """Done-callback of a background subscribe/register: log its failure."""
     if not task.cancelled() and task.exception() is not None:
         log.error("background subscribe/register failed: %s", task.exception())

@@ -22,11 +22,22 @@ __all__ = [
     "InvokePolicy",
     "MatchPolicy",
     "PublishOptions",
+    "handler_options",
 ]
 
 CancelMode = Literal["skip", "kill", "killnowait"]
 MatchPolicy = Literal["exact", "prefix", "wildcard"]
 InvokePolicy = Literal["single", "roundrobin", "random", "first", "last"]
+
+
+def handler_options(handler: object, match: MatchPolicy) -> dict[str, Any]:
+    """The SUBSCRIBE/REGISTER options for ``match`` (nothing for the default, exact).
+
+    Raises ``TypeError`` if ``handler`` is not callable, before anything is sent.
+    """
+    if not callable(handler):
+        raise TypeError("handler must be callable")
+    return {} if match == "exact" else {"match": match}
 
 
 def _ids(values: Sequence[int] | None) -> list[int] | None:

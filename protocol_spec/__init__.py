@@ -7,7 +7,7 @@ README.md (feature status) and wamp.md (message table, options, policies).
 
 from __future__ import annotations
 
-from . import errors, uri
+from . import errors, meta, uri
 from .errors import DecodeError, ProtocolError, WampError
 from .messages import *  # noqa: F403
 from .messages import __all__ as _messages_all
@@ -15,6 +15,7 @@ from .serializers import SERIALIZERS, SUBPROTOCOLS, Serializer, by_name, by_subp
 
 __all__ = [
     "errors",
+    "meta",
     "uri",
     "WampError",
     "ProtocolError",

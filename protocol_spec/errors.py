@@ -7,10 +7,13 @@ Exception tree::
         └── DecodeError         bytes that are not a valid message for a serializer
 
 Error URIs (``wamp.error.*``) travel in ERROR and ABORT messages; close reasons
-(``wamp.close.*``) travel in GOODBYE. Use these constants, never string literals.
+(``wamp.close.*``) travel in GOODBYE; ``CloseCode`` names the WebSocket close codes
+(RFC 6455 §7.4.1) a router uses. Use these constants, never string or number literals.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
 
 __all__ = [
     "AUTHENTICATION_FAILED",
@@ -24,6 +27,7 @@ __all__ = [
     "FEATURE_NOT_SUPPORTED",
     "INVALID_ARGUMENT",
     "INVALID_URI",
+    "LIMIT_EXCEEDED",
     "NETWORK_FAILURE",
     "NOT_AUTHORIZED",
     "NO_AUTH_METHOD",
@@ -39,10 +43,12 @@ __all__ = [
     "PROCEDURE_ALREADY_EXISTS",
     "PROCEDURE_EXISTS_INVOCATION_POLICY_CONFLICT",
     "PROTOCOL_VIOLATION",
+    "RATE_LIMIT_EXCEEDED",
     "RUNTIME_ERROR",
     "SLOW_CONSUMER",
     "TIMEOUT",
     "UNAVAILABLE",
+    "CloseCode",
     "DecodeError",
     "ProtocolError",
     "WampError",
@@ -95,9 +101,35 @@ RUNTIME_ERROR = "wamp.error.runtime_error"
 SLOW_CONSUMER = "wamp.error.slow_consumer"
 """Not in the spec: the reason a router gives when it drops a peer that reads too slowly."""
 
+LIMIT_EXCEEDED = "broker.error.limit_exceeded"
+"""Not in the spec: ERROR URI when a session holds too many subscriptions, registrations
+or pending calls."""
+RATE_LIMIT_EXCEEDED = "broker.error.rate_limit_exceeded"
+"""Not in the spec: ABORT reason when a session sends faster than its message rate allows."""
+
 # --- close reasons (GOODBYE) ------------------------------------------------------
 CLOSE_SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
 CLOSE_CLOSE_REALM = "wamp.close.close_realm"
 CLOSE_GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
 CLOSE_KILLED = "wamp.close.killed"
 CLOSE_NORMAL = "wamp.close.normal"
+
+
+# --- WebSocket close codes (RFC 6455 §7.4.1) ----------------------------------------------
+class CloseCode(IntEnum):
+    """The WebSocket close codes a router sends when it closes a transport."""
+
+    NORMAL = 1000
+    """GOODBYE exchanged, ABORT sent, or the peer went quiet after GOODBYE."""
+    GOING_AWAY = 1001
+    """The router is shutting down."""
+    PROTOCOL_ERROR = 1002
+    """The peer broke the WAMP protocol (after ABORT ``protocol_violation``)."""
+    POLICY_VIOLATION = 1008
+    """Rate limit, HELLO timeout or a slow consumer."""
+    MESSAGE_TOO_BIG = 1009
+    """A frame over ``max_message_size``."""
+    INTERNAL_ERROR = 1011
+    """A bug in the router while handling this connection, or a keepalive timeout."""
+    TRY_AGAIN_LATER = 1013
+    """The node has ``max_sessions`` connections."""

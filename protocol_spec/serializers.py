@@ -7,7 +7,11 @@ string holding ``"\\u0000"`` followed by their base64 form (WAMP's convention), 
 sessions of different serializers exchange bytes unchanged.
 
 Decoding raises ``DecodeError`` for bytes that do not parse and ``ProtocolError``
-for a parsed value that is not a valid message.
+for a parsed value that is not a valid message. Every string a decoder returns (map
+keys and values at any depth) is valid Unicode: a sequence of scalar values, with no
+lone UTF-16 surrogate, so it can be re-encoded as UTF-8 by every serializer
+(protocol_spec/wamp.md, "Valid strings"). msgpack and CBOR get this from their strict
+UTF-8 decoders; JSON text can spell a surrogate as a ``\\uD800`` escape, checked here.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any, Final
 
 import cbor2
@@ -86,6 +91,31 @@ def _json_unwrap(value: Any) -> Any:
     return value
 
 
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape (or ``\\\\uD8..``, a false alarm the walk clears)."""
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _reject_surrogates(value: Any) -> None:
+    """Raise ``DecodeError`` if a string anywhere in ``value`` (keys too) holds a surrogate.
+
+    JSON joins an escaped pair (``\\ud83d\\ude00``) into one character; what is left
+    is a lone surrogate, which no serializer can encode as UTF-8.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and _SURROGATE.search(item):  # isascii: O(1) flag
+                raise DecodeError("a string holds a lone UTF-16 surrogate (not valid Unicode)")
+        elif kind is list:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+
+
 def _reject_constant(name: str) -> Any:
     raise DecodeError(f"JSON constant {name} is not allowed")
 
@@ -148,13 +178,23 @@ class JsonSerializer(Serializer):
 
     def loads(self, data: str | bytes) -> Any:
         try:
-            text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+            if isinstance(data, str):
+                text = data
+                if not text.isascii():
+                    text.encode("utf-8")  # a surrogate given as a character, not an escape
+            else:
+                text = bytes(data).decode("utf-8")  # strict: rejects encoded surrogates
             value = self._decoder.decode(text)
-            if "\\u0000" in text:
-                value = _json_unwrap(value)
+            if "\\u" in text:  # one fast scan; escapes are rare in UTF-8 JSON
+                if _SURROGATE_ESCAPE.search(text):
+                    _reject_surrogates(value)
+                if "\\u0000" in text:
+                    value = _json_unwrap(value)
         except DecodeError:
             raise
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        except UnicodeError:
+            raise DecodeError("invalid JSON: the text is not valid UTF-8 Unicode") from None
+        except (ValueError, RecursionError) as exc:
             raise DecodeError(f"invalid JSON: {exc}") from None
         return value
 

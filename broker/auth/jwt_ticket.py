@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 __all__ = ["HMAC_ALGORITHMS", "PUBLIC_KEY_ALGORITHMS", "JwtSettings", "JwtVerifier"]
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -57,14 +60,9 @@ class JwtVerifier:
     """Checks a token and returns its claims, or ``None`` when anything is wrong."""
 
     def __init__(self, settings: JwtSettings) -> None:
-        import jwt  # PyJWT; imported here so realms without JWT don't need it
-
         self.settings = settings
-        self._jwt = jwt
         key: Any = settings.secret
         if settings.public_key is not None:
-            from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
             try:
                 key = load_pem_public_key(settings.public_key.encode("utf-8"))
             except ValueError as exc:
@@ -80,7 +78,7 @@ class JwtVerifier:
         if s.audience is not None:
             required.append("aud")
         try:
-            claims: dict[str, Any] = self._jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 self._key,
                 algorithms=list(s.algorithms),
@@ -89,7 +87,7 @@ class JwtVerifier:
                 leeway=s.leeway,
                 options={"require": required, "verify_aud": s.audience is not None},
             )
-        except self._jwt.PyJWTError:
+        except jwt.PyJWTError:
             return None
         return claims
 

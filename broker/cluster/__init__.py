@@ -1,11 +1,11 @@
-"""Cluster backends: ``local`` (in-process, the default) and ``redis`` (many nodes).
+"""Cluster backends beyond the in-process one: ``redis`` (many nodes through Redis).
 
-The core talks to either through ``broker.core.cluster.Cluster``; ``create_backend``
-picks one from the settings. The Redis protocol is in protocol_spec/cluster.md.
+The core talks to a backend through the port ``broker.core.ports`` (``Cluster``, and
+``ClusterHost`` for the way back); the in-process default, ``LocalCluster``, lives
+there too. ``broker.server`` wires a backend to the router. The Redis protocol is in
+protocol_spec/cluster.md.
 """
 
 from __future__ import annotations
 
-from .local import LocalCluster
-
-__all__ = ["LocalCluster"]
+__all__: list[str] = []

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from broker.core.cluster import ClaimDone
-from broker.core.router import Router
+from broker.core.host import ClusterHost
+from broker.core.ports import ClaimDone
 from broker.core.session import Session
 from protocol_spec import errors
+from protocol_spec.cluster import CalleeRecord, CalleeRemoved
 
 from . import keys
-from .keys import CONTROL, SEP, pack, text
+from .keys import CONTROL, SEP, text
 from .outbox import Command, Reply
 from .scripts import CLAIM, RELEASE
 
@@ -51,18 +52,18 @@ class Claim:
         session = self.session
         callee = session.client_roles.get("callee")
         features = callee.get("features") if isinstance(callee, dict) else None
-        entry = {
-            "node": node,
-            "realm": self.realm,
-            "uri": self.procedure,
-            "match": self.match,
-            "invoke": self.invoke,
-            "disclose": self.disclose,
-            "session": session.id,
-            "authid": session.authid,
-            "authrole": session.authrole,
-            "features": {k: v for k, v in (features or {}).items() if isinstance(v, bool)},
-        }
+        entry = CalleeRecord(
+            node=node,
+            realm=self.realm,
+            uri=self.procedure,
+            match=self.match,
+            invoke=self.invoke,
+            session=session.id,
+            disclose=self.disclose,
+            authid=session.authid,
+            authrole=session.authrole,
+            features={k: v for k, v in (features or {}).items() if isinstance(v, bool)},
+        )
         return (
             "EVAL",
             CLAIM,
@@ -74,7 +75,7 @@ class Claim:
             str(candidate),
             f"{node}:{session.id}",
             "1" if reclaim else "0",
-            pack(entry),
+            entry.pack(),
             CONTROL,
             node,
             f"{self.realm}{SEP}",
@@ -88,7 +89,7 @@ class Claim:
         )
 
 
-def claim_reply(claim: Claim, node: str, router: Router, done: ClaimDone, push: Push) -> Reply:
+def claim_reply(claim: Claim, node: str, host: ClusterHost, done: ClaimDone, push: Push) -> Reply:
     """Answer ``done`` from the script's result.
 
     A grant whose callee left the registration meanwhile is released at once.
@@ -113,7 +114,7 @@ def claim_reply(claim: Claim, node: str, router: Router, done: ClaimDone, push: 
         else:
             reg_id = int(result[1])
             done(None, "", reg_id, int(result[2]))
-            realm = router.realms.get(claim.realm)
+            realm = host.realms.get(claim.realm)
             reg = realm.dealer.registration(reg_id) if realm is not None else None
             if reg is None or claim.session not in reg.callees:
                 push(claim.release(node, reg_id))
@@ -125,7 +126,7 @@ def release_command(
     node: str, realm: str, reg_id: int, procedure: str, match: str, sid: int
 ) -> Command:
     """The release script call for callee ``sid`` of ``node``."""
-    env = {"op": "unreg", "n": node, "r": realm, "reg": reg_id, "s": sid}
+    env = CalleeRemoved(node, realm, reg_id, sid)
     return (
         "EVAL",
         RELEASE,
@@ -135,19 +136,14 @@ def release_command(
         f"{node}:{sid}",
         f"{realm}{SEP}{reg_id}{SEP}{sid}",
         CONTROL,
-        pack(env),
+        env.pack(),
     )
 
 
-def release_entry(entry: dict[str, Any]) -> Command:
+def release_entry(entry: CalleeRecord) -> Command:
     """The release script call for a callee entry read back from a ``:regs`` hash."""
     return release_command(
-        entry["node"],
-        entry["realm"],
-        int(entry["reg"]),
-        entry["uri"],
-        entry["match"],
-        int(entry["session"]),
+        entry.node, entry.realm, entry.reg, entry.uri, entry.match, entry.session
     )
 
 

@@ -13,18 +13,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.asyncio import Redis
 
-from broker.core.router import Router
+from broker.core.host import ClusterHost
 from broker.core.session import Session
+from protocol_spec.cluster import (
+    CalleeRecord,
+    ClusterProtocolError,
+    ControlMessage,
+    NodeGone,
+    NodeHello,
+    SessionJoined,
+    SessionLeft,
+    SessionRecord,
+    SubscriptionChanged,
+    SubscriptionRecord,
+    TestamentsRecord,
+    decode_event,
+)
 
 from . import keys
 from .claims import Claim, reclaim_reply, release_entry
-from .events import EventChannels
-from .keys import CONTROL, NODES, SEP, pack, text, unpack
+from .events import EventChannels, publication_of
+from .keys import CONTROL, NODES, SEP, text
 from .link import ClusterTiming
 from .mirror import Mirror
 from .outbox import Command, Outbox
@@ -38,6 +52,21 @@ log = logging.getLogger(__name__)
 
 REAP_LOCK_MS = 30_000
 
+_R = TypeVar("_R")
+
+
+def records(
+    decode: Callable[[bytes | str], _R], values: Iterable[bytes | str], where: str
+) -> list[_R]:
+    """Decode values read from Redis; a malformed one is logged and skipped."""
+    found = []
+    for value in values:
+        try:
+            found.append(decode(value))
+        except ClusterProtocolError as exc:
+            log.warning("cluster: skipping a malformed record in %s: %s", where, exc)
+    return found
+
 
 class Directory:
     """Keeps this node's records in Redis and the other nodes' in the mirror."""
@@ -45,7 +74,7 @@ class Directory:
     def __init__(
         self,
         node: str,
-        router: Router,
+        host: ClusterHost,
         timing: ClusterTiming,
         outbox: Outbox,
         mirror: Mirror,
@@ -53,7 +82,7 @@ class Directory:
         incarnation: str,
     ) -> None:
         self.node = node
-        self.router = router
+        self.host = host
         self.timing = timing
         self.outbox = outbox
         self.mirror = mirror
@@ -61,7 +90,7 @@ class Directory:
         self.incarnation = incarnation
         self.connected_at = 0.0
         """When the current connection (or the last republish) started; 0 when down."""
-        self._loading: dict[str, list[dict[str, Any]]] = {}
+        self._loading: dict[str, list[ControlMessage]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._hashes = dict(zip(keys.NODE_HASHES, keys.node_hashes(node), strict=True))
 
@@ -73,17 +102,16 @@ class Directory:
         """Write the session to the directory and announce it."""
         info = session.info()
         self.outbox.push(self._session_write(realm, session.id, info))
-        env = {"op": "join", "n": self.node, "r": realm, "info": info}
-        self.outbox.push(("PUBLISH", CONTROL, pack(env)))
+        env = SessionJoined(self.node, realm, info)
+        self.outbox.push(("PUBLISH", CONTROL, env.pack()))
 
     def session_left(self, realm: str, session: Session) -> None:
         """Remove the session (and its testaments) from the directory and announce it."""
         push = self.outbox.push
         push(("HDEL", self._hash("sessions"), str(session.id)))
         push(("HDEL", self._hash("testaments"), str(session.id)))
-        env = {"op": "leave", "n": self.node, "r": realm, "s": session.id}
-        env["authid"], env["authrole"] = session.authid, session.authrole
-        push(("PUBLISH", CONTROL, pack(env)))
+        env = SessionLeft(self.node, realm, session.id, session.authid, session.authrole)
+        push(("PUBLISH", CONTROL, env.pack()))
 
     def subscription_changed(self, realm: str, sub: Subscription) -> None:
         """Write the subscription and announce it with the next batch (coalesced)."""
@@ -105,24 +133,24 @@ class Directory:
             "HSET",
             self._hash("sessions"),
             str(session_id),
-            pack({"realm": realm, "info": info}),
+            SessionRecord(realm, info).pack(),
         )
 
-    def _sub_write(self, realm: str, sub: Subscription, entry: dict[str, Any]) -> Command:
+    def _sub_write(self, realm: str, sub: Subscription, entry: SubscriptionRecord) -> Command:
         field = f"{realm}{SEP}{sub.id}"
         if sub.subscribers:
-            return ("HSET", self._hash("subs"), field, pack(entry))
+            return ("HSET", self._hash("subs"), field, entry.pack())
         return ("HDEL", self._hash("subs"), field)
 
     def _sub_commands(self, realm: str, sub: Subscription) -> Iterator[Command]:
         entry = _sub_entry(realm, sub)
         yield self._sub_write(realm, sub, entry)
-        yield ("PUBLISH", CONTROL, pack({"op": "sub", "n": self.node, "r": realm, "sub": entry}))
+        yield ("PUBLISH", CONTROL, SubscriptionChanged(self.node, realm, entry).pack())
 
     def _testaments_write(self, realm: str, session: Session) -> Command:
         sid = str(session.id)
         if session.testaments and session.realm is not None:
-            value = pack({"realm": realm, "testaments": _testaments(session)})
+            value = TestamentsRecord(realm, _testaments(session)).pack()
             return ("HSET", self._hash("testaments"), sid, value)
         return ("HDEL", self._hash("testaments"), sid)
 
@@ -140,12 +168,12 @@ class Directory:
         push(("SET", keys.node_key(self.node), self.incarnation, "PX", ttl))
         held = self._held_claims()
         fields = {f"{c.realm}{SEP}{reg_id}{SEP}{c.session.id}".encode() for c, reg_id, _ in held}
-        for field, value in old_regs.items():
-            if field not in fields:
-                push(release_entry(unpack(value)))
+        stale = [value for field, value in old_regs.items() if field not in fields]
+        for entry in records(CalleeRecord.unpack, stale, "this node's registrations"):
+            push(release_entry(entry))
         push(("DEL", *keys.node_hashes(self.node, ("sessions", "subs", "testaments"))))
         self.outbox.cancel_all()
-        for realm in self.router.realms.values():
+        for realm in self.host.realms.values():
             for session in realm.sessions.values():
                 push(self._session_write(realm.name, session.id, session.info()))
                 if session.testaments:
@@ -156,12 +184,12 @@ class Directory:
             push(("HSET", keys.retained_key(realm_name), topic, env))
         for claim, reg_id, reply in held:
             push(claim.command(self.node, reg_id, True), reply)
-        push(("PUBLISH", CONTROL, pack({"op": "hello", "n": self.node})))
+        push(("PUBLISH", CONTROL, NodeHello(self.node).pack()))
 
     def _held_claims(self) -> list[tuple[Claim, int, Any]]:
         """Every registration a local session holds: (claim, registration ID, reply)."""
         held = []
-        for realm in self.router.realms.values():
+        for realm in self.host.realms.values():
             for reg in realm.dealer.registrations():
                 for callee in reg.callees:
                     if realm.sessions.get(callee.id) is callee:
@@ -174,17 +202,18 @@ class Directory:
         pipe = cmd.pipeline(transaction=False)
         pipe.delete(*keys.node_hashes(self.node), keys.node_key(self.node))
         pipe.srem(NODES, self.node)
-        pipe.publish(CONTROL, pack({"op": "gone", "n": self.node}))
+        pipe.publish(CONTROL, NodeGone(self.node).pack())
         await pipe.execute()
 
     # --- the other nodes -----------------------------------------------------------------
     async def load_all(self, cmd: Redis) -> None:
         """Load the retained events and every other node's state."""
-        for realm in self.router.realms.values():
-            for env in await cmd.hvals(keys.retained_key(realm.name)):
-                ev = unpack(env)
-                if ev.get("n") != self.node:
-                    self.mirror.retain(realm, ev)
+        for realm in self.host.realms.values():
+            where = f"the retained events of {realm.name!r}"
+            values = await cmd.hvals(keys.retained_key(realm.name))
+            for ev in records(decode_event, values, where):
+                if ev.node != self.node:
+                    realm.broker.retain_remote(publication_of(ev))
         for raw in await cmd.smembers(NODES):
             node = text(raw)
             if node != self.node:
@@ -198,12 +227,12 @@ class Directory:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def hold(self, node: str, env: dict[str, Any]) -> bool:
-        """Keep a control envelope of ``node`` while its state loads; False if not loading."""
-        buffered = self._loading.get(node)
+    def hold(self, msg: ControlMessage) -> bool:
+        """Keep a control envelope while its node's state loads; False if not loading."""
+        buffered = self._loading.get(msg.node)
         if buffered is None:
             return False
-        buffered.append(env)
+        buffered.append(msg)
         return True
 
     async def _load_node(self, cmd: Redis, node: str) -> None:
@@ -213,15 +242,16 @@ class Directory:
             for name in keys.node_hashes(node, ("sessions", "subs", "regs")):
                 pipe.hvals(name)
             sessions, subs, regs = await pipe.execute()
+            where = f"the state of node {node!r}"
             self.mirror.load_node(
                 node,
-                [unpack(v) for v in sessions],
-                [unpack(v) for v in subs],
-                [unpack(v) for v in regs],
+                records(SessionRecord.unpack, sessions, where),
+                records(SubscriptionRecord.unpack, subs, where),
+                records(CalleeRecord.unpack, regs, where),
             )
         finally:
-            for env in self._loading.pop(node, []):
-                self.mirror.control(node, env)
+            for msg in self._loading.pop(node, []):
+                self.mirror.control(msg)
 
     # --- liveness ------------------------------------------------------------------------
     async def heartbeat(self, cmd: Redis) -> None:
@@ -265,28 +295,26 @@ class Directory:
     async def _reap(self, cmd: Redis, node: str) -> None:
         """Publish a dead node's testaments and remove its state from Redis."""
         pipe = cmd.pipeline(transaction=False)
-        for value in await cmd.hvals(keys.node_hash(node, "testaments")):
-            for channel, data in self.events.testaments(unpack(value)):
+        where = f"the state of node {node!r}"
+        testaments = await cmd.hvals(keys.node_hash(node, "testaments"))
+        for record in records(TestamentsRecord.unpack, testaments, where):
+            for channel, data in self.events.testaments(record):
                 pipe.publish(channel, data)
-        for value in await cmd.hvals(keys.node_hash(node, "regs")):
-            pipe.execute_command(*release_entry(unpack(value)))
+        regs = await cmd.hvals(keys.node_hash(node, "regs"))
+        for entry in records(CalleeRecord.unpack, regs, where):
+            pipe.execute_command(*release_entry(entry))
         pipe.delete(*keys.node_hashes(node))
         pipe.srem(NODES, node)
         if node != self.node:
-            pipe.publish(CONTROL, pack({"op": "gone", "n": node}))
+            pipe.publish(CONTROL, NodeGone(node).pack())
         await pipe.execute()
         log.info("cluster: reaped node %s", node)
 
 
-def _sub_entry(realm: str, sub: Subscription) -> dict[str, Any]:
-    return {
-        "realm": realm,
-        "id": sub.id,
-        "uri": sub.topic,
-        "match": sub.match,
-        "created": sub.created,
-        "subscribers": list(sub.subscribers),
-    }
+def _sub_entry(realm: str, sub: Subscription) -> SubscriptionRecord:
+    return SubscriptionRecord(
+        realm, sub.id, sub.topic, sub.match, sub.created, tuple(sub.subscribers)
+    )
 
 
 def _testaments(session: Session) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Redis key and channel names of the cluster protocol, and the envelope codec.
+"""Redis key and channel names of the cluster protocol (envelopes: protocol_spec.cluster).
 
 Every name here is listed in protocol_spec/cluster.md; change both together.
 """
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-
-import msgpack
 
 from protocol_spec.uri import MATCH_EXACT, MATCH_PREFIX
 
@@ -23,13 +21,11 @@ __all__ = [
     "node_hash",
     "node_hashes",
     "node_key",
-    "pack",
     "probe",
     "reap_key",
     "reg_key",
     "retained_key",
     "text",
-    "unpack",
     "watch_target",
 ]
 
@@ -110,23 +106,6 @@ def watch_target(realm: str, match: str, topic: str) -> tuple[bool, bytes]:
                 break
             fixed += part + "."
     return True, f"wamp:ev:{_glob_escape(realm)}:{_glob_escape(fixed)}*".encode()
-
-
-def pack(envelope: dict[str, Any]) -> bytes:
-    """Encode an envelope (msgpack map; bytes stay bytes)."""
-    data: bytes = msgpack.packb(envelope, use_bin_type=True)
-    return data
-
-
-def unpack(data: bytes | str) -> dict[str, Any]:
-    """Decode an envelope; raise ``ValueError`` when it is not a map."""
-    try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several types for bad input
-        raise ValueError(f"undecodable envelope: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError("an envelope must be a map")
-    return value
 
 
 def text(value: Any) -> str:

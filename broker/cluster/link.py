@@ -21,9 +21,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from protocol_spec.cluster import Probe
+
 from . import keys
 
-__all__ = ["ClusterTiming", "LinkLost", "PubSubLink", "Target"]
+__all__ = ["ClusterTiming", "LinkDeaf", "LinkLost", "PubSubLink", "Target"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ class LinkLost(Exception):
     """The connection to Redis (or the pub/sub link) is gone or deaf."""
 
 
+class LinkDeaf(LinkLost):
+    """The pub/sub link answers nothing: this node's own probe did not come back."""
+
+
 class PubSubLink:
     """The Redis channels and patterns this node listens to, and the link's probes."""
 
@@ -63,7 +69,7 @@ class PubSubLink:
         self._live: set[Target] = set()
         self._waiters: dict[Target, list[Callable[[], None]]] = {}
         self._ops: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-        self._probe_token = b""
+        self._probe = Probe(b"")
         self._probe_sent = 0.0
         self._probe_back = asyncio.Event()
 
@@ -137,7 +143,7 @@ class PubSubLink:
 
     def _receive(self, channel: bytes, data: Any, dispatch: Dispatch) -> None:
         if channel == self.probe_channel:
-            if data == self._probe_token:
+            if data == self._probe.token:
                 self.rtt = time.monotonic() - self._probe_sent
                 self._probe_back.set()
             return
@@ -149,10 +155,10 @@ class PubSubLink:
     # --- probes ----------------------------------------------------------------------
     async def _send_probe(self, cmd: Redis) -> None:
         self._probe_sent = time.monotonic()
-        await cmd.publish(self.probe_channel, self._probe_token)
+        await cmd.publish(self.probe_channel, self._probe.pack())
 
     def _new_probe(self) -> None:
-        self._probe_token = secrets.token_bytes(8)
+        self._probe = Probe(secrets.token_bytes(Probe.SIZE))
         self._probe_back.clear()
 
     async def probe_once(self, cmd: Redis) -> None:
@@ -161,7 +167,7 @@ class PubSubLink:
         deadline = time.monotonic() + max(self.timing.probe_timeout, 2.0)
         while not self._probe_back.is_set():
             if time.monotonic() > deadline:
-                raise LinkLost("probe not echoed on the pub/sub link")
+                raise LinkDeaf("probe not echoed on the pub/sub link")
             await self._send_probe(cmd)
             try:
                 await asyncio.wait_for(self._probe_back.wait(), 0.2)
@@ -177,4 +183,4 @@ class PubSubLink:
             try:
                 await asyncio.wait_for(self._probe_back.wait(), self.timing.probe_timeout)
             except TimeoutError:
-                raise LinkLost("pub/sub link is deaf (probe lost)") from None
+                raise LinkDeaf("pub/sub link is deaf (probe lost)") from None

@@ -2,8 +2,10 @@
 
 Remote callees and callers become ``RemoteSession`` stand-ins with a ``NodePeer``:
 the dealer routes calls to them exactly as to local sessions, and what it sends them
-becomes an inbox envelope for their node (protocol_spec/cluster.md, "Call envelopes").
-Remote sessions and subscriptions go into each realm's ``RemoteView`` for the meta API.
+becomes an inbox envelope for their node (protocol_spec/cluster.md, "Envelopes").
+Remote results and errors go to the dealer as such (``Dealer.answer_result``,
+``answer_error``). Remote sessions and subscriptions go into each realm's
+``RemoteView`` for the meta API. The core is reached through the ``ClusterHost`` port.
 """
 
 from __future__ import annotations
@@ -14,21 +16,71 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.core.cluster import RemoteSession
+from broker.core.host import ClusterHost
 from broker.core.interfaces import EncodeCache
 from broker.core.realm import Realm
-from broker.core.router import Router
-from protocol_spec import errors
-from protocol_spec.messages import Error, Interrupt, Invocation, Message, MessageType, Result, Yield
+from protocol_spec import errors, meta
+from protocol_spec.cluster import (
+    CalleeAdded,
+    CalleeRecord,
+    CalleeRemoved,
+    ControlMessage,
+    InboxError,
+    InboxInterrupt,
+    InboxInvocation,
+    InboxMessage,
+    InboxResult,
+    KillSessions,
+    NodeGone,
+    NodeHello,
+    RetainedChanged,
+    SessionJoined,
+    SessionLeft,
+    SessionRecord,
+    SubscriptionChanged,
+    SubscriptionRecord,
+)
+from protocol_spec.errors import CloseCode
+from protocol_spec.messages import Error, Interrupt, Invocation, Message, Result
 
 from . import keys
-from .events import event_fields
+from .events import publication_of
 
 __all__ = ["Mirror", "NodePeer", "NodeState"]
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[bytes, dict[str, Any]], None]
+Send = Callable[[bytes, InboxMessage], None]
 """Ship an inbox envelope: (the node's inbox channel, envelope)."""
+
+
+def _invocation(peer: NodePeer, m: Invocation) -> InboxMessage:
+    return InboxInvocation(
+        peer.origin, peer.realm, peer.callee, m.request, m.registration, m.details, m.args, m.kwargs
+    )
+
+
+def _interrupt(peer: NodePeer, m: Interrupt) -> InboxMessage:
+    return InboxInterrupt(peer.origin, peer.realm, peer.callee, m.request, m.options)
+
+
+def _result(peer: NodePeer, m: Result) -> InboxMessage:
+    return InboxResult(peer.origin, peer.realm, peer.callee, m.request, m.details, m.args, m.kwargs)
+
+
+def _error(peer: NodePeer, m: Error) -> InboxMessage:
+    return InboxError(
+        peer.origin, peer.realm, peer.callee, m.request, m.details, m.error, m.args, m.kwargs
+    )
+
+
+_OUTBOUND: dict[type[Message], Callable[[NodePeer, Any], InboxMessage]] = {
+    Invocation: _invocation,
+    Interrupt: _interrupt,
+    Result: _result,
+    Error: _error,
+}
+"""WAMP message the dealer sends a stand-in → the inbox envelope that carries it."""
 
 
 class NodePeer:
@@ -51,32 +103,11 @@ class NodePeer:
 
     def send(self, message: Message, cache: EncodeCache | None = None) -> None:
         """Ship the message as an envelope (other message types are not routed here)."""
-        env: dict[str, Any]
-        if isinstance(message, Invocation):
-            env = {
-                "op": "inv",
-                "i": message.request,
-                "reg": message.registration,
-                "d": message.details,
-                "a": message.args,
-                "k": message.kwargs,
-            }
-        elif isinstance(message, Interrupt):
-            env = {"op": "int", "i": message.request, "o": message.options}
-        elif isinstance(message, Result):
-            env = {"op": "res", "i": message.request, "d": message.details}
-            env["a"], env["k"] = message.args, message.kwargs
-        elif isinstance(message, Error):
-            env = {"op": "err", "i": message.request, "d": message.details, "e": message.error}
-            env["a"], env["k"] = message.args, message.kwargs
-        else:
-            return
-        env["n"] = self.origin
-        env["r"] = self.realm
-        env["s"] = self.callee
-        self.send_to(self.channel, env)
+        build = _OUTBOUND.get(type(message))
+        if build is not None:
+            self.send_to(self.channel, build(self, message))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Stand-ins have no transport."""
 
 
@@ -91,16 +122,24 @@ class NodeState:
 
 
 class Mirror:
-    """Applies control and inbox envelopes from other nodes to the router's realms."""
+    """Applies control and inbox envelopes from other nodes to the host's realms."""
 
-    def __init__(self, router: Router, node: str, send_to: Send) -> None:
-        self.router = router
+    def __init__(
+        self,
+        host: ClusterHost,
+        node: str,
+        send_to: Send,
+        hello: Callable[[str], None] = lambda node: None,
+    ) -> None:
+        self.host = host
         self.node = node
         self.send_to = send_to
+        self.hello = hello
+        """Called with a node that said ``hello`` (its state is to be loaded)."""
         self.nodes: dict[str, NodeState] = {}
 
-    def _realm(self, name: Any) -> Realm | None:
-        return self.router.realms.get(name) if isinstance(name, str) else None
+    def _realm(self, name: str) -> Realm | None:
+        return self.host.realms.get(name)
 
     def state(self, node: str) -> NodeState:
         """The state of ``node``, created on first mention."""
@@ -110,29 +149,34 @@ class Mirror:
         return found
 
     # --- control envelopes ------------------------------------------------------------
-    def control(self, node: str, env: dict[str, Any]) -> None:
-        """Apply one control envelope from another node ``node`` (its ``n``)."""
-        handler = _CONTROL.get(env.get("op", ""))
-        if handler is not None:
-            handler(self, node, env)
+    def control(self, msg: ControlMessage) -> None:
+        """Apply one control envelope from another node."""
+        _CONTROL[type(msg)](self, msg)
 
-    def _join(self, node: str, env: dict[str, Any]) -> None:
-        realm = self._realm(env.get("r"))
-        info = env.get("info")
-        if realm is None or not isinstance(info, dict):
-            return
+    def _hello(self, msg: NodeHello) -> None:
+        self.hello(msg.node)
+
+    def _gone(self, msg: NodeGone) -> None:
+        self.drop_node(msg.node, "callee node left")
+
+    def _join(self, msg: SessionJoined) -> None:
+        realm = self._realm(msg.realm)
+        if realm is not None:
+            self.join_session(msg.node, realm, msg.info)
+
+    def join_session(self, node: str, realm: Realm, info: dict[str, Any]) -> None:
+        """A session of ``node`` joined ``realm``: remote view, on_join here."""
         sid = int(info["session"])
         if sid in realm.remote.sessions:
             return
         realm.remote.add_session(node, info)
         self.state(node).sessions.add((realm.name, sid))
-        realm.broker.publish_meta("wamp.session.on_join", [info])
+        realm.broker.publish_meta(meta.SESSION_ON_JOIN, [info])
 
-    def _leave(self, node: str, env: dict[str, Any]) -> None:
-        realm = self._realm(env.get("r"))
-        if realm is None:
-            return
-        self.remove_session(node, realm, int(env["s"]), "callee disconnected")
+    def _leave(self, msg: SessionLeft) -> None:
+        realm = self._realm(msg.realm)
+        if realm is not None:
+            self.remove_session(msg.node, realm, msg.session, "callee disconnected")
 
     def remove_session(self, node: str, realm: Realm, sid: int, why: str) -> None:
         """A remote session is gone: its stand-in leaves the dealer, on_leave here."""
@@ -144,90 +188,69 @@ class Mirror:
         info = realm.remote.remove_session(sid)
         if info is not None:
             realm.broker.publish_meta(
-                "wamp.session.on_leave", [sid, info.get("authid"), info.get("authrole")]
+                meta.SESSION_ON_LEAVE, [sid, info.get("authid"), info.get("authrole")]
             )
 
-    def _sub(self, node: str, env: dict[str, Any]) -> None:
-        realm = self._realm(env.get("r"))
-        sub = env.get("sub")
-        if realm is None or not isinstance(sub, dict):
-            return
-        self.set_sub(node, realm, sub)
+    def _sub(self, msg: SubscriptionChanged) -> None:
+        realm = self._realm(msg.realm)
+        if realm is not None:
+            self.set_sub(msg.node, realm, msg.sub)
 
-    def set_sub(self, node: str, realm: Realm, sub: dict[str, Any]) -> None:
+    def set_sub(self, node: str, realm: Realm, sub: SubscriptionRecord) -> None:
         """Record ``node``'s subscribers of one subscription."""
-        subscribers = [int(s) for s in sub.get("subscribers") or []]
-        realm.remote.set_subscription(
-            node, int(sub["id"]), sub["uri"], sub["match"], sub.get("created", ""), subscribers
-        )
-        key = (realm.name, int(sub["id"]))
+        subscribers = list(sub.subscribers)
+        realm.remote.set_subscription(node, sub.id, sub.uri, sub.match, sub.created, subscribers)
+        key = (realm.name, sub.id)
         if subscribers:
             self.state(node).subs.add(key)
         else:
             self.state(node).subs.discard(key)
 
-    def _reg(self, node: str, env: dict[str, Any]) -> None:
-        entry = env.get("e")
-        if isinstance(entry, dict):
-            self.add_callee(node, entry)
+    def _reg(self, msg: CalleeAdded) -> None:
+        self.add_callee(msg.node, msg.entry)
 
-    def add_callee(self, node: str, entry: dict[str, Any]) -> None:
+    def add_callee(self, node: str, entry: CalleeRecord) -> None:
         """A remote callee joined a registration (entry as in ``wamp:node:*:regs``)."""
-        realm = self._realm(entry.get("realm"))
+        realm = self._realm(entry.realm)
         if realm is None:
             return
-        sid = int(entry["session"])
+        sid = entry.session
         state = self.state(node)
         proxy = state.callees.get((realm.name, sid))
         if proxy is None:
             proxy = RemoteSession(
                 sid, NodePeer(self.send_to, self.node, node, realm.name, sid), node
             )
-            features = entry.get("features")
-            proxy.client_roles = {
-                "callee": {"features": features if isinstance(features, dict) else {}}
-            }
-            proxy.authid = str(entry.get("authid", ""))
-            proxy.authrole = str(entry.get("authrole", ""))
+            proxy.client_roles = {"callee": {"features": entry.features or {}}}
+            proxy.authid = entry.authid or ""
+            proxy.authrole = entry.authrole or ""
             proxy.realm = realm
             state.callees[(realm.name, sid)] = proxy
         realm.dealer.add_remote_callee(
-            proxy,
-            entry["uri"],
-            entry["match"],
-            entry["invoke"],
-            bool(entry.get("disclose")),
-            int(entry["reg"]),
-            int(entry.get("seq", 0)),
+            proxy, entry.uri, entry.match, entry.invoke, entry.disclose, entry.reg, entry.seq
         )
 
-    def _unreg(self, node: str, env: dict[str, Any]) -> None:
-        realm = self._realm(env.get("r"))
+    def _unreg(self, msg: CalleeRemoved) -> None:
+        realm = self._realm(msg.realm)
         if realm is None:
             return
-        proxy = self.state(node).callees.get((realm.name, int(env["s"])))
+        proxy = self.state(msg.node).callees.get((realm.name, msg.session))
         if proxy is not None:
-            realm.dealer.remove_remote_callee(proxy, int(env["reg"]))
+            realm.dealer.remove_remote_callee(proxy, msg.reg)
 
-    def _retain(self, node: str, env: dict[str, Any]) -> None:
-        realm = self._realm(env.get("r"))
-        ev = env.get("ev")
-        if realm is not None and isinstance(ev, dict):
-            self.retain(realm, ev)
+    def _retain(self, msg: RetainedChanged) -> None:
+        realm = self._realm(msg.realm)
+        if realm is not None:
+            realm.broker.retain_remote(publication_of(msg.event))
 
-    @staticmethod
-    def retain(realm: Realm, ev: dict[str, Any]) -> None:
-        """Record a retained event envelope published on another node."""
-        realm.broker.retain_remote(*event_fields(ev))
-
-    def _kill(self, node: str, env: dict[str, Any]) -> None:
-        realm = self._realm(env.get("r"))
+    def _kill(self, msg: KillSessions) -> None:
+        realm = self._realm(msg.realm)
         if realm is None:
             return
-        selector, value, spare = env.get("sel"), env.get("v"), env.get("except")
-        reason = env.get("reason") or errors.CLOSE_KILLED
+        selector, value = msg.selector, msg.value
+        reason = msg.reason or errors.CLOSE_KILLED
         for session in list(realm.sessions.values()):
-            if session.id == spare:
+            if session.id == msg.except_session:
                 continue
             if (
                 (selector == "session" and session.id == value)
@@ -235,57 +258,49 @@ class Mirror:
                 or (selector == "authrole" and session.authrole == value)
                 or selector == "all"
             ):
-                self.router.kill(session, reason, env.get("message"))
+                self.host.kill(session, reason, msg.message)
 
     # --- inbox envelopes -----------------------------------------------------------------
-    def inbox(self, env: dict[str, Any]) -> None:
+    def inbox(self, msg: InboxMessage) -> None:
         """Apply one call envelope addressed to this node."""
-        node = env.get("n")
-        realm = self._realm(env.get("r"))
-        if not isinstance(node, str) or realm is None:
-            return
-        op = env.get("op")
-        key = (realm.name, int(env["s"]))
-        state = self.state(node)
-        request = int(env["i"])
-        if op == "inv":
-            caller = state.callers.get(key)
-            if caller is None:
-                peer = NodePeer(self.send_to, self.node, node, realm.name, key[1])
-                caller = RemoteSession(0, peer, node)
-                caller.realm = realm
-                state.callers[key] = caller
-            realm.dealer.invoke_remote(
-                caller,
-                request,
-                key[1],
-                int(env["reg"]),
-                env.get("d") or {},
-                env.get("a"),
-                env.get("k"),
+        realm = self._realm(msg.realm)
+        if realm is not None:
+            _INBOX[type(msg)](self, realm, msg)
+
+    def _caller(self, realm: Realm, msg: InboxMessage) -> RemoteSession:
+        """The stand-in for (caller node, local callee), created on first call."""
+        key = (realm.name, msg.session)
+        state = self.state(msg.node)
+        caller = state.callers.get(key)
+        if caller is None:
+            peer = NodePeer(self.send_to, self.node, msg.node, realm.name, msg.session)
+            caller = RemoteSession(0, peer, msg.node)
+            caller.realm = realm
+            state.callers[key] = caller
+        return caller
+
+    def _invoke(self, realm: Realm, msg: InboxInvocation) -> None:
+        caller = self._caller(realm, msg)
+        realm.dealer.invoke_remote(
+            caller, msg.request, msg.session, msg.registration, msg.details, msg.args, msg.kwargs
+        )
+
+    def _interrupt(self, realm: Realm, msg: InboxInterrupt) -> None:
+        caller = self.state(msg.node).callers.get((realm.name, msg.session))
+        if caller is not None:
+            realm.dealer.interrupt_remote(caller, msg.request, msg.options)
+
+    def _result(self, realm: Realm, msg: InboxResult) -> None:
+        callee = self.state(msg.node).callees.get((realm.name, msg.session))
+        if callee is not None:
+            realm.dealer.answer_result(callee, msg.request, msg.progress, msg.args, msg.kwargs)
+
+    def _error(self, realm: Realm, msg: InboxError) -> None:
+        callee = self.state(msg.node).callees.get((realm.name, msg.session))
+        if callee is not None:
+            realm.dealer.answer_error(
+                callee, msg.request, msg.details, msg.error, msg.args, msg.kwargs
             )
-        elif op == "int":
-            caller = state.callers.get(key)
-            if caller is not None:
-                realm.dealer.interrupt_remote(caller, request, env.get("o") or {})
-        elif op in ("res", "err"):
-            callee = state.callees.get(key)
-            if callee is None:
-                return
-            details = env.get("d") or {}
-            if op == "res":
-                options = {"progress": True} if details.get("progress") is True else {}
-                realm.dealer.yield_(callee, Yield(request, options, env.get("a"), env.get("k")))
-            else:
-                error = Error(
-                    MessageType.INVOCATION,
-                    request,
-                    details,
-                    str(env.get("e")),
-                    env.get("a"),
-                    env.get("k"),
-                )
-                realm.dealer.invocation_error(callee, error)
 
     # --- whole nodes ---------------------------------------------------------------------
     def local_callee_left(self, realm: str, sid: int) -> None:
@@ -298,7 +313,7 @@ class Mirror:
     ) -> Iterator[tuple[Realm, RemoteSession]]:
         """(realm, stand-in) of every stand-in whose realm still exists."""
         for (realm_name, _sid), proxy in proxies.items():
-            realm = self.router.realms.get(realm_name)
+            realm = self._realm(realm_name)
             if realm is not None:
                 yield realm, proxy
 
@@ -319,59 +334,71 @@ class Mirror:
             realm.dealer.abandon(proxy, errors.CANCELED, why)
         for realm, proxy in self._proxies(state.callees):
             realm.dealer.detach(proxy, why)
-        for realm in self.router.realms.values():
+        for realm in self.host.realms.values():
             for info in realm.remote.drop_node(node):
                 realm.broker.publish_meta(
-                    "wamp.session.on_leave",
+                    meta.SESSION_ON_LEAVE,
                     [info["session"], info.get("authid"), info.get("authrole")],
                 )
 
     def load_node(
         self,
         node: str,
-        sessions: list[dict[str, Any]],
-        subs: list[dict[str, Any]],
-        regs: list[dict[str, Any]],
+        sessions: list[SessionRecord],
+        subs: list[SubscriptionRecord],
+        regs: list[CalleeRecord],
     ) -> None:
         """Bring ``node``'s state in line with a snapshot of its hashes."""
         state = self.state(node)
-        wanted_sessions = {(e["realm"], int(e["info"]["session"])) for e in sessions}
+        wanted_sessions = {(e.realm, int(e.info["session"])) for e in sessions}
         for realm_name, sid in list(state.sessions - wanted_sessions):
-            realm = self.router.realms.get(realm_name)
+            realm = self._realm(realm_name)
             if realm is not None:
                 self.remove_session(node, realm, sid, "callee disconnected")
-        for entry in sessions:
-            self._join(node, {"r": entry["realm"], "info": entry["info"]})
-        wanted_subs = {(e["realm"], int(e["id"])) for e in subs}
+        for record in sessions:
+            realm = self._realm(record.realm)
+            if realm is not None:
+                self.join_session(node, realm, record.info)
+        wanted_subs = {(e.realm, e.id) for e in subs}
         for realm_name, sub_id in list(state.subs - wanted_subs):
-            realm = self.router.realms.get(realm_name)
+            realm = self._realm(realm_name)
             remote = realm.remote.subscriptions.get(sub_id) if realm is not None else None
             if realm is not None and remote is not None:
-                self.set_sub(
-                    node, realm, {"id": sub_id, "uri": remote.topic, "match": remote.match}
-                )
+                gone = SubscriptionRecord(realm_name, sub_id, remote.topic, remote.match)
+                self.set_sub(node, realm, gone)
         for entry in subs:
-            realm = self._realm(entry.get("realm"))
+            realm = self._realm(entry.realm)
             if realm is not None:
                 self.set_sub(node, realm, entry)
-        wanted_regs = {(e["realm"], int(e["reg"]), int(e["session"])) for e in regs}
+        wanted_regs = {(e.realm, e.reg, e.session) for e in regs}
         for (realm_name, sid), proxy in list(state.callees.items()):
-            realm = self.router.realms.get(realm_name)
+            realm = self._realm(realm_name)
             if realm is None:
                 continue
             for reg_id in list(proxy.registrations):
                 if (realm_name, reg_id, sid) not in wanted_regs:
                     realm.dealer.remove_remote_callee(proxy, reg_id)
-        for entry in regs:
-            self.add_callee(node, entry)
+        for callee in regs:
+            self.add_callee(node, callee)
 
 
-_CONTROL: dict[str, Callable[[Mirror, str, dict[str, Any]], None]] = {
-    "join": Mirror._join,
-    "leave": Mirror._leave,
-    "sub": Mirror._sub,
-    "reg": Mirror._reg,
-    "unreg": Mirror._unreg,
-    "retain": Mirror._retain,
-    "kill": Mirror._kill,
+_CONTROL: dict[type[ControlMessage], Callable[[Mirror, Any], None]] = {
+    NodeHello: Mirror._hello,
+    NodeGone: Mirror._gone,
+    SessionJoined: Mirror._join,
+    SessionLeft: Mirror._leave,
+    SubscriptionChanged: Mirror._sub,
+    CalleeAdded: Mirror._reg,
+    CalleeRemoved: Mirror._unreg,
+    RetainedChanged: Mirror._retain,
+    KillSessions: Mirror._kill,
 }
+"""Control envelope class → how this node applies it (one entry per ``CONTROL_TYPES``)."""
+
+_INBOX: dict[type[InboxMessage], Callable[[Mirror, Realm, Any], None]] = {
+    InboxInvocation: Mirror._invoke,
+    InboxInterrupt: Mirror._interrupt,
+    InboxResult: Mirror._result,
+    InboxError: Mirror._error,
+}
+"""Inbox envelope class → how this node applies it (one entry per ``INBOX_TYPES``)."""

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from .link import LinkLost
 
-__all__ = ["MAX_OUTBOX", "Build", "Command", "Outbox", "Reply"]
+__all__ = ["MAX_OUTBOX", "Build", "Command", "Outbox", "Reply", "Tally"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,23 @@ Build = Callable[[], Iterable[Command]]
 
 MAX_OUTBOX = 200_000
 BATCH = 2000
+DROP_LOG_EVERY = 10_000
+"""A full outbox logs its first drop, then every this many."""
+
+
+class Tally:
+    """Counts occurrences of something worth a rate-limited log line."""
+
+    __slots__ = ("count", "every")
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.count = 0
+
+    def add(self) -> int:
+        """Count one; return the count when it is worth logging (the first, every Nth), else 0."""
+        self.count += 1
+        return self.count if self.count == 1 or self.count % self.every == 0 else 0
 
 
 class Outbox:
@@ -43,6 +60,12 @@ class Outbox:
         self._queue: deque[tuple[Command, Reply | None]] = deque()
         self._deferred: dict[Hashable, Build] = {}
         self._wake = asyncio.Event()
+        self._drops = Tally(DROP_LOG_EVERY)
+
+    @property
+    def dropped(self) -> int:
+        """Commands refused so far because the outbox was full."""
+        return self._drops.count
 
     @property
     def pending(self) -> bool:
@@ -52,6 +75,11 @@ class Outbox:
     def push(self, command: Command, reply: Reply | None = None) -> None:
         """Queue ``command``; ``reply`` gets its result (``LinkLost`` when it is dropped)."""
         if len(self._queue) >= MAX_OUTBOX:
+            count = self._drops.add()
+            if count:
+                log.warning(
+                    "cluster: outbox full (%d commands): %d dropped so far", MAX_OUTBOX, count
+                )
             if reply is not None:
                 reply(LinkLost("cluster outbox full"))
             return

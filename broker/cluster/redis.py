@@ -15,15 +15,18 @@ Roles, one module each::
     claims     Claim: registration claim/release script calls
     mirror     Mirror: control and inbox envelopes applied to the local core
 
-Life cycle (``_supervise``)::
+    state      LinkState: the link's states and their transition table
 
-    connecting --link up, subscriptions live, state republished--> connected
-    connected --command/pub-sub error, probe lost, heartbeat error--> degraded
-    degraded --backoff 0.1 s … 2 s--> connecting
+Life cycle (``_supervise``, the table in ``state``)::
 
-While not connected, ``available`` is false: the core refuses acknowledged
-publishes, remote calls and registrations with ``wamp.error.unavailable`` and keeps
-serving local traffic.
+    connecting --link up, subscriptions live--> up
+    up --command/pub-sub/heartbeat error--> degraded;  up --probe lost--> deaf
+    degraded/deaf --backoff 0.1 s … 2 s with jitter--> connecting
+    any --close--> down
+
+While not up, ``available`` is false: the core refuses acknowledged publishes,
+remote calls and registrations with ``wamp.error.unavailable`` and keeps serving
+local traffic.
 """
 
 from __future__ import annotations
@@ -41,20 +44,35 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from broker.core.cluster import ClaimDone, Cluster
+from broker.core.host import ClusterHost
 from broker.core.ids import random_id
-from broker.core.router import Router
+from broker.core.ports import ClaimDone, Cluster
+from broker.core.publication import Publication
 from broker.core.session import Session
+from broker.metrics.views import ClusterLinks, ClusterMetrics
 from protocol_spec import errors
+from protocol_spec.backoff import Backoff
+from protocol_spec.cluster import (
+    ClusterProtocolError,
+    ControlMessage,
+    InboxMessage,
+    KillSessions,
+    NodeGone,
+    NodeHello,
+    decode_control,
+    decode_event,
+    decode_inbox,
+)
 
 from . import keys
 from .claims import Claim, claim_reply, release_command
 from .directory import Directory
-from .events import EventChannels, event_envelope
-from .keys import CONTROL, pack, unpack
-from .link import ClusterTiming, LinkLost, PubSubLink
+from .events import EventChannels
+from .keys import CONTROL
+from .link import ClusterTiming, LinkDeaf, LinkLost, PubSubLink
 from .mirror import Mirror
-from .outbox import Outbox
+from .outbox import Outbox, Tally
+from .state import LinkState, LinkStateMachine
 
 if TYPE_CHECKING:
     from broker.core.dealer import Registration
@@ -76,21 +94,23 @@ class RedisCluster(Cluster):
     distributed = True
 
     def __init__(
-        self, url: str, node: str | None, router: Router, timing: ClusterTiming | None = None
+        self, url: str, node: str | None, host: ClusterHost, timing: ClusterTiming | None = None
     ) -> None:
         self.url = url
         self.node = node or default_node_id()
-        self.router = router
+        self.host = host
         self.timing = timing or ClusterTiming()
-        self.available = False
-        self.state_text = "connecting"
-        self.mirror = Mirror(router, self.node, self._send_inbox)
+        self.backoff = Backoff(initial=0.1, maximum=self.timing.backoff_max, jitter=0.5)
+        """Reconnection delays (0.1 s doubling up to ``backoff_max``, jittered)."""
+        self.link_state = LinkStateMachine()
+        self.mirror = Mirror(host, self.node, self._send_inbox, self._hello)
         self.link = PubSubLink(self.node, self.timing)
         self.outbox = Outbox()
-        self.events = EventChannels(self.node, router, self.outbox)
+        self.events = EventChannels(self.node, host, self.outbox)
+        self._malformed = Tally(1000)
         self.directory = Directory(
             self.node,
-            router,
+            host,
             self.timing,
             self.outbox,
             self.mirror,
@@ -104,9 +124,33 @@ class RedisCluster(Cluster):
         self._inbox = keys.inbox(self.node)
 
     @property
+    def available(self) -> bool:
+        """Whether other nodes can be reached (the link is ``up``)."""
+        return self.link_state.state.available
+
+    @property
+    def state_text(self) -> str:
+        """The link state and why, for humans (``/readyz``)."""
+        return self.link_state.text
+
+    @property
     def redis_rtt(self) -> float | None:
         """Seconds the last pub/sub probe took to come back; None while unknown."""
         return self.link.rtt if self.available else None
+
+    def metrics(self) -> ClusterMetrics:
+        """The link's state for ``/metrics`` (the ``ClusterMetrics`` contract)."""
+        state = self.link_state.state
+        links: ClusterLinks = {
+            "redis": state.available,
+            "pubsub": self.link.linked and state is not LinkState.DEAF,
+        }
+        return {
+            "links": links,
+            "redis_rtt": self.redis_rtt,
+            "state": state.value,
+            "outbox_dropped": self.outbox.dropped,
+        }
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self, wait: float = 5.0) -> None:
@@ -128,7 +172,7 @@ class RedisCluster(Cluster):
             except Exception as exc:  # leaving anyway; the others reap us by TTL
                 log.warning("cluster: could not withdraw cleanly: %s", exc)
         self._closing = True
-        self.available = False
+        self.link_state.move(LinkState.DOWN, "closed")
         if self._task is not None:
             self._task.cancel()
             try:
@@ -138,30 +182,29 @@ class RedisCluster(Cluster):
         log.info("cluster: node %s left", self.node)
 
     async def _supervise(self) -> None:
-        backoff = 0.1
+        attempt = 0
         first = True
         while not self._closing:
             try:
                 await self._session(first)
             except asyncio.CancelledError:
-                self._degrade("closing")
+                self._degrade(LinkState.DOWN, "closing")
                 raise
             except Exception as exc:
                 if self.available or first:
                     log.warning("cluster: link to Redis lost (%s); serving local traffic", exc)
-                self._degrade(str(exc) or type(exc).__name__)
-            if self.directory.connected_at:
-                backoff = 0.1  # it worked for a while: start over
-            else:
-                backoff = min(backoff * 2, self.timing.backoff_max)
+                to = LinkState.DEAF if isinstance(exc, LinkDeaf) else LinkState.DEGRADED
+                self._degrade(to, str(exc) or type(exc).__name__)
+            # it worked for a while: start over; else wait longer each time
+            attempt = 0 if self.directory.connected_at else attempt + 1
             first = False
             self.directory.connected_at = 0.0
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(self.backoff.delay(attempt))
+            self.link_state.move(LinkState.CONNECTING, "reconnecting")
 
-    def _degrade(self, why: str) -> None:
+    def _degrade(self, to: LinkState, why: str) -> None:
         was = self.available
-        self.available = False
-        self.state_text = f"degraded: {why}"
+        self.link_state.move(to, why)
         self.link.unlink()
         self.outbox.fail(why)
         if was:
@@ -189,9 +232,8 @@ class RedisCluster(Cluster):
                 await self.directory.reap_previous(cmd)
             self.directory.connected_at = time.monotonic()
             tasks.append(asyncio.create_task(self.outbox.write(cmd)))
-            self.available = True
+            self.link_state.move(LinkState.UP)
             await self.directory.republish(cmd)
-            self.state_text = "connected"
             self._ever_connected.set()
             log.info("cluster: node %s connected to %s", self.node, self.url)
             await self.directory.load_all(cmd)
@@ -215,48 +257,42 @@ class RedisCluster(Cluster):
 
     # --- envelopes from and to the other nodes ---------------------------------------------
     def _dispatch(self, channel: bytes, data: bytes) -> None:
-        if channel == CONTROL:
-            self._on_control(unpack(data))
-        elif channel == self._inbox:
-            self.mirror.inbox(unpack(data))
-        else:
-            self.events.receive(unpack(data))
+        try:
+            if channel == CONTROL:
+                self._on_control(decode_control(data))
+            elif channel == self._inbox:
+                self.mirror.inbox(decode_inbox(data))
+            else:
+                self.events.receive(decode_event(data))
+        except ClusterProtocolError as exc:
+            count = self._malformed.add()
+            if count:
+                log.warning(
+                    "cluster: dropped a malformed envelope on %r (%d so far): %s",
+                    channel,
+                    count,
+                    exc,
+                )
 
-    def _on_control(self, env: dict[str, Any]) -> None:
-        node = env.get("n")
-        if not isinstance(node, str) or node == self.node:
+    def _on_control(self, msg: ControlMessage) -> None:
+        if msg.node == self.node:
             return
-        op = env.get("op")
-        if op == "hello":
-            if self._cmd is not None:
-                self.directory.load_later(self._cmd, node)
-        elif op == "gone":
-            self.mirror.drop_node(node, "callee node left")
-        elif not self.directory.hold(node, env):
-            self.mirror.control(node, env)
+        if isinstance(msg, NodeHello | NodeGone) or not self.directory.hold(msg):
+            self.mirror.control(msg)
 
-    def _send_inbox(self, channel: bytes, env: dict[str, Any]) -> None:
+    def _hello(self, node: str) -> None:
+        if self._cmd is not None:
+            self.directory.load_later(self._cmd, node)
+
+    def _send_inbox(self, channel: bytes, msg: InboxMessage) -> None:
         if self.available:
-            self.outbox.push(("PUBLISH", channel, pack(env)))
+            self.outbox.push(("PUBLISH", channel, msg.pack()))
 
     # --- the Cluster hooks (called by the core) --------------------------------------------
-    def publish(
-        self,
-        realm: str,
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        filter_options: dict[str, Any] | None,
-        retain: bool,
-    ) -> None:
+    def publish(self, realm: str, publication: Publication) -> None:
         """Pipeline the event to its topic channel (and the retained hash)."""
         if self.available:
-            env = event_envelope(
-                self.node, realm, topic, publication, details, args, kwargs, filter_options
-            )
-            self.events.publish(env, retain)
+            self.events.publish(realm, publication)
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """Make sure events of (match, topic) from other nodes reach this node."""
@@ -300,7 +336,7 @@ class RedisCluster(Cluster):
     ) -> None:
         """Run the claim script (in the writer's order); answer through ``done``."""
         claim = Claim(realm, session, procedure, match, invoke, disclose)
-        reply = claim_reply(claim, self.node, self.router, done, self.outbox.push)
+        reply = claim_reply(claim, self.node, self.host, done, self.outbox.push)
         self.outbox.push(claim.command(self.node, random_id(), False), reply)
 
     def release(
@@ -334,6 +370,5 @@ class RedisCluster(Cluster):
         """Ask every node to end its matching sessions."""
         if not self.available:
             return
-        env = {"op": "kill", "n": self.node, "r": realm, "sel": selector, "v": value}
-        env.update({"except": except_session, "reason": reason, "message": message})
-        self.outbox.push(("PUBLISH", CONTROL, pack(env)))
+        env = KillSessions(self.node, realm, selector, value, except_session, reason, message)
+        self.outbox.push(("PUBLISH", CONTROL, env.pack()))

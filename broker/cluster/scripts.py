@@ -5,6 +5,8 @@ See protocol_spec/cluster.md, "Registration claims".
 
 from __future__ import annotations
 
+from protocol_spec.cluster import VERSION
+
 __all__ = ["CLAIM", "RELEASE"]
 
 CLAIM = """
@@ -38,9 +40,9 @@ local entry = cmsgpack.unpack(ARGV[5])
 entry['reg'] = tonumber(id)
 entry['seq'] = seq
 redis.call('HSET', KEYS[2], ARGV[8] .. id .. '\\31' .. ARGV[9], cmsgpack.pack(entry))
-redis.call('PUBLISH', ARGV[6], cmsgpack.pack({op = 'reg', n = ARGV[7], e = entry}))
+redis.call('PUBLISH', ARGV[6], cmsgpack.pack({v = @VERSION@, op = 'reg', n = ARGV[7], e = entry}))
 return {'ok', id, seq}
-"""
+""".replace("@VERSION@", str(VERSION))
 
 RELEASE = """
 -- KEYS: 1 claim hash, 2 the node's regs hash

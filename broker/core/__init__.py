@@ -8,9 +8,10 @@ and ``Scheduler`` interfaces they implement (see ``interfaces``).
 from __future__ import annotations
 
 from .interfaces import Peer, Scheduler, TimerHandle
-from .realm import Realm, RealmSettings
+from .realm import Realm
 from .router import Router
 from .session import Session, SessionState
+from .settings import RealmSettings, SessionLimits
 
 __all__ = [
     "Peer",
@@ -19,6 +20,7 @@ __all__ = [
     "Router",
     "Scheduler",
     "Session",
+    "SessionLimits",
     "SessionState",
     "TimerHandle",
 ]

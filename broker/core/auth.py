@@ -10,6 +10,13 @@ Either step may also answer ``Consult``: the router then calls a WAMP procedure
 (a dynamic authenticator registered by a trusted session) and feeds the reply to
 ``Consult.resume``, which returns the next outcome. Nothing else from the session
 is processed meanwhile.
+
+``Derive`` is the same for CPU-bound work (PBKDF2 of a ticket, ~50 ms): the router
+hands ``work`` to its ``Offload`` port (a bounded thread pool in the server; run
+inline in sans-I/O tests) and feeds the result to ``resume`` back on the loop. A full
+pool fails the attempt at once with the usual ABORT.
+
+``AuthGuard`` (auth_guard.py) throttles failed attempts per peer address and per authid.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ __all__ = [
     "Authenticator",
     "Consult",
     "Deny",
+    "Derive",
+    "InlineOffload",
+    "Offload",
     "Outcome",
     "Reply",
 ]
@@ -88,7 +98,44 @@ class Consult:
     timeout: float = 10.0
 
 
-Outcome = Accept | AskChallenge | Deny | Consult
+@dataclass(frozen=True, slots=True)
+class Derive:
+    """Run ``work`` off the event loop (it must be thread-safe); ``resume`` maps its result.
+
+    ``work`` should hold no router state: it runs in a worker thread. If it raises,
+    the attempt is denied.
+    """
+
+    work: Callable[[], Any]
+    resume: Callable[[Any], Outcome]
+
+
+Outcome = Accept | AskChallenge | Deny | Consult | Derive
+
+
+class Offload(Protocol):
+    """Runs CPU-bound authentication work away from the router's thread, bounded."""
+
+    def submit(self, work: Callable[[], Any], done: Callable[[Any], None]) -> bool:
+        """Start ``work``; later call ``done`` on the router's thread with its result.
+
+        ``done`` gets the exception instead when ``work`` raised. Returns False
+        (and never calls ``done``) when too much work is already waiting.
+        """
+        ...
+
+
+class InlineOffload:
+    """An ``Offload`` that runs the work at once, on the caller's thread (sans-I/O tests)."""
+
+    def submit(self, work: Callable[[], Any], done: Callable[[Any], None]) -> bool:
+        """Run ``work`` now and hand its result (or exception) to ``done``."""
+        try:
+            result = work()
+        except Exception as exc:  # handed to done, which denies
+            result = exc
+        done(result)
+        return True
 
 
 class Authenticator(Protocol):

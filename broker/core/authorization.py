@@ -16,13 +16,14 @@ Requests made with a pattern (SUBSCRIBE / REGISTER with ``match`` prefix or
 wildcard) are decided on the pattern text itself; then, because a broad pattern
 may cover URIs the role is denied, the broker checks every event delivered through
 a pattern subscription (``may_receive``) and the dealer every call routed to a
-pattern registration (``may_serve``). Decisions are cached per (role, action, URI).
+pattern registration (``may_serve``). ``Authorization`` is the frozen policy; the realm's
+``Guard`` memoises its decisions per (role, action, URI).
 
 Dynamic authorizer: a role may name an ``authorizer`` procedure (registered by a
 trusted session). For that role, an action on a URI that no rule of the role
 matches is not denied but *undecided* (``Decision.consult``): the router calls the
 procedure and maps its answer with ``parse_authorizer_reply``; answers marked
-cacheable are kept here (``cached`` / ``remember`` / ``forget``) per (role, authid,
+cacheable are kept by the ``Guard`` (``cached`` / ``remember`` / ``forget``) per (role, authid,
 action, URI, match). ``wamp.*`` URIs are never sent to an authorizer (static rules
 only), and neither is registering (or serving through a pattern) a procedure the router
 itself calls (``protected``: authorizers, dynamic authenticators), so an authorizer that
@@ -37,6 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from protocol_spec.uri import (
@@ -57,6 +59,7 @@ __all__ = [
     "Authorization",
     "Decision",
     "DynamicKey",
+    "Guard",
     "Permission",
     "Role",
     "parse_authorizer_reply",
@@ -68,7 +71,7 @@ ACTIONS = ("publish", "subscribe", "call", "register")
 """The actions a permission can allow."""
 
 _CACHE_LIMIT = 50_000
-"""Cached decisions kept per realm before the cache starts over (bounded memory)."""
+"""Cached decisions a ``Guard`` keeps before its cache starts over (bounded memory)."""
 
 AUTHORIZER_TIMEOUT = 5.0
 """Default seconds an authorizer has to answer before the action is denied."""
@@ -168,34 +171,31 @@ def _rule_maps(permissions: Iterable[Permission]) -> tuple[UriMap[Permission], .
 
 
 class Authorization:
-    """The roles of one realm and the cached decisions made with them."""
+    """The roles of one realm: a policy that never changes once built.
 
-    __slots__ = ("_cache", "_dynamic", "protected", "roles")
+    Part of the frozen ``RealmSettings``; the decisions made with it are cached by the
+    realm's ``Guard``, not here. ``protected``: procedures the router itself calls
+    (authorizers, dynamic authenticators): only a static rule may let a role register or
+    serve them, never an authorizer's answer.
+    """
+
+    __slots__ = ("protected", "roles")
+
+    roles: Mapping[str, Role]
+    protected: frozenset[str]
 
     def __init__(self, roles: Iterable[Role], protected: Iterable[str] = ()) -> None:
-        self.roles: Mapping[str, Role] = {role.name: role for role in roles}
-        # procedures the router itself calls (authorizers, dynamic authenticators): only a
-        # static rule may let a role register or serve them, never an authorizer's answer
-        self.protected: frozenset[str] = frozenset(protected) | {
+        self.roles = MappingProxyType({role.name: role for role in roles})
+        self.protected = frozenset(protected) | {
             role.authorizer for role in self.roles.values() if role.authorizer
         }
-        self._cache: dict[tuple[str, str, str], Decision] = {}
-        # cacheable authorizer answers (bounded like _cache; expired by the router's timers)
-        self._dynamic: dict[DynamicKey, Decision] = {}
+
+    def protecting(self, procedures: Iterable[str]) -> Authorization:
+        """The same roles with ``procedures`` added to ``protected``."""
+        return Authorization(self.roles.values(), self.protected | frozenset(procedures))
 
     def decide(self, authrole: str, action: str, uri: str) -> Decision:
         """May a session with ``authrole`` do ``action`` on ``uri`` (a URI or a pattern)?"""
-        key = (authrole, action, uri)
-        found = self._cache.get(key)
-        if found is not None:
-            return found
-        decision = self._evaluate(authrole, action, uri)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = decision
-        return decision
-
-    def _evaluate(self, authrole: str, action: str, uri: str) -> Decision:
         role = self.roles.get(authrole)
         if role is None:
             return DENY
@@ -229,35 +229,73 @@ class Authorization:
         decision = self.decide(authrole, "register", procedure)
         return decision.allowed or decision.consult
 
-    def protect(self, procedures: Iterable[str]) -> None:
-        """Add procedures only static rules may let a role register (see ``protected``)."""
-        self.protected |= frozenset(procedures)
-        self._cache.clear()
-
-    # --- the dynamic authorizer's cacheable answers ----------------------------------------
     def authorizer_of(self, authrole: str) -> Role | None:
         """The role ``authrole`` if it names an authorizer."""
         role = self.roles.get(authrole)
         return role if role is not None and role.authorizer else None
 
+
+class Guard:
+    """A realm's authorization at run time: its policy and the decisions made with it.
+
+    One per ``Realm`` (the policy is shared, frozen, by the settings). Decisions of the
+    rules are memoised per (role, action, URI); cacheable answers of a dynamic
+    authorizer are kept per (role, authid, action, URI, match) until the router's timer
+    calls ``forget``. Both caches are bounded.
+    """
+
+    __slots__ = ("_answers", "_memo", "policy")
+
+    def __init__(self, policy: Authorization) -> None:
+        self.policy = policy
+        self._memo: dict[tuple[str, str, str], Decision] = {}
+        self._answers: dict[DynamicKey, Decision] = {}
+
+    def decide(self, authrole: str, action: str, uri: str) -> Decision:
+        """``Authorization.decide``, memoised."""
+        key = (authrole, action, uri)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        decision = self.policy.decide(authrole, action, uri)
+        if len(self._memo) >= _CACHE_LIMIT:
+            self._memo.clear()
+        self._memo[key] = decision
+        return decision
+
+    def may_receive(self, authrole: str, topic: str) -> bool:
+        """``Authorization.may_receive``, memoised."""
+        decision = self.decide(authrole, "subscribe", topic)
+        return decision.allowed or decision.consult
+
+    def may_serve(self, authrole: str, procedure: str) -> bool:
+        """``Authorization.may_serve``, memoised."""
+        decision = self.decide(authrole, "register", procedure)
+        return decision.allowed or decision.consult
+
+    def authorizer_of(self, authrole: str) -> Role | None:
+        """The role ``authrole`` if it names an authorizer."""
+        return self.policy.authorizer_of(authrole)
+
+    # --- the dynamic authorizer's cacheable answers ----------------------------------------
     def cached(self, key: DynamicKey) -> Decision | None:
         """A cached authorizer answer for (authrole, authid, action, URI, match), if any."""
-        return self._dynamic.get(key)
+        return self._answers.get(key)
 
     def remember(self, key: DynamicKey, decision: Decision) -> None:
         """Cache an authorizer answer (the caller arranges its expiry with ``forget``)."""
-        if len(self._dynamic) >= _CACHE_LIMIT:
-            self._dynamic.clear()
-        self._dynamic[key] = decision
+        if len(self._answers) >= _CACHE_LIMIT:
+            self._answers.clear()
+        self._answers[key] = decision
 
     def forget(self, key: DynamicKey, decision: Decision | None = None) -> None:
         """Drop a cached answer (only if it is still ``decision``, when given)."""
-        if decision is None or self._dynamic.get(key) is decision:
-            self._dynamic.pop(key, None)
+        if decision is None or self._answers.get(key) is decision:
+            self._answers.pop(key, None)
 
     def forget_all(self) -> None:
         """Drop every cached authorizer answer."""
-        self._dynamic.clear()
+        self._answers.clear()
 
 
 def parse_authorizer_reply(reply: Reply, procedure: str) -> tuple[Decision, bool]:

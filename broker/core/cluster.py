@@ -1,43 +1,21 @@
-"""What the core asks of a cluster backend, and what it knows about other nodes.
+"""What the core knows about other nodes: stand-in sessions and the remote view.
 
-The core never waits on the cluster: it *tells* the backend what happened locally
-(``Cluster`` methods, all synchronous and cheap) and the backend calls back into the
-core when something happens elsewhere (``Broker.deliver_remote``,
-``Dealer.add_remote_callee`` …) or when an asynchronous answer is ready (a
-registration claim, a Redis subscription becoming active). Both run on the one event
-loop, so no locks are needed.
-
-``LocalCluster`` is the in-process backend: nothing is distributed, every answer is
-immediate, and the roles skip the cluster entirely on their hot paths
-(``distributed`` is false). ``broker.cluster.redis`` overrides every hook of ``Cluster``.
-The wire format between nodes is in protocol_spec/cluster.md.
+A distributed backend fills these (through the ``ClusterHost`` port of
+``broker.core.ports``); the dealer routes to ``RemoteSession`` stand-ins like to
+local sessions, and the meta API answers from each realm's ``RemoteView``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .ids import random_id
 from .matching import UriMap
 from .session import Session, SessionState
 
 if TYPE_CHECKING:
-    from .dealer import Registration
     from .interfaces import Peer
-    from .pubsub import Subscription
 
-__all__ = [
-    "ClaimDone",
-    "Cluster",
-    "LocalCluster",
-    "RemoteSession",
-    "RemoteSubscription",
-    "RemoteView",
-]
-
-ClaimDone = Callable[[str | None, str, int, int], None]
-"""Answer to a registration claim: (error URI or None, error text, registration ID, seq)."""
+__all__ = ["RemoteSession", "RemoteSubscription", "RemoteView"]
 
 
 class RemoteSession(Session):
@@ -136,95 +114,3 @@ class RemoteView:
     def lookup(self, topic: str, match: str) -> RemoteSubscription | None:
         """The remote subscription for exactly (match, topic)."""
         return self._sub_map.get(topic, match)
-
-
-class Cluster:
-    """The backend as the core sees it. Every method returns at once.
-
-    The bodies here are the single-process behaviour (nothing to tell anyone, every
-    answer immediate): ``LocalCluster`` is exactly this, and a distributed backend
-    overrides every hook.
-    """
-
-    distributed: bool = False
-    """False for the in-process backend: the roles then skip every cluster call."""
-
-    available: bool = True
-    """True while other nodes can be reached (always true when not distributed)."""
-
-    def publish(
-        self,
-        realm: str,
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        filter_options: dict[str, Any] | None,
-        retain: bool,
-    ) -> None:
-        """Send an event (already delivered locally) to the other nodes."""
-
-    def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
-        """A local subscription (match, topic) is about to exist; ``done`` when live."""
-        done()
-
-    def unwatch(self, realm: str, match: str, topic: str) -> None:
-        """The local subscription (match, topic) is gone."""
-
-    def subscription_changed(self, realm: str, sub: Subscription) -> None:
-        """A local subscription's subscribers changed (none left: it is gone)."""
-
-    def session_joined(self, realm: str, session: Session) -> None:
-        """A local session joined ``realm``."""
-
-    def session_left(self, realm: str, session: Session) -> None:
-        """A local session left ``realm``."""
-
-    def testaments_changed(self, realm: str, session: Session) -> None:
-        """A local session's testaments were added or flushed."""
-
-    def claim(
-        self,
-        realm: str,
-        session: Session,
-        procedure: str,
-        match: str,
-        invoke: str,
-        disclose: bool,
-        done: ClaimDone,
-    ) -> None:
-        """Claim (match, procedure) for a local callee cluster-wide; answer via ``done``.
-
-        In one process the dealer checks locally and never asks; granted for completeness.
-        """
-        done(None, "", random_id(), 0)
-
-    def release(
-        self,
-        realm: str,
-        reg: Registration,
-        session: Session,
-        done: Callable[[], None] | None = None,
-    ) -> None:
-        """A local callee left a registration; ``done`` runs once that holds cluster-wide.
-
-        In one process it holds at once.
-        """
-        if done is not None:
-            done()
-
-    def kill(
-        self,
-        realm: str,
-        selector: str,
-        value: Any,
-        except_session: int,
-        reason: str,
-        message: str | None,
-    ) -> None:
-        """Ask the other nodes to end their matching sessions (meta API kill)."""
-
-
-class LocalCluster(Cluster):
-    """The in-process backend: one node, every hook the single-process default."""

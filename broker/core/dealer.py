@@ -1,23 +1,22 @@
-"""The dealer role: registrations, call routing, results, cancel and timeouts.
+"""The dealer role: registrations and call routing.
 
-A call becomes a ``PendingCall`` indexed twice: by the caller's CALL request ID in
-``caller.calls`` and by the callee's INVOCATION request ID in ``callee.invocations``.
-Whichever side ends first (result, error, cancel, timeout, a session leaving)
-removes both entries, so nothing waits forever and nothing leaks.
+REGISTER / UNREGISTER keep one ``Registration`` per (match, procedure); a CALL picks
+a callee and starts a ``PendingCall``. Everything after the INVOCATION (results,
+errors, cancel, timeouts) is ``Invocations``' job (``invocations.py``). In a cluster,
+registrations are claimed in Redis first and callees of other nodes take part as
+``RemoteSession`` stand-ins.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from protocol_spec import errors
+from protocol_spec import errors, meta
 from protocol_spec.messages import (
     Call,
     Cancel,
     Error,
-    Interrupt,
     Invocation,
     MessageType,
     Register,
@@ -30,115 +29,27 @@ from protocol_spec.messages import (
 from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid_uri
 
 from .cluster import RemoteSession
-from .ids import random_id
-from .interfaces import Scheduler, TimerHandle
+from .invocations import UNDELIVERABLE_RESULT, Invocations, delivered
 from .matching import UriMap
-from .pubsub import now_iso
+from .registration import INVOKE_POLICIES, InternalError, InternalProcedure, Registration
+from .session import PendingCall, fail
 
 if TYPE_CHECKING:
-    from .realm import Realm
+    from .context import RealmContext
+    from .interfaces import Scheduler
     from .session import Session
 
-__all__ = ["INVOKE_POLICIES", "Dealer", "InternalError", "PendingCall", "Registration"]
-
-INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
-CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
-
-InternalProcedure = Callable[
-    ["Session", list[Any], dict[str, Any]], tuple[list[Any] | None, dict[str, Any] | None]
+__all__ = [
+    "INVOKE_POLICIES",
+    "Dealer",
+    "InternalError",
+    "MetaPublisher",
+    "PendingCall",
+    "Registration",
 ]
-"""A router-implemented procedure (meta API): (caller, args, kwargs) → (args, kwargs)."""
 
-
-class InternalError(Exception):
-    """Raised by an internal procedure to answer the caller with ERROR ``uri``."""
-
-    def __init__(self, uri: str, *args: Any) -> None:
-        super().__init__(uri, *args)
-        self.uri = uri
-        self.args_list = list(args)
-
-
-class Registration:
-    """One registered procedure (match, URI) and its callees in registration order."""
-
-    __slots__ = (
-        "callees",
-        "created",
-        "disclose_caller",
-        "id",
-        "invoke",
-        "match",
-        "procedure",
-        "rr",
-        "seqs",
-    )
-
-    def __init__(
-        self,
-        procedure: str,
-        match: str,
-        invoke: str,
-        disclose_caller: bool,
-        reg_id: int = 0,
-    ) -> None:
-        self.id = reg_id or random_id()
-        self.procedure = procedure
-        self.match = match
-        self.invoke = invoke
-        self.disclose_caller = disclose_caller
-        self.created = now_iso()
-        self.callees: list[Session] = []
-        self.rr = 0
-        # cluster-wide registration order of each callee (session ID → seq); empty locally
-        self.seqs: dict[int, int] = {}
-
-    def add(self, session: Session, seq: int) -> None:
-        """Add a callee; with a cluster sequence number, keep callees in that order."""
-        if not seq:
-            self.callees.append(session)
-            return
-        self.seqs[session.id] = seq
-        index = len(self.callees)
-        while index > 0 and self.seqs.get(self.callees[index - 1].id, 0) > seq:
-            index -= 1
-        self.callees.insert(index, session)
-
-    def info(self) -> dict[str, Any]:
-        """The registration's description for the meta API."""
-        return {
-            "id": self.id,
-            "created": self.created,
-            "uri": self.procedure,
-            "match": self.match,
-            "invoke": self.invoke,
-        }
-
-    def pick(self, eligible: Callable[[Session], bool] | None = None) -> Session | None:
-        """Choose the callee for the next call according to the invoke policy.
-
-        With ``eligible``, only callees it accepts are considered; None when there is
-        none (a shared pattern registration whose callees' roles may not all serve
-        the called procedure).
-        """
-        callees = self.callees
-        if eligible is not None:
-            callees = [callee for callee in callees if eligible(callee)]
-            if not callees:
-                return None
-        if self.invoke == "roundrobin":
-            self.rr = (self.rr + 1) % len(callees)
-            return callees[self.rr]
-        if self.invoke == "random":
-            return random.choice(callees)
-        if self.invoke == "last":
-            return callees[-1]
-        return callees[0]
-
-
-def _guard(realm: Realm) -> Any:
-    """The realm's authorization (security hook), None for an open realm."""
-    return realm.settings.extra.get("authorization")
+MetaPublisher = Callable[[str, list[Any]], None]
+"""Publishes a meta event (topic, args) in the realm: the broker role's ``publish_meta``."""
 
 
 def _no_eligible_callee(request: int, procedure: str) -> Error:
@@ -155,44 +66,30 @@ def _has_local_callee(reg: Registration) -> bool:
     return any(not isinstance(callee, RemoteSession) for callee in reg.callees)
 
 
-class PendingCall:
-    """A call in flight between a caller and a callee."""
-
-    __slots__ = (
-        "call_request",
-        "callee",
-        "caller",
-        "canceled",
-        "invocation_request",
-        "receive_progress",
-        "timer",
-    )
-
-    def __init__(
-        self,
-        caller: Session,
-        call_request: int,
-        callee: Session,
-        invocation_request: int,
-        receive_progress: bool,
-    ) -> None:
-        self.caller = caller
-        self.call_request = call_request
-        self.callee = callee
-        self.invocation_request = invocation_request
-        self.receive_progress = receive_progress
-        self.timer: TimerHandle | None = None
-        self.canceled = False  # the caller was already answered (skip / kill sent)
+def _refuse_register(msg: Register, match: Any, invoke: Any) -> tuple[str, str] | None:
+    """(error URI, text) for a REGISTER with bad options or URI, whatever is registered."""
+    if type(match) is not str or match not in MATCH_POLICIES:  # [] is unhashable
+        return errors.INVALID_ARGUMENT, f"invalid match policy {match!r}"
+    if type(invoke) is not str or invoke not in INVOKE_POLICIES:
+        return errors.INVALID_ARGUMENT, f"invalid invocation policy {invoke!r}"
+    if not is_valid_uri(msg.procedure, match) or is_reserved(msg.procedure):
+        return errors.INVALID_URI, f"invalid procedure URI {msg.procedure!r} for match {match!r}"
+    return None
 
 
 class Dealer:
     """The RPC role of one realm."""
 
-    __slots__ = ("_by_id", "_regs", "internal", "realm", "scheduler")
+    __slots__ = ("_by_id", "_calls", "_publish_meta", "_regs", "internal", "realm", "scheduler")
 
-    def __init__(self, realm: Realm, scheduler: Scheduler) -> None:
+    def __init__(
+        self, realm: RealmContext, scheduler: Scheduler, publish_meta: MetaPublisher
+    ) -> None:
+        # the realm's name, sessions, settings, guard and cluster backend (not the Realm)
         self.realm = realm
         self.scheduler = scheduler
+        self._publish_meta = publish_meta
+        self._calls = Invocations(scheduler)
         self._regs: UriMap[Registration] = UriMap()
         self._by_id: dict[int, Registration] = {}
         self.internal: dict[str, InternalProcedure] = {}
@@ -217,89 +114,55 @@ class Dealer:
     # --- REGISTER / UNREGISTER ---------------------------------------------------------
     def register(self, session: Session, msg: Register) -> None:
         """Handle REGISTER: create or join a registration, answer REGISTERED or ERROR."""
-        options = msg.options
-        match = options.get("match", MATCH_EXACT)
-        invoke = options.get("invoke", "single")
         rtype = MessageType.REGISTER
-        if type(match) is not str or match not in MATCH_POLICIES:  # [] is unhashable
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.INVALID_ARGUMENT,
-                f"invalid match policy {match!r}",
-            )
+        match = msg.options.get("match", MATCH_EXACT)
+        invoke = msg.options.get("invoke", "single")
+        refused = _refuse_register(msg, match, invoke) or self._conflict(
+            session, msg, match, invoke
+        )
+        if refused is not None:
+            fail(session, rtype, msg.request, *refused)
             return
-        if type(invoke) is not str or invoke not in INVOKE_POLICIES:
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.INVALID_ARGUMENT,
-                f"invalid invocation policy {invoke!r}",
-            )
-            return
-        if not is_valid_uri(msg.procedure, match) or is_reserved(msg.procedure):
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.INVALID_URI,
-                f"invalid procedure URI {msg.procedure!r} for match {match!r}",
-            )
-            return
-        reg = self._regs.get(msg.procedure, match)
+        disclose = msg.options.get("disclose_caller") is True
         cluster = self.realm.cluster
-        if reg is not None and cluster.distributed and not _has_local_callee(reg):
-            # Only callees of other nodes, as mirrored here: the mirror may be stale (a
-            # release not seen yet), so the claim script in Redis decides.
-            reg = None
-        if reg is not None:
-            if reg.invoke == "single" or session in reg.callees:
-                self._error(
-                    session,
-                    rtype,
-                    msg.request,
-                    errors.PROCEDURE_ALREADY_EXISTS,
-                    f"procedure {msg.procedure!r} is already registered",
-                )
-                return
-            if reg.invoke != invoke:
-                self._error(
-                    session,
-                    rtype,
-                    msg.request,
-                    errors.PROCEDURE_EXISTS_INVOCATION_POLICY_CONFLICT,
-                    f"procedure {msg.procedure!r} is registered with invoke {reg.invoke!r}",
-                )
-                return
-        disclose = options.get("disclose_caller") is True
         if not cluster.distributed:
             reg = self._add_callee(session, msg.procedure, match, invoke, disclose, 0, 0)
             session.peer.send(Registered(msg.request, reg.id))
             self._announce(session, reg, reg.callees == [session])
             return
         if not cluster.available:
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.UNAVAILABLE,
-                "the cluster is unreachable: cannot register now",
-            )
+            text = "the cluster is unreachable: cannot register now"
+            fail(session, rtype, msg.request, errors.UNAVAILABLE, text)
             return
 
         def claimed(error: str | None, text: str, reg_id: int, seq: int) -> None:
             if self.realm.sessions.get(session.id) is not session:
                 return  # the callee left meanwhile; the backend releases the claim
             if error is not None:
-                self._error(session, rtype, msg.request, error, text)
+                fail(session, rtype, msg.request, error, text)
                 return
             reg = self._add_callee(session, msg.procedure, match, invoke, disclose, reg_id, seq)
             session.peer.send(Registered(msg.request, reg.id))
             self._announce(session, reg, len(reg.callees) == 1)
 
         cluster.claim(self.realm.name, session, msg.procedure, match, invoke, disclose, claimed)
+
+    def _conflict(
+        self, session: Session, msg: Register, match: str, invoke: str
+    ) -> tuple[str, str] | None:
+        """(error URI, text) when an existing registration refuses this callee."""
+        reg = self._regs.get(msg.procedure, match)
+        if reg is None or (self.realm.cluster.distributed and not _has_local_callee(reg)):
+            # Only callees of other nodes, as mirrored here: the mirror may be stale (a
+            # release not seen yet), so the claim script in Redis decides.
+            return None
+        if reg.invoke == "single" or session in reg.callees:
+            text = f"procedure {msg.procedure!r} is already registered"
+            return errors.PROCEDURE_ALREADY_EXISTS, text
+        if reg.invoke != invoke:
+            text = f"procedure {msg.procedure!r} is registered with invoke {reg.invoke!r}"
+            return errors.PROCEDURE_EXISTS_INVOCATION_POLICY_CONFLICT, text
+        return None
 
     def _add_callee(
         self,
@@ -327,10 +190,9 @@ class Dealer:
         return reg
 
     def _announce(self, session: Session, reg: Registration, created: bool) -> None:
-        broker = self.realm.broker
         if created:
-            broker.publish_meta("wamp.registration.on_create", [session.id, reg.info()])
-        broker.publish_meta("wamp.registration.on_register", [session.id, reg.id])
+            self._publish_meta(meta.REGISTRATION_ON_CREATE, [session.id, reg.info()])
+        self._publish_meta(meta.REGISTRATION_ON_REGISTER, [session.id, reg.id])
 
     # --- callees on other nodes (called by the cluster backend) ------------------------
     def add_remote_callee(
@@ -360,16 +222,15 @@ class Dealer:
         """Handle UNREGISTER; ERROR no_such_registration when the session is no callee."""
         reg = self._by_id.get(msg.registration)
         if reg is None or session not in reg.callees:
-            self._error(
-                session,
-                MessageType.UNREGISTER,
-                msg.request,
-                errors.NO_SUCH_REGISTRATION,
-                "not registered",
-            )
+            rtype = MessageType.UNREGISTER
+            fail(session, rtype, msg.request, errors.NO_SUCH_REGISTRATION, "not registered")
             return
         request = msg.request
-        self._remove_callee(session, reg, lambda: session.peer.send(Unregistered(request)))
+
+        def done() -> None:
+            session.peer.send(Unregistered(request))
+
+        self._remove_callee(session, reg, done)
 
     def _remove_callee(
         self, session: Session, reg: Registration, done: Callable[[], None] | None = None
@@ -382,12 +243,11 @@ class Dealer:
         if cluster.distributed and not isinstance(session, RemoteSession):
             cluster.release(self.realm.name, reg, session, done)
             done = None
-        broker = self.realm.broker
-        broker.publish_meta("wamp.registration.on_unregister", [session.id, reg.id])
+        self._publish_meta(meta.REGISTRATION_ON_UNREGISTER, [session.id, reg.id])
         if not reg.callees:
             self._regs.remove(reg.procedure, reg.match)
             del self._by_id[reg.id]
-            broker.publish_meta("wamp.registration.on_delete", [session.id, reg.id])
+            self._publish_meta(meta.REGISTRATION_ON_DELETE, [session.id, reg.id])
         if done is not None:
             done()
 
@@ -396,23 +256,9 @@ class Dealer:
         """Handle CALL: route to a callee (or a meta procedure), arm the timeout."""
         procedure = msg.procedure
         rtype = MessageType.CALL
-        if not is_valid_uri(procedure):
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.INVALID_URI,
-                f"invalid procedure URI {procedure!r}",
-            )
-            return
-        if msg.request in session.calls:
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.INVALID_ARGUMENT,
-                "a call with this request ID is still pending",
-            )
+        refused = self._refuse_call(session, msg)
+        if refused is not None:
+            fail(session, rtype, msg.request, *refused)
             return
         internal = self.internal.get(procedure) if is_reserved(procedure) else None
         if internal is not None:
@@ -420,47 +266,52 @@ class Dealer:
             return
         reg = self._regs.best(procedure)
         if reg is None:
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.NO_SUCH_PROCEDURE,
-                f"no callee registered procedure {procedure!r}",
-            )
+            text = f"no callee registered procedure {procedure!r}"
+            fail(session, rtype, msg.request, errors.NO_SUCH_PROCEDURE, text)
             return
-        options = msg.options
-        timeout = options.get("timeout", 0)
+        timeout = msg.options.get("timeout", 0)
         if type(timeout) not in (int, float) or timeout < 0:
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.INVALID_ARGUMENT,
-                "timeout must be a non-negative number of milliseconds",
-            )
+            text = "timeout must be a non-negative number of milliseconds"
+            fail(session, rtype, msg.request, errors.INVALID_ARGUMENT, text)
             return
-        eligible = None
-        if reg.match != MATCH_EXACT and _guard(self.realm) is not None:
-            # remote callees are checked on their own node (invoke_remote)
-            def eligible(callee: Session) -> bool:
-                return isinstance(callee, RemoteSession) or self._may_serve(reg, callee, procedure)
-
-        callee = reg.pick(eligible)
+        callee = reg.pick(self._eligible(reg, procedure))
         if callee is None:
             session.peer.send(_no_eligible_callee(msg.request, procedure))
             return
         if isinstance(callee, RemoteSession) and not self.realm.cluster.available:
-            self._error(
-                session,
-                rtype,
-                msg.request,
-                errors.UNAVAILABLE,
-                "the callee is on another node and the cluster is unreachable",
-            )
+            text = "the callee is on another node and the cluster is unreachable"
+            fail(session, rtype, msg.request, errors.UNAVAILABLE, text)
             return
+        self._invoke(session, msg, reg, callee, timeout)
+
+    @staticmethod
+    def _refuse_call(session: Session, msg: Call) -> tuple[str, str] | None:
+        """(error URI, text) for a CALL that cannot be routed whatever is registered."""
+        if not is_valid_uri(msg.procedure):
+            return errors.INVALID_URI, f"invalid procedure URI {msg.procedure!r}"
+        if msg.request in session.calls:
+            return errors.INVALID_ARGUMENT, "a call with this request ID is still pending"
+        return None
+
+    def _eligible(self, reg: Registration, procedure: str) -> Callable[[Session], bool] | None:
+        """The callee filter of a pattern registration in a realm with roles, else None."""
+        if reg.match == MATCH_EXACT or self.realm.guard is None:
+            return None
+
+        # remote callees are checked on their own node (invoke_remote)
+        def eligible(callee: Session) -> bool:
+            return isinstance(callee, RemoteSession) or self._may_serve(reg, callee, procedure)
+
+        return eligible
+
+    def _invoke(
+        self, session: Session, msg: Call, reg: Registration, callee: Session, timeout: float
+    ) -> None:
+        """Send INVOCATION to the chosen callee and start tracking the call."""
+        options = msg.options
         details: dict[str, Any] = {}
         if reg.match != MATCH_EXACT:
-            details["procedure"] = procedure
+            details["procedure"] = msg.procedure
         if self._disclose(options, reg):
             details["caller"] = session.id
             details["caller_authid"] = session.authid
@@ -472,17 +323,12 @@ class Dealer:
             details["timeout"] = timeout
         request = callee.next_invocation_id()
         pending = PendingCall(session, msg.request, callee, request, receive_progress)
-        session.calls[msg.request] = pending
-        callee.invocations[request] = pending
-        if timeout:
-            pending.timer = self.scheduler.call_later(
-                timeout / 1000.0, lambda: self._on_timeout(pending)
-            )
-        callee.peer.send(Invocation(request, reg.id, details, msg.args, msg.kwargs))
+        invocation = Invocation(request, reg.id, details, msg.args, msg.kwargs)
+        self._calls.start(pending, timeout, invocation)
 
     def _may_serve(self, reg: Registration, callee: Session, procedure: str) -> bool:
         """A pattern registration never serves a procedure its callee's role may not register."""
-        guard = _guard(self.realm)
+        guard = self.realm.guard
         return (
             guard is None or reg.match == MATCH_EXACT or guard.may_serve(callee.authrole, procedure)
         )
@@ -496,15 +342,12 @@ class Dealer:
             )
             return
         except (TypeError, ValueError, KeyError) as exc:
-            self._error(
-                session,
-                MessageType.CALL,
-                msg.request,
-                errors.INVALID_ARGUMENT,
-                f"invalid arguments for {msg.procedure}: {exc}",
-            )
+            text = f"invalid arguments for {msg.procedure}: {exc}"
+            fail(session, MessageType.CALL, msg.request, errors.INVALID_ARGUMENT, text)
             return
-        session.peer.send(Result(msg.request, {}, args, kwargs))
+        if not delivered(session.peer, Result(msg.request, {}, args, kwargs)):
+            text = UNDELIVERABLE_RESULT
+            fail(session, MessageType.CALL, msg.request, errors.INVALID_ARGUMENT, text)
 
     def _disclose(self, options: dict[str, Any], reg: Registration) -> bool:
         policy = self.realm.settings.disclose_caller
@@ -514,105 +357,48 @@ class Dealer:
             return False
         return reg.disclose_caller or options.get("disclose_me") is True
 
-    # --- YIELD / ERROR from callees --------------------------------------------------
+    # --- calls in flight (Invocations) ---------------------------------------------------
     def yield_(self, session: Session, msg: Yield) -> None:
         """Handle YIELD: forward RESULT (progressive or final) to the caller."""
-        pending = session.invocations.get(msg.request)
-        if pending is None:
-            return  # late answer to a call that was canceled or timed out
         progress = msg.options.get("progress") is True
-        if progress:
-            if pending.receive_progress and not pending.canceled:
-                pending.caller.peer.send(
-                    Result(pending.call_request, {"progress": True}, msg.args, msg.kwargs)
-                )
-            return
-        self._finish(pending)
-        if not pending.canceled:
-            pending.caller.peer.send(Result(pending.call_request, {}, msg.args, msg.kwargs))
+        self._calls.answer_result(session, msg.request, progress, msg.args, msg.kwargs)
 
     def invocation_error(self, session: Session, msg: Error) -> None:
         """Handle ERROR for an INVOCATION: forward it to the caller as a CALL error."""
-        pending = session.invocations.get(msg.request)
-        if pending is None:
-            return
-        self._finish(pending)
-        if not pending.canceled:
-            pending.caller.peer.send(
-                Error(
-                    MessageType.CALL,
-                    pending.call_request,
-                    msg.details,
-                    msg.error,
-                    msg.args,
-                    msg.kwargs,
-                )
-            )
+        self._calls.answer_error(session, msg.request, msg.details, msg.error, msg.args, msg.kwargs)
 
-    # --- CANCEL and timeouts ------------------------------------------------------------
+    def answer_result(
+        self,
+        callee: Session,
+        request: int,
+        progress: bool,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> None:
+        """Callee ``callee`` answered invocation ``request`` (a YIELD, or a remote result).
+
+        A remote callee's node calls this directly: nothing is rebuilt into a YIELD.
+        """
+        self._calls.answer_result(callee, request, progress, args, kwargs)
+
+    def answer_error(
+        self,
+        callee: Session,
+        request: int,
+        details: dict[str, Any],
+        error: str,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> None:
+        """Callee ``callee`` failed invocation ``request`` (an ERROR, or a remote error).
+
+        A remote callee's node calls this directly: nothing is rebuilt into an ERROR.
+        """
+        self._calls.answer_error(callee, request, details, error, args, kwargs)
+
     def cancel(self, session: Session, msg: Cancel) -> None:
         """Handle CANCEL with mode skip, kill or killnowait (default killnowait)."""
-        pending = session.calls.get(msg.request)
-        if pending is None or pending.canceled:
-            return
-        mode = msg.options.get("mode", "killnowait")
-        if type(mode) is not str or mode not in CANCEL_MODES:
-            mode = "killnowait"
-        callee_cancels = pending.callee.supports("callee", "call_canceling")
-        if mode == "kill" and callee_cancels:
-            pending.callee.peer.send(Interrupt(pending.invocation_request, {"mode": "kill"}))
-            return  # the callee's ERROR (or RESULT) answers the caller
-        if mode == "killnowait" and callee_cancels:
-            pending.callee.peer.send(Interrupt(pending.invocation_request, {"mode": "killnowait"}))
-            self._finish(pending)
-        else:
-            # skip (or a callee that cannot be interrupted): answer now, drop the
-            # callee's eventual answer when it comes.
-            self._detach_caller(pending)
-        pending.canceled = True
-        session.peer.send(
-            Error(MessageType.CALL, msg.request, {}, errors.CANCELED, ["call canceled"])
-        )
-
-    def _on_timeout(self, pending: PendingCall) -> None:
-        pending.timer = None
-        if pending.canceled or pending.caller.calls.get(pending.call_request) is not pending:
-            return
-        if pending.callee.supports("callee", "call_canceling"):
-            pending.callee.peer.send(
-                Interrupt(
-                    pending.invocation_request, {"mode": "killnowait", "reason": errors.TIMEOUT}
-                )
-            )
-        self._finish(pending)
-        pending.canceled = True
-        pending.caller.peer.send(
-            Error(
-                MessageType.CALL,
-                pending.call_request,
-                {},
-                errors.TIMEOUT,
-                ["call timed out in the router"],
-            )
-        )
-
-    def _finish(self, pending: PendingCall) -> None:
-        """Forget the call on both sides and stop its timer."""
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
-        if pending.caller.calls.get(pending.call_request) is pending:
-            del pending.caller.calls[pending.call_request]
-        if pending.callee.invocations.get(pending.invocation_request) is pending:
-            del pending.callee.invocations[pending.invocation_request]
-
-    def _detach_caller(self, pending: PendingCall) -> None:
-        """Forget the call on the caller's side only (skip-cancel)."""
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
-        if pending.caller.calls.get(pending.call_request) is pending:
-            del pending.caller.calls[pending.call_request]
+        self._calls.cancel(session, msg)
 
     # --- calls between nodes (called by the cluster backend) ---------------------------
     def invoke_remote(
@@ -633,9 +419,7 @@ class Dealer:
         callee = self.realm.sessions.get(callee_id)
         reg = self._by_id.get(reg_id)
         if callee is None or reg is None or callee not in reg.callees:
-            caller.peer.send(
-                Error(MessageType.CALL, request, {}, errors.CANCELED, ["callee disconnected"])
-            )
+            fail(caller, MessageType.CALL, request, errors.CANCELED, "callee disconnected")
             return
         if request in caller.calls:
             return  # duplicate envelope
@@ -646,38 +430,17 @@ class Dealer:
         invocation = callee.next_invocation_id()
         receive_progress = details.get("receive_progress") is True
         pending = PendingCall(caller, request, callee, invocation, receive_progress)
-        caller.calls[request] = pending
-        callee.invocations[invocation] = pending
-        callee.peer.send(Invocation(invocation, reg_id, details, args, kwargs))
+        self._calls.start(pending, 0, Invocation(invocation, reg_id, details, args, kwargs))
 
     def interrupt_remote(
         self, caller: RemoteSession, request: int, options: dict[str, Any]
     ) -> None:
         """The caller node canceled (or timed out) call ``request``: interrupt the callee."""
-        pending = caller.calls.get(request)
-        if pending is None:
-            return
-        if pending.callee.supports("callee", "call_canceling"):
-            pending.callee.peer.send(Interrupt(pending.invocation_request, options))
-        if options.get("mode") != "kill":
-            self._finish(pending)
-            pending.canceled = True
+        self._calls.interrupt_remote(caller, request, options)
 
     def abandon(self, session: Session, uri: str, text: str) -> None:
         """End every call ``session`` serves (ERROR ``uri`` to callers) or made (INTERRUPT)."""
-        for pending in list(session.invocations.values()):
-            self._finish(pending)
-            if not pending.canceled:
-                pending.canceled = True
-                pending.caller.peer.send(
-                    Error(MessageType.CALL, pending.call_request, {}, uri, [text])
-                )
-        for pending in list(session.calls.values()):
-            self._finish(pending)
-            if pending.callee.supports("callee", "call_canceling"):
-                pending.callee.peer.send(
-                    Interrupt(pending.invocation_request, {"mode": "killnowait"})
-                )
+        self._calls.abandon(session, uri, text)
 
     # --- a session leaves -------------------------------------------------------------
     def detach(self, session: Session, text: str = "callee disconnected") -> None:
@@ -688,7 +451,3 @@ class Dealer:
             if reg is not None and session in reg.callees:
                 self._remove_callee(session, reg)
         session.registrations.clear()
-
-    @staticmethod
-    def _error(session: Session, request_type: int, request: int, uri: str, text: str) -> None:
-        session.peer.send(Error(request_type, request, {}, uri, [text]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from protocol_spec.errors import CloseCode
 from protocol_spec.messages import Message
 
 __all__ = ["EncodeCache", "Peer", "Scheduler", "TimerHandle"]
@@ -21,14 +22,17 @@ EncodeCache = dict[str, Any]
 class Peer(Protocol):
     """One transport connection, as seen by the core."""
 
-    def send(self, message: Message, cache: EncodeCache | None = None) -> None:
+    def send(self, message: Message, cache: EncodeCache | None = None) -> bool | None:
         """Queue ``message`` for this peer.
 
         Recipients of the same message get the same ``cache`` so it is encoded
-        once per serializer, not once per recipient.
+        once per serializer, not once per recipient. Never raises for a value the
+        peer's serializer cannot carry: it returns ``False`` (that message only was
+        dropped, and logged); ``True`` or ``None`` otherwise. The dealer answers a
+        caller with ERROR when its RESULT or INVOCATION comes back ``False``.
         """
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close the transport."""
 
     @property

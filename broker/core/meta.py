@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from protocol_spec import errors
-from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_valid_uri
+from protocol_spec import meta as names
+from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid_uri
 
-from .dealer import InternalError
 from .pubsub import DeliveryFilter
+from .registration import InternalError
 from .session import Testament
 
 if TYPE_CHECKING:
@@ -48,10 +49,10 @@ def install_meta_api(realm: Realm, kill: KillHook) -> None:
     """Install every meta procedure into ``realm.dealer.internal``."""
     for uri, func in _PROCEDURES.items():
         realm.dealer.internal[uri] = _bind(realm, func)
-    realm.dealer.internal["wamp.session.kill"] = _bind_kill(realm, kill, _kill_one)
-    realm.dealer.internal["wamp.session.kill_by_authid"] = _bind_kill(realm, kill, _kill_authid)
-    realm.dealer.internal["wamp.session.kill_by_authrole"] = _bind_kill(realm, kill, _kill_authrole)
-    realm.dealer.internal["wamp.session.kill_all"] = _bind_kill(realm, kill, _kill_all)
+    realm.dealer.internal[names.SESSION_KILL] = _bind_kill(realm, kill, _kill_one)
+    realm.dealer.internal[names.SESSION_KILL_BY_AUTHID] = _bind_kill(realm, kill, _kill_authid)
+    realm.dealer.internal[names.SESSION_KILL_BY_AUTHROLE] = _bind_kill(realm, kill, _kill_authrole)
+    realm.dealer.internal[names.SESSION_KILL_ALL] = _bind_kill(realm, kill, _kill_all)
 
 
 def _bind(
@@ -76,7 +77,7 @@ def _authroles_filter(args: list[Any]) -> set[str] | None:
 
 
 # --- sessions ---------------------------------------------------------------------------
-@_procedure("wamp.session.count")
+@_procedure(names.SESSION_COUNT)
 def _session_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     roles = _authroles_filter(args)
     count = sum(1 for s in realm.sessions.values() if roles is None or s.authrole in roles)
@@ -86,7 +87,7 @@ def _session_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str,
     return [count], None
 
 
-@_procedure("wamp.session.list")
+@_procedure(names.SESSION_LIST)
 def _session_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     roles = _authroles_filter(args)
     ids = [s.id for s in realm.sessions.values() if roles is None or s.authrole in roles]
@@ -98,7 +99,7 @@ def _session_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, 
     return [ids], None
 
 
-@_procedure("wamp.session.get")
+@_procedure(names.SESSION_GET)
 def _session_get(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     session_id = _arg(args, 0, int, "session")
     session = realm.sessions.get(session_id)
@@ -180,10 +181,10 @@ def _kill_all(
 
 
 # --- testaments ---------------------------------------------------------------------------
-@_procedure("wamp.session.add_testament")
+@_procedure(names.SESSION_ADD_TESTAMENT)
 def _add_testament(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     topic = _arg(args, 0, str, "topic")
-    if not is_valid_uri(topic) or topic.startswith("wamp."):
+    if not is_valid_uri(topic) or is_reserved(topic):
         raise InternalError(errors.INVALID_URI, "invalid testament topic")
     t_args = args[1] if len(args) > 1 else None
     t_kwargs = args[2] if len(args) > 2 else None
@@ -205,7 +206,7 @@ def _add_testament(realm: Realm, caller: Session, args: list[Any], kw: dict[str,
     return None, None
 
 
-@_procedure("wamp.session.flush_testaments")
+@_procedure(names.SESSION_FLUSH_TESTAMENTS)
 def _flush_testaments(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     scope = kw.get("scope", "destroyed")
     kept = [t for t in caller.testaments if t.scope != scope]
@@ -225,7 +226,7 @@ def _match_option(kw: dict[str, Any], args: list[Any], index: int) -> str:
     return str(match)
 
 
-@_procedure("wamp.subscription.list")
+@_procedure(names.SUBSCRIPTION_LIST)
 def _sub_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     out: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
     for sub in realm.broker.subscriptions():
@@ -236,7 +237,7 @@ def _sub_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]
     return [out], None
 
 
-@_procedure("wamp.subscription.lookup")
+@_procedure(names.SUBSCRIPTION_LOOKUP)
 def _sub_lookup(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     topic = _arg(args, 0, str, "topic")
     match = _match_option(kw, args, 1)
@@ -244,7 +245,7 @@ def _sub_lookup(realm: Realm, caller: Session, args: list[Any], kw: dict[str, An
     return [sub.id if sub is not None else None], None
 
 
-@_procedure("wamp.subscription.match")
+@_procedure(names.SUBSCRIPTION_MATCH)
 def _sub_match(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     topic = _arg(args, 0, str, "topic")
     ids = [sub.id for sub in realm.broker.matching(topic)]
@@ -266,23 +267,23 @@ def _subscription(realm: Realm, args: list[Any]) -> tuple[dict[str, Any], list[i
     return info, subscribers
 
 
-@_procedure("wamp.subscription.get")
+@_procedure(names.SUBSCRIPTION_GET)
 def _sub_get(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     return [_subscription(realm, args)[0]], None
 
 
-@_procedure("wamp.subscription.list_subscribers")
+@_procedure(names.SUBSCRIPTION_LIST_SUBSCRIBERS)
 def _sub_subscribers(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     return [_subscription(realm, args)[1]], None
 
 
-@_procedure("wamp.subscription.count_subscribers")
+@_procedure(names.SUBSCRIPTION_COUNT_SUBSCRIBERS)
 def _sub_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     return [len(_subscription(realm, args)[1])], None
 
 
 # --- registrations ------------------------------------------------------------------------
-@_procedure("wamp.registration.list")
+@_procedure(names.REGISTRATION_LIST)
 def _reg_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     out: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
     for reg in realm.dealer.registrations():
@@ -290,14 +291,14 @@ def _reg_list(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]
     return [out], None
 
 
-@_procedure("wamp.registration.lookup")
+@_procedure(names.REGISTRATION_LOOKUP)
 def _reg_lookup(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     procedure = _arg(args, 0, str, "procedure")
     reg = realm.dealer.lookup(procedure, _match_option(kw, args, 1))
     return [reg.id if reg is not None else None], None
 
 
-@_procedure("wamp.registration.match")
+@_procedure(names.REGISTRATION_MATCH)
 def _reg_match(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     procedure = _arg(args, 0, str, "procedure")
     reg = realm.dealer.best(procedure)
@@ -311,16 +312,16 @@ def _registration(realm: Realm, args: list[Any]) -> Any:
     return reg
 
 
-@_procedure("wamp.registration.get")
+@_procedure(names.REGISTRATION_GET)
 def _reg_get(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     return [_registration(realm, args).info()], None
 
 
-@_procedure("wamp.registration.list_callees")
+@_procedure(names.REGISTRATION_LIST_CALLEES)
 def _reg_callees(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     return [[s.id for s in _registration(realm, args).callees]], None
 
 
-@_procedure("wamp.registration.count_callees")
+@_procedure(names.REGISTRATION_COUNT_CALLEES)
 def _reg_count(realm: Realm, caller: Session, args: list[Any], kw: dict[str, Any]) -> Reply:
     return [len(_registration(realm, args).callees)], None

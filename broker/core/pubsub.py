@@ -8,11 +8,10 @@ serializer (the ``EncodeCache`` passed to every recipient's peer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from protocol_spec import errors
+from protocol_spec import errors, meta
 from protocol_spec.messages import (
     Error,
     Event,
@@ -33,135 +32,18 @@ from protocol_spec.uri import (
 
 from .ids import random_id, stable_id
 from .matching import UriMap, pattern_matches
+from .publication import DeliveryFilter, Publication
 from .session import SessionState
+from .subscription import Subscription
 
 if TYPE_CHECKING:
-    from .realm import Realm
+    from .context import RealmContext
     from .session import Session
 
-__all__ = ["Broker", "DeliveryFilter", "RetainedEvent", "Subscription"]
+Refuse = Callable[[str, str], None]
+"""Refuse a PUBLISH: (error URI, text)."""
 
-
-def now_iso() -> str:
-    """The current UTC time as ISO 8601, as the meta API reports creation times."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Subscription:
-    """Every subscriber of one (match, topic) pair, sharing one subscription ID."""
-
-    __slots__ = ("created", "id", "match", "subscribers", "topic")
-
-    def __init__(self, sub_id: int, topic: str, match: str) -> None:
-        self.id = sub_id
-        self.topic = topic
-        self.match = match
-        self.created = now_iso()
-        self.subscribers: dict[int, Session] = {}
-
-    def info(self) -> dict[str, Any]:
-        """The subscription's description for the meta API."""
-        return {"id": self.id, "created": self.created, "uri": self.topic, "match": self.match}
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryFilter:
-    """PUBLISH black- and whitelisting options, checked per receiving session."""
-
-    exclude: frozenset[int] = frozenset()
-    exclude_authid: frozenset[str] = frozenset()
-    exclude_authrole: frozenset[str] = frozenset()
-    eligible: frozenset[int] | None = None
-    eligible_authid: frozenset[str] | None = None
-    eligible_authrole: frozenset[str] | None = None
-
-    def allows(self, session: Session) -> bool:
-        """Tell whether ``session`` may receive the event."""
-        if session.id in self.exclude:
-            return False
-        if session.authid in self.exclude_authid or session.authrole in self.exclude_authrole:
-            return False
-        if self.eligible is not None and session.id not in self.eligible:
-            return False
-        if self.eligible_authid is not None and session.authid not in self.eligible_authid:
-            return False
-        return not (
-            self.eligible_authrole is not None and session.authrole not in self.eligible_authrole
-        )
-
-    def to_options(self) -> dict[str, Any]:
-        """The PUBLISH options this filter stands for (``from_options`` reverses it)."""
-        out: dict[str, Any] = {}
-        for key in _FILTER_KEYS:
-            value = getattr(self, key)
-            if value:
-                out[key] = sorted(value)
-            elif value is not None and key.startswith("eligible"):
-                out[key] = []
-        return out
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> DeliveryFilter | None:
-        """Build the filter from PUBLISH options; ``None`` when no list is given.
-
-        Raises ``ValueError`` when a list has the wrong element type.
-        """
-        if not any(key in options for key in _FILTER_KEYS):
-            return None
-        return cls(
-            exclude=_ids(options.get("exclude")) or frozenset(),
-            exclude_authid=_strs(options.get("exclude_authid")) or frozenset(),
-            exclude_authrole=_strs(options.get("exclude_authrole")) or frozenset(),
-            eligible=_ids(options.get("eligible")),
-            eligible_authid=_strs(options.get("eligible_authid")),
-            eligible_authrole=_strs(options.get("eligible_authrole")),
-        )
-
-
-_FILTER_KEYS = (
-    "exclude",
-    "exclude_authid",
-    "exclude_authrole",
-    "eligible",
-    "eligible_authid",
-    "eligible_authrole",
-)
-
-
-def _ids(value: Any) -> frozenset[int] | None:
-    if value is None:
-        return None
-    if type(value) is not list or not all(type(v) is int for v in value):
-        raise ValueError("must be a list of session IDs")
-    return frozenset(value)
-
-
-def _strs(value: Any) -> frozenset[str] | None:
-    if value is None:
-        return None
-    if type(value) is not list or not all(type(v) is str for v in value):
-        raise ValueError("must be a list of strings")
-    return frozenset(value)
-
-
-def _remote_filter(options: dict[str, Any] | None) -> DeliveryFilter | None:
-    """The delivery filter carried by a cluster envelope (validated by its origin node)."""
-    try:
-        return DeliveryFilter.from_options(options) if options else None
-    except ValueError:
-        return DeliveryFilter(eligible=frozenset())  # malformed: deliver to nobody
-
-
-@dataclass(frozen=True, slots=True)
-class RetainedEvent:
-    """The last event published with ``retain=true`` on a topic (event_retention)."""
-
-    topic: str
-    publication: int
-    details: dict[str, Any]
-    args: list[Any] | None
-    kwargs: dict[str, Any] | None
-    filter: DeliveryFilter | None
+__all__ = ["Broker", "DeliveryFilter", "Publication", "Subscription"]
 
 
 class Broker:
@@ -169,11 +51,12 @@ class Broker:
 
     __slots__ = ("_by_id", "_subs", "realm", "retained")
 
-    def __init__(self, realm: Realm) -> None:
+    def __init__(self, realm: RealmContext) -> None:
+        # the realm's name, sessions, settings, guard and cluster backend (not the Realm)
         self.realm = realm
         self._subs: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}
-        self.retained: dict[str, RetainedEvent] = {}
+        self.retained: dict[str, Publication] = {}
 
     # --- queries (meta API) ----------------------------------------------------------
     def subscription(self, sub_id: int) -> Subscription | None:
@@ -251,8 +134,8 @@ class Broker:
         session.peer.send(Subscribed(msg.request, sub.id))
         if not already and not is_reserved(msg.topic):
             if created:
-                self.publish_meta("wamp.subscription.on_create", [session.id, sub.info()])
-            self.publish_meta("wamp.subscription.on_subscribe", [session.id, sub.id])
+                self.publish_meta(meta.SUBSCRIPTION_ON_CREATE, [session.id, sub.info()])
+            self.publish_meta(meta.SUBSCRIPTION_ON_SUBSCRIBE, [session.id, sub.id])
         if msg.options.get("get_retained") is True:
             self._send_retained(session, sub)
 
@@ -284,7 +167,7 @@ class Broker:
         session.subscriptions.discard(sub.id)
         quiet = is_reserved(sub.topic)
         if not quiet:
-            self.publish_meta("wamp.subscription.on_unsubscribe", [session.id, sub.id])
+            self.publish_meta(meta.SUBSCRIPTION_ON_UNSUBSCRIBE, [session.id, sub.id])
         cluster = self.realm.cluster
         if cluster.distributed:
             cluster.subscription_changed(self.realm.name, sub)
@@ -294,7 +177,7 @@ class Broker:
             if cluster.distributed:
                 cluster.unwatch(self.realm.name, sub.match, sub.topic)
             if not quiet:
-                self.publish_meta("wamp.subscription.on_delete", [session.id, sub.id])
+                self.publish_meta(meta.SUBSCRIPTION_ON_DELETE, [session.id, sub.id])
 
     # --- PUBLISH ---------------------------------------------------------------------
     def publish(self, session: Session, msg: Publish) -> None:
@@ -304,37 +187,18 @@ class Broker:
         # A failed PUBLISH is answered with ERROR only when acknowledged: an
         # unacknowledged publish has no pending request on the client side.
         acknowledge = options.get("acknowledge") is True
+        refuse = self._refuser(session, msg.request, acknowledge)
         if not is_valid_uri(topic) or is_reserved(topic):
-            if acknowledge:
-                self._error(
-                    session,
-                    MessageType.PUBLISH,
-                    msg.request,
-                    errors.INVALID_URI,
-                    f"invalid topic URI {topic!r}",
-                )
+            refuse(errors.INVALID_URI, f"invalid topic URI {topic!r}")
             return
         cluster = self.realm.cluster
         if acknowledge and not cluster.available:
-            self._error(
-                session,
-                MessageType.PUBLISH,
-                msg.request,
-                errors.UNAVAILABLE,
-                "the cluster is unreachable: the event was not published",
-            )
+            refuse(errors.UNAVAILABLE, "the cluster is unreachable: the event was not published")
             return
         try:
             delivery_filter = DeliveryFilter.from_options(options) if options else None
         except ValueError as exc:
-            if acknowledge:
-                self._error(
-                    session,
-                    MessageType.PUBLISH,
-                    msg.request,
-                    errors.INVALID_ARGUMENT,
-                    f"black/whitelist option {exc}",
-                )
+            refuse(errors.INVALID_ARGUMENT, f"black/whitelist option {exc}")
             return
         details: dict[str, Any] = {}
         if self._disclose(options):
@@ -343,116 +207,62 @@ class Broker:
                 "publisher_authid": session.authid,
                 "publisher_authrole": session.authrole,
             }
-        publication = random_id()
-        skip = session if options.get("exclude_me", True) is not False else None
-        self.deliver_local(topic, publication, details, msg.args, msg.kwargs, skip, delivery_filter)
         retain = options.get("retain") is True
+        publication = Publication(
+            topic, random_id(), details, msg.args, msg.kwargs, delivery_filter, retain
+        )
+        skip = session if options.get("exclude_me", True) is not False else None
+        self.deliver_local(publication, skip)
         if retain:
-            self.retained[topic] = RetainedEvent(
-                topic, publication, details, msg.args, msg.kwargs, delivery_filter
-            )
+            self.retained[topic] = publication
         if cluster.distributed:
-            cluster.publish(
-                self.realm.name,
-                topic,
-                publication,
-                details,
-                msg.args,
-                msg.kwargs,
-                delivery_filter.to_options() if delivery_filter is not None else None,
-                retain,
-            )
+            cluster.publish(self.realm.name, publication)
         if acknowledge:
-            session.peer.send(Published(msg.request, publication))
+            session.peer.send(Published(msg.request, publication.id))
 
-    def deliver(
-        self,
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        skip: Session | None = None,
-        delivery_filter: DeliveryFilter | None = None,
-    ) -> int:
+    def _refuser(self, session: Session, request: int, acknowledge: bool) -> Refuse:
+        """Answer a refused PUBLISH with ERROR (uri, text), only when acknowledged."""
+
+        def refuse(uri: str, text: str) -> None:
+            if acknowledge:
+                self._error(session, MessageType.PUBLISH, request, uri, text)
+
+        return refuse
+
+    def deliver(self, publication: Publication, skip: Session | None = None) -> int:
         """Publish a router-originated event (testaments) here and on every other node."""
-        sent = self.deliver_local(topic, publication, details, args, kwargs, skip, delivery_filter)
+        sent = self.deliver_local(publication, skip)
         cluster = self.realm.cluster
         if cluster.distributed:
-            opts = delivery_filter.to_options() if delivery_filter is not None else None
-            cluster.publish(self.realm.name, topic, publication, details, args, kwargs, opts, False)
+            cluster.publish(self.realm.name, publication)
         return sent
 
-    def deliver_remote(
-        self,
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        filter_opts: dict[str, Any] | None,
-    ) -> int:
+    def deliver_remote(self, publication: Publication) -> int:
         """Deliver an event published on another node to the local subscribers."""
-        return self.deliver_local(
-            topic, publication, details, args, kwargs, None, _remote_filter(filter_opts)
-        )
+        return self.deliver_local(publication)
 
-    def retain_remote(
-        self,
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        filter_opts: dict[str, Any] | None,
-    ) -> None:
-        """Record the retained event of ``topic`` published on another node."""
-        self.retained[topic] = RetainedEvent(
-            topic, publication, details, args, kwargs, _remote_filter(filter_opts)
-        )
+    def retain_remote(self, publication: Publication) -> None:
+        """Record the retained event of its topic, published on another node."""
+        self.retained[publication.topic] = publication
 
-    def deliver_local(
-        self,
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        skip: Session | None = None,
-        delivery_filter: DeliveryFilter | None = None,
-    ) -> int:
+    def deliver_local(self, publication: Publication, skip: Session | None = None) -> int:
         """Send one publication to every local subscriber it reaches; return how many."""
-        return self._fan_out(
-            self._subs.matching(topic),
-            topic,
-            publication,
-            details,
-            args,
-            kwargs,
-            skip,
-            delivery_filter,
-        )
+        return self._fan_out(self._subs.matching(publication.topic), publication, skip)
 
     def _fan_out(
-        self,
-        subs: list[Subscription],
-        topic: str,
-        publication: int,
-        details: dict[str, Any],
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-        skip: Session | None,
-        delivery_filter: DeliveryFilter | None,
+        self, subs: list[Subscription], publication: Publication, skip: Session | None
     ) -> int:
         sent = 0
+        topic, pub_id, details = publication.topic, publication.id, publication.details
+        args, kwargs, delivery_filter = publication.args, publication.kwargs, publication.filter
         # security hook: a pattern subscription delivers only topics the receiver's
         # role may subscribe to (None: the realm is open, no check at all)
-        guard = self.realm.settings.extra.get("authorization")
+        guard = self.realm.guard
         for sub in subs:
             if sub.match == MATCH_EXACT:
-                event = Event(sub.id, publication, details, args, kwargs)
+                event = Event(sub.id, pub_id, details, args, kwargs)
             else:
-                event = Event(sub.id, publication, {**details, "topic": topic}, args, kwargs)
+                event = Event(sub.id, pub_id, {**details, "topic": topic}, args, kwargs)
             cache: dict[str, Any] = {}
             check = guard if sub.match != MATCH_EXACT else None
             for receiver in sub.subscribers.values():
@@ -472,7 +282,7 @@ class Broker:
         """Publish a router-originated event (meta events, testaments of no publisher)."""
         subs = self._subs.matching(topic)
         if subs:
-            self._fan_out(subs, topic, random_id(), {}, args, kwargs, None, None)
+            self._fan_out(subs, Publication(topic, random_id(), {}, args, kwargs), None)
 
     def _disclose(self, options: dict[str, Any]) -> bool:
         policy = self.realm.settings.disclose_publisher
@@ -492,7 +302,7 @@ class Broker:
                 for topic, event in self.retained.items()
                 if pattern_matches(sub.match, sub.topic, topic)
             ]
-        guard = self.realm.settings.extra.get("authorization")  # security hook, see deliver
+        guard = self.realm.guard  # security hook, see deliver
         for event in candidates:
             if event.filter is not None and not event.filter.allows(session):
                 continue
@@ -501,7 +311,7 @@ class Broker:
             details = {**event.details, "retained": True}
             if sub.match != MATCH_EXACT:
                 details["topic"] = event.topic
-            session.peer.send(Event(sub.id, event.publication, details, event.args, event.kwargs))
+            session.peer.send(Event(sub.id, event.id, details, event.args, event.kwargs))
 
     @staticmethod
     def _error(session: Session, request_type: int, request: int, uri: str, text: str) -> None:

@@ -2,66 +2,72 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .auth import AnonymousAuthenticator, Authenticator
-from .cluster import Cluster, LocalCluster, RemoteView
+from protocol_spec import meta
+
+from .cluster import RemoteView
+from .context import RealmContext
 from .dealer import Dealer
 from .interfaces import Scheduler
+from .ports import Cluster, LocalCluster
 from .pubsub import Broker
+from .settings import DISCLOSE_POLICIES, RealmSettings
 
 if TYPE_CHECKING:
+    from .authorization import Guard
     from .session import Session
 
 __all__ = ["DISCLOSE_POLICIES", "Realm", "RealmSettings"]
 
-DISCLOSE_POLICIES = frozenset({"client", "always", "never"})
-
-
-@dataclass(frozen=True, slots=True)
-class RealmSettings:
-    """How one realm behaves; built by broker.config from TOML/flags.
-
-    ``disclose_publisher`` / ``disclose_caller``: ``client`` honours the client's
-    ``disclose_me`` option, ``always`` and ``never`` override it.
-    """
-
-    name: str
-    anonymous: bool = True
-    anonymous_role: str = "anonymous"
-    disclose_publisher: str = "client"
-    disclose_caller: str = "client"
-    authenticators: tuple[Authenticator, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def authenticator(self, method: str) -> Authenticator | None:
-        """The authenticator for ``method`` in this realm, if offered."""
-        for auth in self.authenticators:
-            if auth.authmethod == method:
-                return auth
-        if method == "anonymous" and self.anonymous:
-            return AnonymousAuthenticator(self.anonymous_role)
-        return None
-
 
 class Realm:
-    """Sessions joined to one realm and the roles that route between them."""
+    """Sessions joined to one realm and the roles that route between them.
 
-    __slots__ = ("broker", "cluster", "dealer", "name", "remote", "sessions", "settings")
+    The roles share the realm's ``RealmContext`` (name, settings, sessions, guard,
+    cluster); they never reach back to the realm itself.
+    """
+
+    __slots__ = ("broker", "context", "dealer", "remote")
 
     def __init__(
         self, settings: RealmSettings, scheduler: Scheduler, cluster: Cluster | None = None
     ) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.sessions: dict[int, Session] = {}
         # the backend (server.py replaces the in-process default before serving)
-        self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
+        self.context = RealmContext(settings, cluster if cluster is not None else LocalCluster())
         # sessions and subscriptions on other nodes (filled by the backend)
         self.remote = RemoteView()
-        self.broker = Broker(self)
-        self.dealer = Dealer(self, scheduler)
+        self.broker = Broker(self.context)
+        self.dealer = Dealer(self.context, scheduler, self.broker.publish_meta)
+
+    @property
+    def name(self) -> str:
+        """The realm's URI."""
+        return self.context.name
+
+    @property
+    def settings(self) -> RealmSettings:
+        """The realm's frozen settings."""
+        return self.context.settings
+
+    @property
+    def sessions(self) -> dict[int, Session]:
+        """Local sessions joined to this realm, by session ID."""
+        return self.context.sessions
+
+    @property
+    def guard(self) -> Guard | None:
+        """The realm's authorization at run time; None for an open realm."""
+        return self.context.guard
+
+    @property
+    def cluster(self) -> Cluster:
+        """The cluster backend the roles report to."""
+        return self.context.cluster
+
+    @cluster.setter
+    def cluster(self, cluster: Cluster) -> None:
+        self.context.cluster = cluster
 
     def join(self, session: Session) -> None:
         """Add an established session and announce it (wamp.session.on_join)."""
@@ -69,7 +75,7 @@ class Realm:
         session.realm = self
         if self.cluster.distributed:
             self.cluster.session_joined(self.name, session)
-        self.broker.publish_meta("wamp.session.on_join", [session.info()])
+        self.broker.publish_meta(meta.SESSION_ON_JOIN, [session.info()])
 
     def leave(self, session: Session) -> None:
         """Remove a session and everything it owns; announce wamp.session.on_leave."""
@@ -80,7 +86,7 @@ class Realm:
         if self.cluster.distributed:
             self.cluster.session_left(self.name, session)
         self.broker.publish_meta(
-            "wamp.session.on_leave", [session.id, session.authid, session.authrole]
+            meta.SESSION_ON_LEAVE, [session.id, session.authid, session.authrole]
         )
 
     def __repr__(self) -> str:

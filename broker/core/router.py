@@ -8,11 +8,12 @@ protocol violation (ABORT ``wamp.error.protocol_violation``, transport closed),
 except while closing, when stray messages are ignored as the spec asks.
 
 Security lives here too: every PUBLISH, SUBSCRIBE, CALL and REGISTER is checked
-against the realm's ``Authorization`` (``RealmSettings.extra["authorization"]``;
-none means the realm is open) and the per-session ``SessionLimits``
-(``extra["limits"]``) before the broker or dealer sees it. An authenticator
-answering ``Consult`` makes the router call a procedure through the dealer as an
-internal caller; the session's later messages wait (bounded) until it is decided.
+against the realm's authorization (``Realm.guard``, built from
+``RealmSettings.authorization``; none means the realm is open) and the per-session
+``SessionLimits`` (``RealmSettings.limits``) before the broker or dealer sees it. An
+authenticator answering ``Consult`` makes the router call a procedure through the
+dealer as an internal caller; the session's later messages wait (bounded) until it
+is decided.
 A role's dynamic authorizer is called the same way when no rule of the role
 decides an action (``Router.consult_authorizer``): the request and everything the
 session sends after it wait for the answer, then run in order.
@@ -22,34 +23,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from protocol_spec import errors
+from protocol_spec.errors import LIMIT_EXCEEDED, CloseCode
 from protocol_spec.messages import (
     Abort,
-    Authenticate,
     Call,
-    Challenge,
     Error,
     Goodbye,
-    Hello,
-    Message,
     MessageType,
     Publish,
     Register,
-    Result,
     Subscribe,
     Welcome,
 )
-from protocol_spec.uri import is_valid_uri
 
-from .auth import Accept, AskChallenge, Authenticator, Consult, Deny, Outcome, Reply
+from .auth import (
+    Accept,
+    InlineOffload,
+    Offload,
+    Reply,
+)
+from .auth_flow import AuthFlow, ConsultPeer
+from .auth_guard import AuthGuard
 from .authorization import (
     ALLOW_ALL,
-    Authorization,
     Decision,
     DynamicKey,
+    Guard,
     parse_authorizer_reply,
 )
 from .dealer import Dealer
@@ -57,16 +60,13 @@ from .features import welcome_roles
 from .ids import Counter, random_id
 from .interfaces import Peer, Scheduler
 from .meta import install_meta_api
-from .pubsub import Broker, DeliveryFilter
-from .realm import Realm, RealmSettings
-from .session import Session, SessionState
+from .pubsub import Broker, DeliveryFilter, Publication
+from .realm import Realm
+from .session import Session, SessionState, fail
+from .settings import RealmSettings, SessionLimits
 
 __all__ = [
-    "AUTHORIZATION",
     "GOODBYE_TIMEOUT",
-    "LIMITS",
-    "LIMIT_EXCEEDED",
-    "RATE_LIMIT_EXCEEDED",
     "Router",
     "SessionLimits",
 ]
@@ -76,69 +76,31 @@ log = logging.getLogger(__name__)
 GOODBYE_TIMEOUT = 5.0
 """Seconds a peer gets to answer the router's GOODBYE before its transport is closed."""
 
-AUTHORIZATION = "authorization"
-"""Key of a realm's ``Authorization`` in ``RealmSettings.extra`` (absent: open realm)."""
-LIMITS = "limits"
-"""Key of a realm's ``SessionLimits`` in ``RealmSettings.extra`` (absent: defaults)."""
-
-LIMIT_EXCEEDED = "broker.error.limit_exceeded"
-"""ERROR URI when a session holds too many subscriptions, registrations or calls."""
-RATE_LIMIT_EXCEEDED = "broker.error.rate_limit_exceeded"
-"""ABORT reason when a session sends faster than its message rate allows."""
-
 MAX_BACKLOG = 1000
 """Messages a session may send while its authentication (or an authorizer) is deciding."""
 
 Handler = Callable[["Router", Session, Any], None]
-_ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
 
 
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """What one session may hold at once; exceeding a limit gets ERROR ``LIMIT_EXCEEDED``."""
-
-    max_subscriptions: int = 10_000
-    max_registrations: int = 10_000
-    max_pending_calls: int = 10_000
-
-
-_DEFAULT_LIMITS = SessionLimits()
-
-
-class _ConsultPeer:
-    """The ``Peer`` of the router's internal caller: hands RESULT/ERROR to callbacks."""
-
-    transport_info: dict[str, Any] = {"type": "internal"}
-
-    def __init__(self) -> None:
-        self.waiting: dict[int, Callable[[Reply], None]] = {}
-
-    def send(self, message: Message, cache: Any = None) -> None:
-        if isinstance(message, Result):
-            reply = Reply(True, list(message.args or ()), dict(message.kwargs or {}))
-        elif isinstance(message, Error):
-            args, kwargs = list(message.args or ()), dict(message.kwargs or {})
-            reply = Reply(False, args, kwargs, message.error)
-        else:
-            return
-        callback = self.waiting.pop(message.request, None)
-        if callback is not None:
-            callback(reply)
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        return
-
-
-class Router:
+class Router(AuthFlow):
     """Realms, the sessions attached to them, and the message dispatch."""
 
-    def __init__(self, realms: Iterable[RealmSettings], scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        realms: Iterable[RealmSettings],
+        scheduler: Scheduler,
+        *,
+        offload: Offload | None = None,
+        guard: AuthGuard | None = None,
+    ) -> None:
         self.scheduler = scheduler
+        self.offload: Offload = offload if offload is not None else InlineOffload()
+        self.guard = guard if guard is not None else AuthGuard()
         self.realms: dict[str, Realm] = {}
         self.sessions: dict[int, Session] = {}
         # sessions whose authentication waits for a consulted procedure → held messages
         self._backlog: dict[int, list[Any]] = {}
-        self._consult_peer = _ConsultPeer()
+        self._consult_peer = ConsultPeer()
         self._consult_session = Session(random_id(), self._consult_peer)
         self._consult_session.authid = "router"
         self._consult_session.authrole = "router"
@@ -186,12 +148,13 @@ class Router:
 
     def protocol_violation(self, session: Session, reason: str) -> None:
         """ABORT the session with protocol_violation and close its transport."""
-        if session.state >= SessionState.CLOSING:
-            session.peer.close(1002, "protocol violation")
-            return
-        session.peer.send(Abort({"message": reason}, errors.PROTOCOL_VIOLATION))
-        self._end(session, publish_testaments=True)
-        session.peer.close(1002, "protocol violation")
+        self.abort(
+            session,
+            errors.PROTOCOL_VIOLATION,
+            reason,
+            CloseCode.PROTOCOL_ERROR,
+            "protocol violation",
+        )
 
     def detach(self, session: Session) -> None:
         """The transport is gone: end the session (testaments fire if no GOODBYE)."""
@@ -199,14 +162,24 @@ class Router:
         self.sessions.pop(session.id, None)
         self._backlog.pop(session.id, None)
 
-    def abort(self, session: Session, reason: str, message: str, code: int = 1008) -> None:
-        """End a session for the transport (rate limit, HELLO timeout): ABORT, then close."""
+    def abort(
+        self,
+        session: Session,
+        reason: str,
+        message: str,
+        code: int = CloseCode.POLICY_VIOLATION,
+        close_reason: str | None = None,
+    ) -> None:
+        """End a session for the transport (rate limit, HELLO timeout): ABORT, then close.
+
+        The session's testaments are published. ``close_reason`` is the WebSocket close
+        reason (default: ``message``). A session already closing is just closed.
+        """
+        close_reason = message if close_reason is None else close_reason
         if session.state >= SessionState.CLOSING:
-            session.peer.close(code, message)
+            session.peer.close(code, close_reason)
             return
-        session.peer.send(Abort({"message": message}, reason))
-        self._end(session, publish_testaments=True)
-        session.peer.close(code, message)
+        self._abort_and_close(session, reason, message, code, close_reason, testaments=True)
 
     def shutdown(self, reason: str = errors.CLOSE_SYSTEM_SHUTDOWN) -> list[Session]:
         """Send GOODBYE to every joined session; return the sessions told to go."""
@@ -216,9 +189,9 @@ class Router:
                 self._goodbye(session, reason, "the router is shutting down")
                 told.append(session)
             elif session.state < SessionState.CLOSING:
-                session.peer.send(Abort({"message": "router shutting down"}, reason))
-                self._end(session, publish_testaments=False)
-                session.peer.close(1001, "going away")
+                message = "router shutting down"
+                code = CloseCode.GOING_AWAY
+                self._abort_and_close(session, reason, message, code, "going away")
         return told
 
     def kill(self, session: Session, reason: str, message: str | None) -> None:
@@ -233,7 +206,9 @@ class Router:
         self._end(session, publish_testaments=False)
         session.state = SessionState.CLOSING
         peer = session.peer
-        self.scheduler.call_later(GOODBYE_TIMEOUT, lambda: peer.close(1000, "goodbye timeout"))
+        self.scheduler.call_later(
+            GOODBYE_TIMEOUT, lambda: peer.close(CloseCode.NORMAL, "goodbye timeout")
+        )
 
     def _end(self, session: Session, *, publish_testaments: bool) -> None:
         """Leave the realm (once), optionally publishing the session's testaments."""
@@ -246,86 +221,10 @@ class Router:
             _publish_testaments(realm.broker, session)
         realm.leave(session)
 
-    def _on_hello(self, session: Session, msg: Hello) -> None:
-        realm = self.realms.get(msg.realm) if is_valid_uri(msg.realm) else None
-        if realm is None:
-            self._abort(session, errors.NO_SUCH_REALM, f"no realm named {msg.realm!r}")
-            return
-        roles = msg.details.get("roles")
-        if not isinstance(roles, dict) or not roles or not set(roles) <= _ROLES:
-            self.protocol_violation(session, "HELLO.Details.roles must name the client's roles")
-            return
-        methods = msg.details.get("authmethods", ["anonymous"])
-        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
-            self.protocol_violation(session, "HELLO.Details.authmethods must be a list of strings")
-            return
-        session.client_roles = roles
-        session.hello_details = msg.details
-        session.requested_realm = realm.name
-        for method in methods or ["anonymous"]:
-            authenticator = realm.settings.authenticator(method)
-            if authenticator is not None:
-                session.pending_auth = (authenticator, None)
-                self._apply(
-                    session, realm, authenticator.hello(realm.name, session.id, msg.details)
-                )
-                return
-        self._abort(session, errors.NO_AUTH_METHOD, "no acceptable authentication method")
-
-    def _on_authenticate(self, session: Session, msg: Authenticate) -> None:
-        realm = self.realms.get(session.requested_realm)
-        authenticator, state = session.pending_auth
-        if realm is None:
-            self._abort(session, errors.NO_SUCH_REALM, "the realm went away")
-            return
-        self._apply(session, realm, authenticator.authenticate(state, msg.signature, msg.extra))
-
-    def _apply(self, session: Session, realm: Realm, outcome: Outcome) -> None:
-        if isinstance(outcome, Accept):
-            self._welcome(session, realm, outcome)
-        elif isinstance(outcome, AskChallenge):
-            authenticator: Authenticator = session.pending_auth[0]
-            session.pending_auth = (authenticator, outcome.state)
-            session.state = SessionState.CHALLENGED
-            session.peer.send(Challenge(outcome.authmethod, outcome.extra))
-        elif isinstance(outcome, Deny):
-            self._abort(session, outcome.reason, outcome.message)
-        elif isinstance(outcome, Consult):
-            self._consult(session, realm, outcome)
-
-    def _consult(self, session: Session, realm: Realm, consult: Consult) -> None:
-        """Call a dynamic authenticator; hold the session's messages until it answers."""
-        target = self.realms.get(consult.realm or realm.name)
-        if target is None:
-            self._abort(session, errors.AUTHENTICATION_FAILED, "authentication failed")
-            return
-        self._backlog[session.id] = []
-        request = self._consult_ids.next()
-
-        def done(reply: Reply) -> None:
-            backlog = self._backlog.pop(session.id, None)
-            if backlog is None or self.sessions.get(session.id) is not session:
-                return  # the session went away meanwhile
-            try:
-                outcome = consult.resume(reply)
-            except Exception:
-                log.exception("internal error in a dynamic authenticator's reply handler")
-                outcome = Deny()
-            self._apply(session, realm, outcome)
-            for message in backlog:
-                if session.state is SessionState.CLOSED:
-                    break  # while CLOSING the table still answers a held GOODBYE
-                self.receive(session, message)
-
-        self._consult_peer.waiting[request] = done
-        options = {"timeout": max(1, int(consult.timeout * 1000))}
-        call = Call(request, options, consult.procedure, consult.args, consult.kwargs)
-        target.dealer.call(self._consult_session, call)
-
     def consult_authorizer(
         self,
         session: Session,
-        auth: Authorization,
+        auth: Guard,
         action: str,
         uri: str,
         msg: Publish | Subscribe | Register | Call,
@@ -403,20 +302,33 @@ class Router:
         realm.join(session)
 
     def _abort(self, session: Session, reason: str, message: str) -> None:
+        self._abort_and_close(session, reason, message, CloseCode.NORMAL, "aborted")
+
+    def _abort_and_close(
+        self,
+        session: Session,
+        reason: str,
+        message: str,
+        code: int,
+        close_reason: str,
+        *,
+        testaments: bool = False,
+    ) -> None:
+        """Send ABORT ``reason``, end the session, close the transport with ``code``."""
         session.peer.send(Abort({"message": message}, reason))
-        self._end(session, publish_testaments=False)
-        session.peer.close(1000, "aborted")
+        self._end(session, publish_testaments=testaments)
+        session.peer.close(code, close_reason)
 
     def _on_goodbye(self, session: Session, msg: Goodbye) -> None:
         if session.state == SessionState.ESTABLISHED:
             session.peer.send(Goodbye({}, errors.CLOSE_GOODBYE_AND_OUT))
             self._end(session, publish_testaments=False)
         session.state = SessionState.CLOSED
-        session.peer.close(1000, "goodbye")
+        session.peer.close(CloseCode.NORMAL, "goodbye")
 
     def _on_client_abort(self, session: Session, msg: Abort) -> None:
         self._end(session, publish_testaments=True)
-        session.peer.close(1000, "aborted by peer")
+        session.peer.close(CloseCode.NORMAL, "aborted by peer")
 
     def _on_error(self, session: Session, msg: Error) -> None:
         if msg.request_type != MessageType.INVOCATION:
@@ -426,28 +338,36 @@ class Router:
 
 
 # --- authorization and limits (checked before the broker / dealer see a request) --------
-def _deny(session: Session, request_type: int, request: int, action: str, uri: str) -> None:
-    text = f"session is not authorized to {action} {uri!r}"
-    session.peer.send(Error(request_type, request, {}, errors.NOT_AUTHORIZED, [text]))
-
-
-def _over_limit(session: Session, request_type: int, request: int, what: str, limit: int) -> None:
-    text = f"too many {what} for this session (limit {limit})"
-    session.peer.send(Error(request_type, request, {}, LIMIT_EXCEEDED, [text]))
+def _joined(session: Session) -> Realm:
+    """The realm of an ESTABLISHED session."""
+    realm = session.realm
+    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
+    return realm
 
 
 def _limits(session: Session) -> SessionLimits:
-    realm = session.realm
-    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    limits: SessionLimits = realm.settings.extra.get(LIMITS, _DEFAULT_LIMITS)
-    return limits
+    return _joined(session).settings.limits
 
 
-def _authorization(session: Session) -> Authorization | None:
-    realm = session.realm
-    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    auth: Authorization | None = realm.settings.extra.get(AUTHORIZATION)
-    return auth
+def _authorization(session: Session) -> Guard | None:
+    return _joined(session).guard
+
+
+def _broker(session: Session) -> Broker:
+    return _joined(session).broker
+
+
+def _dealer(session: Session) -> Dealer:
+    return _joined(session).dealer
+
+
+def _within_limit(session: Session, msg: Any, held: int, limit: int, what: str) -> bool:
+    """Tell whether ``session`` may hold one more; else answer ``msg`` with LIMIT_EXCEEDED."""
+    if held < limit:
+        return True
+    text = f"too many {what} for this session (limit {limit})"
+    fail(session, msg.TYPE, msg.request, LIMIT_EXCEEDED, text)
+    return False
 
 
 def _authorize(
@@ -470,8 +390,8 @@ def _authorize(
         decision = found
     if not decision.allowed:
         if request_type != MessageType.PUBLISH or msg.options.get("acknowledge") is True:
-            verb = _DENIED_VERBS[action]
-            _deny(session, request_type, msg.request, verb, uri)
+            text = f"session is not authorized to {_DENIED_VERBS[action]} {uri!r}"
+            fail(session, request_type, msg.request, errors.NOT_AUTHORIZED, text)
         return None
     return decision
 
@@ -500,21 +420,17 @@ def _publish(router: Router, session: Session, msg: Publish) -> None:
 def _subscribe(router: Router, session: Session, msg: Subscribe) -> None:
     if _authorize(router, session, "subscribe", msg.topic, msg, MessageType.SUBSCRIBE) is None:
         return
-    limit = _limits(session).max_subscriptions
-    if len(session.subscriptions) >= limit:
-        _over_limit(session, MessageType.SUBSCRIBE, msg.request, "subscriptions", limit)
-        return
-    _broker(session).subscribe(session, msg)
+    held, limit = len(session.subscriptions), _limits(session).max_subscriptions
+    if _within_limit(session, msg, held, limit, "subscriptions"):
+        _broker(session).subscribe(session, msg)
 
 
 def _register(router: Router, session: Session, msg: Register) -> None:
     if _authorize(router, session, "register", msg.procedure, msg, MessageType.REGISTER) is None:
         return
-    limit = _limits(session).max_registrations
-    if len(session.registrations) >= limit:
-        _over_limit(session, MessageType.REGISTER, msg.request, "registrations", limit)
-        return
-    _dealer(session).register(session, msg)
+    held, limit = len(session.registrations), _limits(session).max_registrations
+    if _within_limit(session, msg, held, limit, "registrations"):
+        _dealer(session).register(session, msg)
 
 
 def _call(router: Router, session: Session, msg: Call) -> None:
@@ -522,23 +438,9 @@ def _call(router: Router, session: Session, msg: Call) -> None:
     if decision is None:
         return
     msg = _disclosing(msg, decision)
-    limit = _limits(session).max_pending_calls
-    if len(session.calls) >= limit:
-        _over_limit(session, MessageType.CALL, msg.request, "pending calls", limit)
-        return
-    _dealer(session).call(session, msg)
-
-
-def _broker(session: Session) -> Broker:
-    realm = session.realm
-    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    return realm.broker
-
-
-def _dealer(session: Session) -> Dealer:
-    realm = session.realm
-    assert realm is not None  # invariant: ESTABLISHED sessions have a realm
-    return realm.dealer
+    held, limit = len(session.calls), _limits(session).max_pending_calls
+    if _within_limit(session, msg, held, limit, "pending calls"):
+        _dealer(session).call(session, msg)
 
 
 def _publish_testaments(broker: Broker, session: Session) -> None:
@@ -548,13 +450,9 @@ def _publish_testaments(broker: Broker, session: Session) -> None:
         # validated by wamp.session.add_testament
         delivery_filter = DeliveryFilter.from_options(testament.options)
         broker.deliver(
-            testament.topic,
-            random_id(),
-            {},
-            testament.args,
-            testament.kwargs,
-            None,
-            delivery_filter,
+            Publication(
+                testament.topic, random_id(), {}, testament.args, testament.kwargs, delivery_filter
+            )
         )
     session.testaments.clear()
 

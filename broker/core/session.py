@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
+from protocol_spec.messages import Error
+
 from .ids import Counter
 from .interfaces import Peer
 
 if TYPE_CHECKING:
-    from .dealer import PendingCall
+    from .interfaces import TimerHandle
     from .realm import Realm
 
-__all__ = ["Session", "SessionState", "Testament"]
+__all__ = ["PendingCall", "Session", "SessionState", "Testament", "fail"]
 
 
 class SessionState(IntEnum):
@@ -120,3 +122,42 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state.name} authid={self.authid!r}>"
+
+
+class PendingCall:
+    """A call in flight between a caller and a callee.
+
+    Indexed twice: by the caller's CALL request ID in ``caller.calls`` and by the
+    callee's INVOCATION request ID in ``callee.invocations``.
+    """
+
+    __slots__ = (
+        "call_request",
+        "callee",
+        "caller",
+        "canceled",
+        "invocation_request",
+        "receive_progress",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        caller: Session,
+        call_request: int,
+        callee: Session,
+        invocation_request: int,
+        receive_progress: bool,
+    ) -> None:
+        self.caller = caller
+        self.call_request = call_request
+        self.callee = callee
+        self.invocation_request = invocation_request
+        self.receive_progress = receive_progress
+        self.timer: TimerHandle | None = None
+        self.canceled = False  # the caller was already answered (skip / kill sent)
+
+
+def fail(session: Session, request_type: int, request: int, uri: str, text: str) -> None:
+    """Answer ``session``'s request with ERROR ``uri`` and one human-readable argument."""
+    session.peer.send(Error(request_type, request, {}, uri, [text]))

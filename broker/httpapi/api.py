@@ -29,9 +29,10 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from broker.core.router import LIMIT_EXCEEDED, RATE_LIMIT_EXCEEDED, Router
+from broker.core.router import Router
 from broker.transport.http import HttpConnection, HttpRequest
 from protocol_spec import errors
+from protocol_spec.errors import LIMIT_EXCEEDED, RATE_LIMIT_EXCEEDED
 from protocol_spec.messages import Abort, Call, Error, Message, Publish, Published, Result
 from protocol_spec.uri import is_reserved, is_valid_uri
 

@@ -17,8 +17,9 @@ gets them in publication order, with more they overlap (faster, order not kept):
   ``max_attempts`` POSTs; then the event is dropped (``reason="attempts"``).
 - Queue policy: drop-oldest. When ``queue`` events wait, the oldest waiting event
   is dropped for the new one (``reason="queue_full"``); the event being delivered
-  is not. Drops are counted in ``/metrics``
-  (``broker_webhook_dropped_total{realm,webhook,reason}``).
+  is not. Counted in ``/metrics``: ``wamp_webhook_dropped_total{realm,webhook,reason}``,
+  ``wamp_webhook_delivered_total``, ``wamp_webhook_retries_total``,
+  ``wamp_webhook_skipped_total`` (claimed by another node).
 
 Cluster: every node subscribes, so every node sees every event. Before POSTing, a
 node claims the event in Redis (``SET <prefix><realm>:<webhook>:<publication> NX``,
@@ -41,9 +42,8 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -55,7 +55,10 @@ from protocol_spec.messages import Event, Message, Subscribe, Subscribed
 from .sessions import HttpGate, Principal, PrincipalSession
 from .settings import WebhookSettings
 
-__all__ = ["CLAIM_PREFIX", "Webhook", "Webhooks", "signature"]
+if TYPE_CHECKING:
+    from broker.metrics import BrokerMetrics, LabelCounts
+
+__all__ = ["CLAIM_PREFIX", "Webhook", "WebhookCounters", "Webhooks", "signature"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,33 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookCounters:
+    """The webhook families of ``/metrics``, labelled (realm, webhook[, reason])."""
+
+    delivered: LabelCounts
+    retries: LabelCounts
+    skipped: LabelCounts
+    dropped: LabelCounts
+
+    @classmethod
+    def register(cls, metrics: BrokerMetrics) -> WebhookCounters:
+        """Register the families on a server's metrics (once per server)."""
+        labels = ("realm", "webhook")
+        return cls(
+            metrics.counter("wamp_webhook_delivered", "Webhook events delivered (2xx).", labels),
+            metrics.counter(
+                "wamp_webhook_retries", "Webhook POSTs repeated after a failure.", labels
+            ),
+            metrics.counter("wamp_webhook_skipped", "Webhook events another node claimed.", labels),
+            metrics.counter(
+                "wamp_webhook_dropped",
+                "Webhook events dropped: queue_full (oldest dropped) or attempts (gave up).",
+                (*labels, "reason"),
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Queued:
     topic: str
     publication: int
@@ -82,16 +112,20 @@ class _Queued:
 class Webhook:
     """One webhook: its subscription, queue, worker and counters."""
 
-    def __init__(self, settings: WebhookSettings, claims: aioredis.Redis | None, node: str) -> None:
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        claims: aioredis.Redis | None,
+        node: str,
+        counters: WebhookCounters,
+    ) -> None:
         self.settings = settings
+        self.counters = counters
+        self.labels = (settings.realm, settings.name)
         self.claims = claims
         self.node = node
         self.queue: deque[_Queued] = deque()
         self.wakeup = asyncio.Event()
-        self.delivered = 0
-        self.retries = 0
-        self.skipped = 0  # claimed by another node
-        self.dropped = {"queue_full": 0, "attempts": 0}
         self.held: PrincipalSession | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.backoff = Backoff(
@@ -127,7 +161,7 @@ class Webhook:
         details = {k: v for k, v in message.details.items() if k != "topic"}
         if len(self.queue) >= self.settings.queue:
             self.queue.popleft()
-            self.dropped["queue_full"] += 1
+            self.counters.dropped.inc(*self.labels, "queue_full")
         self.queue.append(
             _Queued(str(topic), message.publication, details, message.args, message.kwargs)
         )
@@ -143,7 +177,7 @@ class Webhook:
                 if await self._claim(item):
                     await self._deliver(item)
                 else:
-                    self.skipped += 1
+                    self.counters.skipped.inc(*self.labels)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -189,7 +223,7 @@ class Webhook:
         body, headers = self._request(item)
         for attempt in range(s.max_attempts):
             if attempt:
-                self.retries += 1
+                self.counters.retries.inc(*self.labels)
                 await asyncio.sleep(self.backoff.delay(attempt - 1))
             try:
                 response = await self.client.post(s.url, content=body, headers=headers)
@@ -197,10 +231,10 @@ class Webhook:
                 log.debug("webhook %s: attempt %d failed: %s", s.name, attempt + 1, exc)
                 continue
             if 200 <= response.status_code < 300:
-                self.delivered += 1
+                self.counters.delivered.inc(*self.labels)
                 return
             log.debug("webhook %s: attempt %d got %d", s.name, attempt + 1, response.status_code)
-        self.dropped["attempts"] += 1
+        self.counters.dropped.inc(*self.labels, "attempts")
         log.warning(
             "webhook %s: publication %d dropped after %d attempts",
             s.name,
@@ -220,37 +254,11 @@ class Webhook:
 
 
 class Webhooks:
-    """Every webhook of the server; their counters for ``/metrics``."""
+    """Every webhook of the server."""
 
     def __init__(self, hooks: list[Webhook], claims: aioredis.Redis | None) -> None:
         self.hooks = hooks
         self.claims = claims
-
-    def metrics_lines(self) -> Iterator[str]:
-        """Prometheus text lines of the webhook counters."""
-        families = (
-            ("broker_webhook_delivered_total", "counter", "Events delivered (2xx)."),
-            ("broker_webhook_retries_total", "counter", "POSTs repeated after a failure."),
-            ("broker_webhook_skipped_total", "counter", "Events another node claimed."),
-            ("broker_webhook_dropped_total", "counter", "Events dropped, by reason."),
-            ("broker_webhook_queue_depth", "gauge", "Events waiting."),
-        )
-        for name, kind, text in families:
-            yield f"# HELP {name} {text}"
-            yield f"# TYPE {name} {kind}"
-            for hook in self.hooks:
-                labels = f'realm="{hook.settings.realm}",webhook="{hook.settings.name}"'
-                if name.endswith("dropped_total"):
-                    for reason, count in hook.dropped.items():
-                        yield f'{name}{{{labels},reason="{reason}"}} {count}'
-                    continue
-                value = {
-                    "broker_webhook_delivered_total": hook.delivered,
-                    "broker_webhook_retries_total": hook.retries,
-                    "broker_webhook_skipped_total": hook.skipped,
-                    "broker_webhook_queue_depth": len(hook.queue),
-                }[name]
-                yield f"{name}{{{labels}}} {value}"
 
     async def close(self) -> None:
         """Stop every webhook."""

@@ -4,8 +4,9 @@ glue they share (``peer``)."""
 
 from __future__ import annotations
 
+from broker.config import ListenerSettings, TransportSettings
+
 from .listener import Listener
 from .peer import SessionHub, WampPeer
-from .settings import ListenerSettings, TransportSettings
 
 __all__ = ["Listener", "ListenerSettings", "SessionHub", "TransportSettings", "WampPeer"]

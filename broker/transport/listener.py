@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 from typing import cast
 
+from broker.config import ListenerSettings, TransportSettings
 from broker.core.router import Router
 from broker.metrics import TransportStats
 
@@ -29,7 +30,6 @@ from .http import HttpApp, HttpConnection, Route
 from .longpoll import LongPoll
 from .peer import SessionHub, WampPeer
 from .rawsocket import MAGIC, RawSocketConnection
-from .settings import ListenerSettings, TransportSettings
 
 __all__ = ["FirstOctet", "Listener"]
 

@@ -34,6 +34,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from broker.core.interfaces import EncodeCache
+from protocol_spec.errors import CloseCode
 from protocol_spec.messages import Message
 from protocol_spec.serializers import Serializer, by_subprotocol
 
@@ -109,13 +110,14 @@ class LongPollPeer(WampPeer):
     def frame(self, payload: bytes) -> bytes:
         return payload
 
-    def send(self, message: Message, cache: EncodeCache | None = None) -> None:
+    def send(self, message: Message, cache: EncodeCache | None = None) -> bool:
         """Queue the message; answer the parked receive, if any."""
-        super().send(message, cache)
+        sent = super().send(message, cache)
         if self.queue.items and self.queue.wake is not None:
             self.owner.deliver(self)
+        return sent
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """End once the waiting messages (ABORT, GOODBYE) were received."""
         if self._closing is None:
             self._closing = (code, reason)

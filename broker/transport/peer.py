@@ -26,22 +26,19 @@ import struct
 import time
 from typing import Any, Protocol
 
+from broker.config import TransportSettings
 from broker.core.interfaces import EncodeCache
-from broker.core.router import RATE_LIMIT_EXCEEDED, Router
+from broker.core.router import Router
 from broker.core.session import Session, SessionState
 from broker.metrics import TransportStats
 from protocol_spec import errors
-from protocol_spec.errors import ProtocolError
-from protocol_spec.messages import Message
+from protocol_spec.errors import RATE_LIMIT_EXCEEDED, CloseCode, ProtocolError
+from protocol_spec.messages import Message, MessageType
 from protocol_spec.serializers import Serializer
 
-from .settings import TransportSettings
+from .encoding import frame_for
 
 __all__ = [
-    "CLOSE_INTERNAL_ERROR",
-    "CLOSE_POLICY",
-    "CLOSE_SLOW_CONSUMER",
-    "CLOSE_TRY_AGAIN_LATER",
     "CorkedWriter",
     "OutgoingBuffer",
     "SessionHub",
@@ -52,12 +49,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW_CONSUMER = 1008  # policy violation: the peer does not read fast enough
-CLOSE_POLICY = 1008  # rate limit, HELLO timeout
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013  # the node has max_sessions connections
 _SWEEP_INTERVAL = 1.0  # seconds between keepalive / HELLO-timeout sweeps
-_MISSING: Any = object()
 
 
 class OutgoingBuffer(Protocol):
@@ -202,51 +194,28 @@ class WampPeer:
         return self._closing is not None
 
     # --- outgoing ---------------------------------------------------------------------
-    def send(self, message: Message, cache: EncodeCache | None = None) -> None:
-        """Frame (once per serializer and framing when a cache is shared) and write."""
+    def send(self, message: Message, cache: EncodeCache | None = None) -> bool:
+        """Frame (once per serializer and framing when a cache is shared) and write.
+
+        Returns False only when this peer's serializer (or framing) cannot carry the
+        message (``encoding.frame_for``: logged once, never raised); True otherwise,
+        also when the message is dropped because the connection is closing.
+        """
         buffer = self.buffer
         if self._closing is not None or buffer is None:
-            return
-        if cache is not None:
-            key = self.cache_key
-            frame = cache.get(key, _MISSING)
-            if frame is _MISSING:
-                frame = cache[key] = self._encode(message, cache)
-        else:
-            frame = self._encode(message, None)
+            return True
+        frame = frame_for(self.serializer, message, cache, self.frame, self.cache_key)
         if frame is None:
-            return
+            return False
         buffer.write(frame)
         if buffer.get_write_buffer_size() > self.max_write_buffer:
             self._overflow()
-            return
+            return True
         kind = message.TYPE
         self.stats.messages_out[kind] += 1
-        if kind == 50 or kind == 8:  # RESULT, ERROR: call latency and errors by URI
+        if kind == MessageType.RESULT or kind == MessageType.ERROR:  # call latency, errors
             self.stats.replied(self.calls_started, message)
-
-    def _encode(self, message: Message, cache: EncodeCache | None) -> bytes | None:
-        """Serialize (once per serializer for all framings sharing ``cache``) and frame."""
-        name = self.serializer.name
-        try:
-            payload = cache.get(name) if cache is not None else None
-            if payload is None:
-                data = self.serializer.encode(message)
-                payload = data.encode("utf-8") if isinstance(data, str) else data
-                if cache is not None:
-                    cache[name] = payload
-            return self.frame(payload)
-        except (TypeError, ValueError, OverflowError) as exc:
-            # A payload another serializer accepted that this one cannot carry
-            # (e.g. NaN to JSON), or one over the peer's maximum: this peer only.
-            log.warning(
-                "cannot send %s to %s (%s): %s",
-                type(message).__name__,
-                self.transport_info["peer"],
-                self.cache_key,
-                exc,
-            )
-            return None
+        return True
 
     def frame(self, payload: bytes) -> bytes:
         """The bytes that carry one message payload on this transport."""
@@ -260,14 +229,14 @@ class WampPeer:
             buffer.get_write_buffer_size() if buffer is not None else 0,
         )
         self.slow = True
-        self._closing = (CLOSE_SLOW_CONSUMER, errors.SLOW_CONSUMER)
+        self._closing = (CloseCode.POLICY_VIOLATION, errors.SLOW_CONSUMER)
         self.close_slow()
 
     def close_slow(self) -> None:
         """Close a peer that does not read (its buffer is over the bound)."""
         raise NotImplementedError
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Flush what was sent, then close the transport."""
         raise NotImplementedError
 
@@ -276,9 +245,9 @@ class WampPeer:
 
     def ping_failed(self) -> None:
         """The peer did not answer the keepalive probe in time: close it."""
-        self.close(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+        self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
-    def mark_closing(self, code: int = 1000, reason: str = "") -> None:
+    def mark_closing(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """The connection is closing (from either side): send nothing more."""
         if self._closing is None:
             self._closing = (code, reason)
@@ -299,7 +268,10 @@ class WampPeer:
             if tokens < 1.0:
                 log.warning("session %d exceeded its message rate: closing", session.id)
                 router.abort(
-                    session, RATE_LIMIT_EXCEEDED, "message rate limit exceeded", CLOSE_POLICY
+                    session,
+                    RATE_LIMIT_EXCEEDED,
+                    "message rate limit exceeded",
+                    CloseCode.POLICY_VIOLATION,
                 )
                 return
             self._bucket = tokens - 1.0
@@ -316,7 +288,7 @@ class WampPeer:
             router.receive(session, message)
         except Exception:
             log.exception("internal error while handling a message of session %d", session.id)
-            self.close(CLOSE_INTERNAL_ERROR, "internal error")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def protocol_violation(self, reason: str) -> None:
         """The peer broke the transport's framing: ABORT (if still possible) and close."""
@@ -324,7 +296,7 @@ class WampPeer:
         if session is not None:
             self.hub.router.protocol_violation(session, reason)
         else:
-            self.close(1002, "protocol violation")
+            self.close(CloseCode.PROTOCOL_ERROR, "protocol violation")
 
 
 class SessionHub:
@@ -447,7 +419,7 @@ class SessionHub:
                     session,
                     errors.TIMEOUT,
                     f"no WELCOME within {settings.hello_timeout:g} s",
-                    CLOSE_POLICY,
+                    CloseCode.POLICY_VIOLATION,
                 )
                 continue
             if peer.heard:

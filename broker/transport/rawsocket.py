@@ -18,6 +18,7 @@ import enum
 import logging
 from typing import Final, cast
 
+from protocol_spec.errors import CloseCode
 from protocol_spec.serializers import SERIALIZERS, Serializer
 
 from .peer import CorkedWriter, SessionHub, WampPeer, peer_address, reset_connection
@@ -94,7 +95,7 @@ class RawSocketPeer(WampPeer):
             raise ValueError(f"{size} bytes is over the peer's maximum of {self.peer_max}")
         return _header(0, size) + payload
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close after what was already sent (RawSocket has no close frame)."""
         if self._closing is None:
             self._closing = (code, reason)

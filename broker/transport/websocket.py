@@ -32,24 +32,25 @@ from http import HTTPStatus
 from typing import cast
 
 from websockets.exceptions import NegotiationError
+from websockets.frames import CloseCode as WsCloseCode
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
 
+from broker.config import TransportSettings  # re-exported: its former home
 from protocol_spec import errors
+from protocol_spec.errors import CloseCode
 from protocol_spec.serializers import SUBPROTOCOLS, Serializer, by_subprotocol
 
 from .peer import (
-    CLOSE_INTERNAL_ERROR,
     CorkedWriter,
     SessionHub,
     WampPeer,
     peer_address,
     reset_connection,
 )
-from .settings import TransportSettings  # re-exported: its former home
 
 __all__ = ["TransportSettings", "WebSocketConnection", "WebSocketPeer", "select_subprotocol"]
 
@@ -88,7 +89,7 @@ class WebSocketPeer(WampPeer):
             return _H16.pack(self._first, 126, size) + payload
         return _H64.pack(self._first, 127, size) + payload
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake with ``code`` after what was already sent."""
         if self._closing is None:
             self._closing = (code, reason)
@@ -103,7 +104,7 @@ class WebSocketPeer(WampPeer):
         self.connection.ping()
 
     def ping_failed(self) -> None:
-        self.connection.fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+        self.connection.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
 
 class WebSocketConnection(asyncio.Protocol):
@@ -231,7 +232,7 @@ class WebSocketConnection(asyncio.Protocol):
                 try:
                     text = payload.decode("utf-8")
                 except UnicodeDecodeError:
-                    self.fail(1007, "invalid UTF-8 in a text frame")
+                    self.fail(WsCloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
                     return
                 peer.receive(text)
             else:
@@ -265,7 +266,7 @@ class WebSocketConnection(asyncio.Protocol):
                     if peer is not None:
                         peer.receive(message)
         if ws.state is not State.OPEN and peer is not None:
-            peer.mark_closing(ws.close_code or 1006)
+            peer.mark_closing(ws.close_code or WsCloseCode.ABNORMAL_CLOSURE)
         self._flush()
 
     def eof_received(self) -> bool | None:

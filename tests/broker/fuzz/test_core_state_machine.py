@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from broker.auth.secrets import hash_ticket
 from broker.auth.ticket import TicketAuthenticator, TicketPrincipal
 from broker.core.authorization import Authorization, Permission, Role
-from broker.core.realm import RealmSettings
-from broker.core.router import AUTHORIZATION, LIMITS, Router, SessionLimits
+from broker.core.router import Router
+from broker.core.settings import RealmSettings, SessionLimits
 from protocol_spec import ProtocolError
 from protocol_spec.messages import Abort, Goodbye, Message
 from protocol_spec.serializers import by_name
@@ -107,7 +107,8 @@ def make_router() -> Router:
         authenticators=(
             TicketAuthenticator({"u": TicketPrincipal(TICKET_HASH, "user")}, dynamic="com.auth"),
         ),
-        extra={AUTHORIZATION: roles, LIMITS: limits},
+        authorization=roles,
+        limits=limits,
     )
     return Router([RealmSettings("realm1"), secure], ManualScheduler())
 

@@ -140,8 +140,8 @@ async def test_each_event_is_delivered_by_exactly_one_node(cluster: Cluster) -> 
     # other, so once both counters add up no duplicate can still be on its way
     for _ in range(200):  # bounded: about 10 s of scrapes
         texts = [await asyncio.to_thread(scrape, node) for node in cluster.nodes]
-        delivered = sum(metric(t, "broker_webhook_delivered_total", webhook="all") for t in texts)
-        skipped = sum(metric(t, "broker_webhook_skipped_total", webhook="all") for t in texts)
+        delivered = sum(metric(t, "wamp_webhook_delivered_total", webhook="all") for t in texts)
+        skipped = sum(metric(t, "wamp_webhook_skipped_total", webhook="all") for t in texts)
         if delivered + skipped >= total * len(cluster.nodes):
             break
         await asyncio.sleep(0.05)  # between scrapes, not as synchronisation

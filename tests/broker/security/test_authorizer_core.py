@@ -7,7 +7,7 @@ from typing import Any
 
 from broker.core.authorization import Authorization, Permission, Role
 from broker.core.realm import RealmSettings
-from broker.core.router import AUTHORIZATION, MAX_BACKLOG
+from broker.core.router import MAX_BACKLOG
 from protocol_spec.messages import (
     Abort,
     Error,
@@ -38,7 +38,7 @@ def world(cache: float = 10.0) -> World:
         authorizer_timeout=1.0,
         authorizer_cache=cache,
     )
-    settings = RealmSettings("realm1", extra={AUTHORIZATION: Authorization([role])})
+    settings = RealmSettings("realm1", authorization=Authorization([role]))
     return World(settings)
 
 
@@ -147,7 +147,7 @@ def test_an_authorizer_can_never_hand_its_own_procedure_to_a_client() -> None:
     backend_role = Role("anonymous", (Permission(AUTHORIZER, "exact", frozenset({"register"})),))
     member = Role("member", (), authorizer=AUTHORIZER, authorizer_timeout=1.0)
     auth = Authorization([backend_role, member])
-    w = World(RealmSettings("realm1", extra={AUTHORIZATION: auth}))
+    w = World(RealmSettings("realm1", authorization=auth))
     backend, client = backend_of(w), w.client()
     client.session.authrole = "member"
     # registering the authorizer itself is decided by the rules only: the authorizer

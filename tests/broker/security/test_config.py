@@ -11,7 +11,6 @@ from broker.auth.secrets import hash_ticket, verify_ticket
 from broker.config import ConfigError, load_settings, settings_from_toml
 from broker.core.auth import Reply
 from broker.core.authorization import Authorization, Permission, Role, parse_authorizer_reply
-from broker.core.router import AUTHORIZATION
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "configs"
 
@@ -80,7 +79,7 @@ def test_no_config_is_the_open_development_realm() -> None:
     settings = load_settings(environ={})
     assert settings.development_default
     (realm,) = settings.realms
-    assert realm.name == "realm1" and realm.anonymous and AUTHORIZATION not in realm.extra
+    assert realm.name == "realm1" and realm.anonymous and realm.authorization is None
 
 
 def test_example_configs_are_valid() -> None:
@@ -157,7 +156,8 @@ def test_authorizer_role_is_built_with_its_settings() -> None:
         'permissions = [{ uri = "com.example.public.", allow = ["subscribe"] }]\n'
     )
     settings = parse(text)
-    auth = settings.realms[0].extra[AUTHORIZATION]  # type: ignore[attr-defined]
+    auth = settings.realms[0].authorization
+    assert auth is not None
     role = auth.roles["user"]
     assert (role.authorizer, role.authorizer_timeout, role.authorizer_cache) == (
         "com.example.authorize",
@@ -222,7 +222,8 @@ def test_dynamic_authenticator_procedure_is_registered_by_static_rules_only() ->
         '[[realm.role]]\nname = "user"\nauthorizer = "com.example.authorize"\n'
     )
     settings = parse(text)
-    auth = settings.realms[0].extra[AUTHORIZATION]  # type: ignore[attr-defined]
+    auth = settings.realms[0].authorization
+    assert auth is not None
     assert auth.decide("user", "register", "com.example.other").consult
     for procedure in ("com.example.authenticate", "com.example.authorize"):
         decision = auth.decide("user", "register", procedure)

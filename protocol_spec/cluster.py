@@ -1,0 +1,440 @@
+"""The cluster wire: envelopes and records broker nodes exchange through Redis.
+
+One frozen dataclass per envelope kind, like ``messages`` does for WAMP. Every
+envelope is a msgpack map with short keys (protocol_spec/cluster.md, "Envelopes"):
+``v`` the protocol version, ``op`` the kind (events have none: their channel says it)
+and ``n`` the sending node. Records are the values of the per-node hashes
+(cluster.md, "Keys"); they carry no version and no ``op``.
+
+Decoding (``decode_event``, ``decode_control``, ``decode_inbox``, ``Record.unpack``)
+checks the map, the version, the kind and every field's type, and raises
+``ClusterProtocolError`` with the reason; nothing else escapes. ``CONTROL_TYPES`` and
+``INBOX_TYPES`` are the one table per channel mapping ``op`` to its class.
+
+Each field's wire key is in its ``metadata["key"]``; ``wire_keys(cls)`` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
+
+from .cluster_codec import (
+    VERSION,
+    ClusterProtocolError,
+    Envelope,
+    Record,
+    anything,
+    as_map,
+    boolean,
+    decode_envelope,
+    fail,
+    integer,
+    integers,
+    load,
+    mapping,
+    mapping_or_empty,
+    nested,
+    opt_integer,
+    opt_list,
+    opt_mapping,
+    opt_text,
+    text,
+    wire,
+    wire_keys,
+)
+
+__all__ = [
+    "CONTROL_TYPES",
+    "INBOX_TYPES",
+    "KILL_SELECTORS",
+    "VERSION",
+    "CalleeAdded",
+    "CalleeRecord",
+    "CalleeRemoved",
+    "ClusterProtocolError",
+    "ControlMessage",
+    "Envelope",
+    "EventEnvelope",
+    "InboxError",
+    "InboxInterrupt",
+    "InboxInvocation",
+    "InboxMessage",
+    "InboxResult",
+    "KillSessions",
+    "NodeGone",
+    "NodeHello",
+    "Probe",
+    "Record",
+    "RetainedChanged",
+    "SessionJoined",
+    "SessionLeft",
+    "SessionRecord",
+    "SubscriptionChanged",
+    "SubscriptionRecord",
+    "TestamentsRecord",
+    "decode_control",
+    "decode_event",
+    "decode_inbox",
+    "wire_keys",
+]
+
+KILL_SELECTORS: Final = frozenset({"session", "authid", "authrole", "all"})
+
+
+def _features(value: Any) -> dict[str, Any]:
+    # Redis's cmsgpack packs an empty Lua table as an empty array
+    if value is None or value == []:
+        return {}
+    return mapping(value)
+
+
+def _session_info(value: Any) -> dict[str, Any]:
+    info = mapping(value)
+    if type(info.get("session")) is not int:
+        raise fail("must describe a session (integer 'session')")
+    return info
+
+
+def _selector(value: Any) -> str:
+    if type(value) is not str or value not in KILL_SELECTORS:
+        raise fail(f"must be one of {sorted(KILL_SELECTORS)}")
+    return str(value)
+
+
+def _testaments(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise fail("must be a list of testaments")
+    for item in value:
+        if type(item) is not dict or type(item.get("topic")) is not str:
+            raise fail("must be a list of testaments (maps with a string 'topic')")
+    return value
+
+
+# --- records -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SessionRecord(Record):
+    """``wamp:node:{node}:sessions`` value: ``{realm, info}`` (``wamp.session.get``)."""
+
+    realm: str = field(metadata=wire("realm", text))
+    info: dict[str, Any] = field(metadata=wire("info", _session_info))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord(Record):
+    """``wamp:node:{node}:subs`` value and ``sub`` of SubscriptionChanged.
+
+    ``{realm, id, uri, match, created, subscribers}``; no subscribers: the node has none.
+    """
+
+    realm: str = field(metadata=wire("realm", text))
+    id: int = field(metadata=wire("id", integer))
+    uri: str = field(metadata=wire("uri", text))
+    match: str = field(metadata=wire("match", text))
+    created: str = field(default="", metadata=wire("created", text))
+    subscribers: tuple[int, ...] = field(default=(), metadata=wire("subscribers", integers, list))
+
+
+@dataclass(frozen=True, slots=True)
+class CalleeRecord(Record):
+    """``wamp:node:{node}:regs`` value and ``e`` of CalleeAdded: one callee of a registration.
+
+    ``reg`` and ``seq`` are 0 until the claim script fills them in.
+    """
+
+    node: str = field(metadata=wire("node", text))
+    realm: str = field(metadata=wire("realm", text))
+    uri: str = field(metadata=wire("uri", text))
+    match: str = field(metadata=wire("match", text))
+    invoke: str = field(metadata=wire("invoke", text))
+    session: int = field(metadata=wire("session", integer))
+    disclose: bool = field(default=False, metadata=wire("disclose", boolean))
+    authid: str | None = field(default=None, metadata=wire("authid", opt_text))
+    authrole: str | None = field(default=None, metadata=wire("authrole", opt_text))
+    features: dict[str, Any] | None = field(default=None, metadata=wire("features", _features))
+    reg: int = field(default=0, metadata=wire("reg", integer))
+    seq: int = field(default=0, metadata=wire("seq", integer))
+
+
+@dataclass(frozen=True, slots=True)
+class TestamentsRecord(Record):
+    """``wamp:node:{node}:testaments`` value: ``{realm, testaments: [{topic, args, kwargs, options}]}``."""
+
+    realm: str = field(metadata=wire("realm", text))
+    testaments: list[dict[str, Any]] = field(metadata=wire("testaments", _testaments))
+
+
+# --- event envelopes -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EventEnvelope(Envelope):
+    """An event on ``wamp:ev:{realm}:{topic}`` (and a retained event's stored value).
+
+    ``{v, n, r, t, p, d, a, k, f}``: ``d`` the EVENT details the origin computed
+    (publisher disclosure), ``f`` the black/whitelisting PUBLISH options or nil.
+    """
+
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    topic: str = field(metadata=wire("t", text))
+    publication: int = field(metadata=wire("p", integer))
+    details: dict[str, Any] = field(metadata=wire("d", mapping_or_empty))
+    args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
+    kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
+    filter: dict[str, Any] | None = field(default=None, metadata=wire("f", opt_mapping))
+
+
+def _event(value: Any) -> EventEnvelope:
+    return EventEnvelope._from_fields(mapping(value))
+
+
+def decode_event(data: bytes | str) -> EventEnvelope:
+    """Decode an event envelope; raise ``ClusterProtocolError`` when malformed."""
+    env = load(data)
+    version = env.get("v")
+    if version != VERSION:
+        raise ClusterProtocolError(f"unsupported cluster protocol version {version!r}")
+    return EventEnvelope._from_fields(env)
+
+
+# --- control envelopes (wamp:ctl) ------------------------------------------------------------
+class ControlMessage(Envelope):
+    """An envelope on the control channel ``wamp:ctl``."""
+
+    __slots__ = ()
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHello(ControlMessage):
+    """``hello``: node ``n`` (re)published its state; load it."""
+
+    OP: ClassVar[str] = "hello"
+    node: str = field(metadata=wire("n", text))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGone(ControlMessage):
+    """``gone``: node ``n`` left (or was reaped); drop everything of it."""
+
+    OP: ClassVar[str] = "gone"
+    node: str = field(metadata=wire("n", text))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionJoined(ControlMessage):
+    """``join``: a session joined realm ``r`` on node ``n``; ``info`` describes it."""
+
+    OP: ClassVar[str] = "join"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    info: dict[str, Any] = field(metadata=wire("info", _session_info))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLeft(ControlMessage):
+    """``leave``: session ``s`` of node ``n`` left realm ``r``."""
+
+    OP: ClassVar[str] = "leave"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    authid: str | None = field(default=None, metadata=wire("authid", opt_text))
+    authrole: str | None = field(default=None, metadata=wire("authrole", opt_text))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChanged(ControlMessage):
+    """``sub``: node ``n``'s subscribers of one subscription (none: it has it no more)."""
+
+    OP: ClassVar[str] = "sub"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    sub: SubscriptionRecord = field(metadata=wire("sub", nested(SubscriptionRecord), as_map))
+
+
+@dataclass(frozen=True, slots=True)
+class CalleeAdded(ControlMessage):
+    """``reg``: a callee of node ``n`` joined a registration (sent by the claim script)."""
+
+    OP: ClassVar[str] = "reg"
+    node: str = field(metadata=wire("n", text))
+    entry: CalleeRecord = field(metadata=wire("e", nested(CalleeRecord), as_map))
+
+
+@dataclass(frozen=True, slots=True)
+class CalleeRemoved(ControlMessage):
+    """``unreg``: callee ``s`` of node ``n`` left registration ``reg`` (release script)."""
+
+    OP: ClassVar[str] = "unreg"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    reg: int = field(metadata=wire("reg", integer))
+    session: int = field(metadata=wire("s", integer))
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedChanged(ControlMessage):
+    """``retain``: the retained event of topic ``t`` is now ``ev``."""
+
+    OP: ClassVar[str] = "retain"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    topic: str = field(metadata=wire("t", text))
+    event: EventEnvelope = field(
+        metadata=wire("ev", lambda v: EventEnvelope._from_fields(mapping(v)), as_map)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KillSessions(ControlMessage):
+    """``kill``: end the sessions of realm ``r`` matching ``sel``/``val`` (meta API kill).
+
+    ``sel`` is ``session``, ``authid``, ``authrole`` or ``all``; session ``except`` is
+    spared; the sessions get GOODBYE ``reason`` (nil: ``wamp.close.killed``).
+    """
+
+    OP: ClassVar[str] = "kill"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    selector: str = field(metadata=wire("sel", _selector))
+    value: Any = field(default=None, metadata=wire("val", anything))
+    except_session: int | None = field(default=None, metadata=wire("except", opt_integer))
+    reason: str | None = field(default=None, metadata=wire("reason", opt_text))
+    message: str | None = field(default=None, metadata=wire("message", opt_text))
+
+
+CONTROL_TYPES: Final[dict[str, type[ControlMessage]]] = {
+    cls.OP: cls
+    for cls in (
+        NodeHello,
+        NodeGone,
+        SessionJoined,
+        SessionLeft,
+        SubscriptionChanged,
+        CalleeAdded,
+        CalleeRemoved,
+        RetainedChanged,
+        KillSessions,
+    )
+}
+"""``op`` → class of every control envelope."""
+
+
+def decode_control(data: bytes | str) -> ControlMessage:
+    """Decode a control envelope; raise ``ClusterProtocolError`` when malformed."""
+    return decode_envelope(load(data), CONTROL_TYPES, "control")
+
+
+# --- inbox envelopes (wamp:inbox:{node}) -----------------------------------------------------
+class InboxMessage(Envelope):
+    """An envelope on a node's inbox: one call crossing nodes.
+
+    ``s`` is the callee session (on the callee's node); ``i`` the invocation key the
+    caller node chose for this call.
+    """
+
+    __slots__ = ()
+
+    node: str
+    realm: str
+    session: int
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxInvocation(InboxMessage):
+    """``inv`` caller node → callee node: invoke registration ``reg`` on callee ``s``."""
+
+    OP: ClassVar[str] = "inv"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    request: int = field(metadata=wire("i", integer))
+    registration: int = field(metadata=wire("reg", integer))
+    details: dict[str, Any] = field(metadata=wire("d", mapping_or_empty))
+    args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
+    kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class InboxInterrupt(InboxMessage):
+    """``int`` caller node → callee node: the call was canceled or timed out."""
+
+    OP: ClassVar[str] = "int"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    request: int = field(metadata=wire("i", integer))
+    options: dict[str, Any] = field(metadata=wire("o", mapping_or_empty))
+
+
+@dataclass(frozen=True, slots=True)
+class InboxResult(InboxMessage):
+    """``res`` callee node → caller node: a result (``d.progress`` when progressive)."""
+
+    OP: ClassVar[str] = "res"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    request: int = field(metadata=wire("i", integer))
+    details: dict[str, Any] = field(metadata=wire("d", mapping_or_empty))
+    args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
+    kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
+
+    @property
+    def progress(self) -> bool:
+        """Whether this is a progressive result."""
+        return self.details.get("progress") is True
+
+
+@dataclass(frozen=True, slots=True)
+class InboxError(InboxMessage):
+    """``err`` callee node → caller node: the call failed with error URI ``e``."""
+
+    OP: ClassVar[str] = "err"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    session: int = field(metadata=wire("s", integer))
+    request: int = field(metadata=wire("i", integer))
+    details: dict[str, Any] = field(metadata=wire("d", mapping_or_empty))
+    error: str = field(metadata=wire("e", text))
+    args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
+    kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
+
+
+INBOX_TYPES: Final[dict[str, type[InboxMessage]]] = {
+    cls.OP: cls for cls in (InboxInvocation, InboxInterrupt, InboxResult, InboxError)
+}
+"""``op`` → class of every inbox envelope."""
+
+
+def decode_inbox(data: bytes | str) -> InboxMessage:
+    """Decode an inbox envelope; raise ``ClusterProtocolError`` when malformed."""
+    return decode_envelope(load(data), INBOX_TYPES, "inbox")
+
+
+# --- probes ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A probe on ``wamp:probe:{node}``: 8 random bytes, raw (not msgpack).
+
+    The node publishes it on its command connection and waits for it on its pub/sub
+    connection; only the token the node is waiting for counts.
+    """
+
+    SIZE: ClassVar[int] = 8
+    token: bytes
+
+    def pack(self) -> bytes:
+        """The probe as sent."""
+        return self.token
+
+    @classmethod
+    def unpack(cls, data: Any) -> Probe:
+        """Check a received probe; raise ``ClusterProtocolError`` when it cannot be one."""
+        if type(data) is not bytes or len(data) != cls.SIZE:
+            raise ClusterProtocolError("a probe is 8 raw bytes")
+        return cls(data)

@@ -1,0 +1,292 @@
+"""The machinery of the cluster wire: field checks and the map codec of ``cluster``.
+
+Each field of an envelope or record dataclass names its wire key, its check (which
+raises ``ClusterProtocolError``) and, when needed, its encoder in ``metadata`` (``wire``).
+The encoder and decoder of each class are generated once from those fields, as
+``dataclasses`` generates ``__init__``; a decoding failure is re-run field by field to
+name the fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from typing import Any, ClassVar, Final, TypeVar
+
+import msgpack
+
+__all__ = [
+    "VERSION",
+    "ClusterProtocolError",
+    "Envelope",
+    "Record",
+    "anything",
+    "as_map",
+    "boolean",
+    "decode_envelope",
+    "fail",
+    "integer",
+    "integers",
+    "load",
+    "mapping",
+    "mapping_or_empty",
+    "nested",
+    "opt_integer",
+    "opt_list",
+    "opt_mapping",
+    "opt_text",
+    "text",
+    "wire",
+    "wire_keys",
+]
+
+VERSION: Final = 1
+"""The cluster protocol version every envelope carries as ``v``."""
+
+
+class ClusterProtocolError(ValueError):
+    """A cluster envelope or record that does not follow protocol_spec/cluster.md."""
+
+
+Decode = Callable[[Any], Any]
+Encode = Callable[[Any], Any]
+
+
+# --- field checks ----------------------------------------------------------------------
+def fail(what: str) -> ClusterProtocolError:
+    return ClusterProtocolError(what)
+
+
+def text(value: Any) -> str:
+    if type(value) is not str:
+        raise fail("must be a string")
+    return value
+
+
+def opt_text(value: Any) -> str | None:
+    return None if value is None else text(value)
+
+
+def integer(value: Any) -> int:
+    if type(value) is not int:
+        raise fail("must be an integer")
+    return value
+
+
+def opt_integer(value: Any) -> int | None:
+    return None if value is None else integer(value)
+
+
+def boolean(value: Any) -> bool:
+    if type(value) is not bool:
+        raise fail("must be a boolean")
+    return value
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise fail("must be a map")
+    return value
+
+
+def mapping_or_empty(value: Any) -> dict[str, Any]:
+    return {} if value is None else mapping(value)
+
+
+def opt_mapping(value: Any) -> dict[str, Any] | None:
+    return None if value is None else mapping(value)
+
+
+def opt_list(value: Any) -> list[Any] | None:
+    if value is not None and type(value) is not list:
+        raise fail("must be a list or nil")
+    return value
+
+
+def anything(value: Any) -> Any:
+    return value
+
+
+def integers(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if type(value) is not list or not all(type(v) is int for v in value):
+        raise fail("must be a list of integers")
+    return tuple(value)
+
+
+def wire(key: str, decode: Decode, encode: Encode | None = None) -> dict[str, Any]:
+    """Field metadata: carried under ``key``, checked by ``decode``, written by ``encode``."""
+    return {"key": key, "decode": decode, "encode": encode}
+
+
+_Spec = tuple[tuple[str, str, Decode, Encode | None, Any], ...]
+_SPECS: dict[type, _Spec] = {}
+
+
+def _spec(cls: type) -> _Spec:
+    """(attribute, key, decode, encode, default) of each field of ``cls``, cached."""
+    spec = _SPECS.get(cls)
+    if spec is None:
+        spec = tuple(
+            (f.name, f.metadata["key"], f.metadata["decode"], f.metadata["encode"], f.default)
+            for f in fields(cls)
+        )
+        _SPECS[cls] = spec
+    return spec
+
+
+def wire_keys(cls: type) -> tuple[str, ...]:
+    """The wire keys of ``cls``'s fields in declaration order (``v`` and ``op`` excluded)."""
+    return tuple(key for _name, key, _dec, _enc, _default in _spec(cls))
+
+
+def load(data: bytes | str) -> dict[Any, Any]:
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise ClusterProtocolError(f"undecodable envelope: {exc}") from None
+    if type(value) is not dict:
+        raise ClusterProtocolError("an envelope must be a map")
+    return value
+
+
+def _dump(value: dict[str, Any]) -> bytes:
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+_T = TypeVar("_T", bound="_Wire")
+
+
+_Codec = tuple[Callable[[Any], dict[str, Any]], Callable[[dict[Any, Any]], Any]]
+_CODECS: dict[type, _Codec] = {}
+
+
+def _codec(cls: type) -> _Codec:
+    """(encode, decode) of ``cls``, generated once from its fields (as dataclasses does).
+
+    ``encode`` builds the map (with ``v`` and ``op`` for envelopes); ``decode`` builds the
+    instance from a map and raises ``KeyError`` or ``ClusterProtocolError`` when malformed.
+    """
+    found = _CODECS.get(cls)
+    if found is not None:
+        return found
+    ns: dict[str, Any] = {"cls": cls}
+    items: list[str] = []
+    if hasattr(cls, "OP"):  # an envelope
+        items.append(f"'v': {VERSION!r}")
+        if cls.OP:
+            items.append(f"'op': {cls.OP!r}")
+    args: list[str] = []
+    for i, (name, key, decode, encode, default) in enumerate(_spec(cls)):
+        ns[f"d{i}"], ns[f"e{i}"], ns[f"m{i}"] = decode, encode, default
+        items.append(f"{key!r}: " + (f"self.{name}" if encode is None else f"e{i}(self.{name})"))
+        value = f"d{i}(env[{key!r}])"
+        args.append(
+            f"{name}={value}"
+            if default is MISSING
+            else f"{name}={value} if {key!r} in env else m{i}"
+        )
+    source = (
+        f"def encode(self):\n    return {{{', '.join(items)}}}\n"
+        f"def decode(env):\n    return cls({', '.join(args)})\n"
+    )
+    exec(source, ns)  # generated from our own field names and keys only
+    found = _CODECS[cls] = (ns["encode"], ns["decode"])
+    return found
+
+
+class _Wire:
+    """What envelopes and records share: the field-driven map codec."""
+
+    __slots__ = ()
+
+    def _fields_map(self) -> dict[str, Any]:
+        return _codec(type(self))[0](self)
+
+    @classmethod
+    def _from_fields(cls: type[_T], env: dict[Any, Any]) -> _T:
+        try:
+            found: _T = _codec(cls)[1](env)
+        except (KeyError, ClusterProtocolError):
+            return cls._explain(env)  # the slow path names the fault
+        return found
+
+    @classmethod
+    def _explain(cls: type[_T], env: dict[Any, Any]) -> _T:
+        kwargs: dict[str, Any] = {}
+        for name, key, decode, _encode, default in _spec(cls):
+            if key in env:
+                try:
+                    kwargs[name] = decode(env[key])
+                except ClusterProtocolError as exc:
+                    raise ClusterProtocolError(f"{cls.__name__}.{key} {exc}") from None
+            elif default is MISSING:
+                raise ClusterProtocolError(f"{cls.__name__} without {key!r}")
+        return cls(**kwargs)
+
+
+class Record(_Wire):
+    """A value stored in a per-node hash (cluster.md, "Keys"): a plain msgpack map."""
+
+    __slots__ = ()
+
+    def to_map(self) -> dict[str, Any]:
+        """The record as a map (for nesting in an envelope)."""
+        return self._fields_map()
+
+    def pack(self) -> bytes:
+        """The record as msgpack bytes."""
+        return _dump(self.to_map())
+
+    @classmethod
+    def from_map(cls: type[_T], value: Any) -> _T:
+        """Check and build the record from a decoded map."""
+        if type(value) is not dict:
+            raise ClusterProtocolError(f"{cls.__name__} must be a map")
+        return cls._from_fields(value)
+
+    @classmethod
+    def unpack(cls: type[_T], data: bytes | str) -> _T:
+        """Decode and check a record read from Redis."""
+        return cls._from_fields(load(data))
+
+
+def nested(cls: type[Record]) -> Decode:
+    return cls.from_map
+
+
+def as_map(value: Record) -> dict[str, Any]:
+    return value.to_map()
+
+
+class Envelope(_Wire):
+    """A message between nodes: ``{v, op, n, …}`` packed with msgpack."""
+
+    __slots__ = ()
+
+    OP: ClassVar[str] = ""
+    """The ``op`` value (empty for event envelopes, whose channel names them)."""
+
+    def to_map(self) -> dict[str, Any]:
+        """The envelope as a map, version and kind included."""
+        return self._fields_map()
+
+    def pack(self) -> bytes:
+        """The envelope as msgpack bytes."""
+        return _dump(self.to_map())
+
+
+def decode_envelope(env: dict[Any, Any], table: dict[str, type[_E]], channel: str) -> _E:
+    version = env.get("v")
+    if version != VERSION:
+        raise ClusterProtocolError(f"unsupported cluster protocol version {version!r}")
+    op = env.get("op")
+    cls = table.get(op) if type(op) is str else None
+    if cls is None:
+        raise ClusterProtocolError(f"unknown {channel} envelope op {op!r}")
+    return cls._from_fields(env)
+
+
+_E = TypeVar("_E", bound=Envelope)

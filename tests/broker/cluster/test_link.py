@@ -1,0 +1,144 @@
+"""The Redis backend in-process: link states, metrics, malformed envelopes, outbox drops.
+
+A real redis-server; the backend is driven by the test's own event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import msgpack
+import pytest
+from redis.asyncio import Redis
+
+from broker.cluster.link import ClusterTiming
+from broker.cluster.outbox import MAX_OUTBOX, Outbox
+from broker.cluster.redis import RedisCluster
+from broker.cluster.state import TRANSITIONS, LinkState, LinkStateMachine
+from broker.core.realm import RealmSettings
+from broker.core.router import Router
+from broker.server import AsyncioScheduler
+from protocol_spec import cluster as wire
+from tests.support.processes import RedisProcess, start_redis
+
+from .conftest import eventually
+
+TIMING = ClusterTiming(
+    heartbeat_interval=0.25, node_timeout=2.0, probe_interval=0.3, probe_timeout=0.5
+)
+METRIC_KEYS = {"links", "redis_rtt", "state", "outbox_dropped"}
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[RedisProcess]:
+    server = start_redis()
+    yield server
+    server.kill()
+
+
+async def _backend(url: str, node: str) -> tuple[Router, RedisCluster]:
+    router = Router((RealmSettings("realm1"),), AsyncioScheduler())
+    backend = RedisCluster(url, node, router, TIMING)
+    for realm in router.realms.values():
+        realm.cluster = backend
+    await backend.start()
+    return router, backend
+
+
+async def test_metrics_follow_the_link_from_up_to_degraded_to_down(own_redis: RedisProcess) -> None:
+    _router, backend = await _backend(own_redis.url, "links-a")
+    try:
+        report = backend.metrics()
+        assert set(report) == METRIC_KEYS
+        assert report["links"] == {"redis": True, "pubsub": True}
+        assert report["state"] == "up" and backend.available
+        assert isinstance(report["redis_rtt"], float)
+        assert report["outbox_dropped"] == 0
+        own_redis.kill()
+
+        async def lost() -> bool:
+            return backend.metrics()["state"] in ("degraded", "deaf", "connecting")
+
+        await eventually(lost, timeout=10.0, what="the backend notices Redis is gone")
+        report = backend.metrics()
+        assert report["links"]["redis"] is False and report["redis_rtt"] is None
+        assert not backend.available
+    finally:
+        await backend.close()
+    assert backend.metrics()["state"] == "down"
+
+
+async def test_malformed_envelopes_are_dropped_with_a_reason_and_the_node_keeps_going(
+    own_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    router, backend = await _backend(own_redis.url, "strict-a")
+    client = Redis.from_url(own_redis.url)
+    try:
+        caplog.set_level(logging.WARNING, logger="broker.cluster.redis")
+        await client.publish("wamp:ctl", b"\xc1 not msgpack")
+        bad_leave = {"v": 1, "op": "leave", "n": "x", "r": "realm1", "s": "not-an-int"}
+        await client.publish("wamp:ctl", msgpack.packb(bad_leave))
+        await client.publish("wamp:inbox:strict-a", b"\x81\xa1v\x01")  # {v: 1}, no op
+        joined = wire.SessionJoined("other", "realm1", {"session": 77, "authid": "z"})
+        await client.publish("wamp:ctl", joined.pack())
+
+        async def applied() -> bool:
+            return 77 in router.realms["realm1"].remote.sessions
+
+        await eventually(applied, timeout=5.0, what="the valid envelope after the bad ones")
+        dropped = [r.getMessage() for r in caplog.records if "malformed envelope" in r.getMessage()]
+        assert dropped and "undecodable envelope" in dropped[0]
+        assert backend.available
+    finally:
+        await client.aclose()
+        await backend.close()
+
+
+def test_every_state_has_a_row_and_down_is_final() -> None:
+    assert set(TRANSITIONS) == set(LinkState)
+    assert TRANSITIONS[LinkState.DOWN] == frozenset()
+    assert [s for s in LinkState if s.available] == [LinkState.UP]
+
+
+def test_a_transition_outside_the_table_is_refused_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    machine = LinkStateMachine()
+    assert machine.move(LinkState.UP)
+    with caplog.at_level(logging.WARNING, logger="broker.cluster.state"):
+        assert not machine.move(LinkState.CONNECTING, "skipping degraded")
+    assert machine.state is LinkState.UP
+    assert "up -> connecting refused" in caplog.text
+    assert machine.move(LinkState.DEAF, "probe lost")
+    assert machine.text == "deaf: probe lost"
+    assert machine.move(LinkState.CONNECTING) and machine.move(LinkState.DOWN)
+    assert not machine.move(LinkState.UP)
+
+
+def test_a_full_outbox_counts_its_drops_and_logs_the_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outbox = Outbox()
+    replies: list[object] = []
+    with caplog.at_level(logging.WARNING, logger="broker.cluster.outbox"):
+        for i in range(MAX_OUTBOX + 3):
+            outbox.push(("PUBLISH", b"c", b"%d" % i), replies.append)
+    assert outbox.dropped == 3
+    assert len(replies) == 3  # the dropped commands' replies got LinkLost
+    assert [r.getMessage() for r in caplog.records].count(
+        f"cluster: outbox full ({MAX_OUTBOX} commands): 1 dropped so far"
+    ) == 1
+    assert len(caplog.records) == 1
+
+
+def test_reconnection_uses_the_shared_jittered_backoff() -> None:
+    backend = RedisCluster("redis://127.0.0.1:1/0", "b", Router((), AsyncioScheduler()), TIMING)
+    assert backend.backoff.initial == 0.1 and backend.backoff.maximum == TIMING.backoff_max
+    assert backend.backoff.jitter > 0
+    assert backend.metrics() == {
+        "links": {"redis": False, "pubsub": False},
+        "redis_rtt": None,
+        "state": "connecting",
+        "outbox_dropped": 0,
+    }
