@@ -127,7 +127,9 @@ class BrokerServer:
         self.metrics = BrokerMetrics(__version__, node, self.router, self.transport, self.cluster)
         self.transport.http_routes["/metrics"] = self.metrics.http_response
         self._count_auth_in_metrics()
-        self.http_api = HttpApiService(self.router, settings, self.transport, self.metrics)
+        self.http_api = HttpApiService(
+            self.router, settings, self.transport, self.metrics, self.offload
+        )
         self._closed: asyncio.Event | None = None
         self._closing = False
 

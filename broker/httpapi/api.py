@@ -13,6 +13,9 @@ error raised by the callee, is 502 Bad Gateway): ``no_such_procedure`` 404,
 ``no_eligible_callee`` 503, ``invalid_uri``/``invalid_argument`` 400, the broker's
 limit errors 429.
 
+A call whose HTTP client disconnects before the answer is canceled (CANCEL
+``killnowait``: the callee gets INTERRUPT).
+
 Progressive results: a call sent with ``Accept: application/x-ndjson`` asks the
 callee for progressive results and gets a chunked ``200`` whose body has one JSON
 object per line: ``{"progress": true, "args", "kwargs"}`` for each progressive
@@ -29,11 +32,12 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from broker.core.auth import Offload
 from broker.core.router import Router
 from broker.transport.http import HttpConnection, HttpRequest
 from protocol_spec import errors
 from protocol_spec.errors import LIMIT_EXCEEDED, RATE_LIMIT_EXCEEDED
-from protocol_spec.messages import Abort, Call, Error, Message, Publish, Published, Result
+from protocol_spec.messages import Abort, Call, Cancel, Error, Message, Publish, Published, Result
 from protocol_spec.uri import is_reserved, is_valid_uri
 
 from .auth import AuthError, Credentials, Verdict
@@ -171,9 +175,15 @@ def parse_json(body: bytes) -> Any:
 class HttpApi:
     """Serves one realm's publish and call paths (``HttpApp`` handlers)."""
 
-    def __init__(self, router: Router, settings: HttpApiSettings, gate: HttpGate) -> None:
+    def __init__(
+        self,
+        router: Router,
+        settings: HttpApiSettings,
+        gate: HttpGate,
+        offload: Offload | None = None,
+    ) -> None:
         self.settings = settings
-        self.credentials = Credentials(settings)
+        self.credentials = Credentials(settings, offload)
         self.sessions = Sessions(router, settings.realm, gate)
         self.tasks: set[asyncio.Task[None]] = set()
         self.publish = _Route(self, self._publish)
@@ -206,8 +216,9 @@ class HttpApi:
         try:
             verdict = await self.credentials.check(request.headers, query, request.body)
         except AuthError as exc:
-            error = UNAUTHENTICATED if exc.status == 401 else INVALID_REQUEST
-            error = TOO_MANY_REQUESTS if exc.status == 429 else error
+            error = {401: UNAUTHENTICATED, 429: TOO_MANY_REQUESTS, 503: errors.UNAVAILABLE}.get(
+                exc.status, INVALID_REQUEST
+            )
             self.answer(conn, exc.status, error, str(exc))
             return
         if not self.credentials.take_token(verdict.credential):
@@ -289,7 +300,12 @@ class HttpApi:
             if not (isinstance(reply, Result) and reply.details.get("progress") is True):
                 held.handlers.pop(request_id, None)
 
+        def on_lost() -> None:  # the HTTP client went away: cancel the call
+            if request_id in held.handlers and not held.closed:
+                held.router.receive(held.session, Cancel(request_id, {"mode": "killnowait"}))
+
         held.handlers[request_id] = on_reply
+        conn.on_lost = on_lost
         in_flight[credential] = in_flight.get(credential, 0) + 1
         try:
             held.router.receive(

@@ -2,9 +2,11 @@
 
 Bearer keys: ``Authorization: Bearer <key id>.<secret>``. The config holds the
 salted PBKDF2 hash of the secret (like ticket principals). The first check of a
-key runs PBKDF2 on a worker thread (``asyncio.to_thread``: the loop keeps serving);
-a verified token is remembered by its SHA-256 digest (bounded cache, cleared on
-restart), so later requests with the same key cost one hash, not 50 ms.
+key runs PBKDF2 on the server's bounded, low-priority ``Offload`` pool (the one
+ticket and WAMP-CRA logins use; full: 503, retry), concurrent first checks of one
+token share that derivation, and a verified token is remembered by its SHA-256
+digest (bounded cache, cleared on restart): later requests with the same key cost
+one hash, not 50 ms.
 
 Signed requests (Crossbar.io's HTTP bridge scheme): query parameters ``key``,
 ``timestamp`` (UTC ISO 8601 ``2011-10-14T16:59:51.123Z``), ``seq`` (integer),
@@ -33,6 +35,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from broker.auth.secrets import verify_ticket
+from broker.core.auth import Offload
 
 from .sessions import Principal
 from .settings import HttpApiSettings
@@ -91,9 +94,11 @@ class _Bucket:
 class Credentials:
     """Checks a request's credentials against one realm's keys and signers."""
 
-    def __init__(self, settings: HttpApiSettings) -> None:
+    def __init__(self, settings: HttpApiSettings, offload: Offload | None = None) -> None:
         self.settings = settings
+        self.offload = offload
         self._verified: OrderedDict[bytes, Principal] = OrderedDict()
+        self._deriving: dict[bytes, asyncio.Future[bool]] = {}
         self._nonces: dict[tuple[str, str], float] = {}
         self._buckets: dict[str, _Bucket] = {}
         self.in_flight: dict[str, int] = {}
@@ -120,13 +125,32 @@ class Credentials:
         entry = (self.settings.keys or {}).get(key_id)
         if not dot or entry is None:
             raise AuthError(401, "unauthenticated", "unknown API key")
-        if not await asyncio.to_thread(verify_ticket, secret, entry.key_hash):
+        if not await self._verify(digest, secret, entry.key_hash):
             raise AuthError(401, "unauthenticated", "unknown API key")
         principal = Principal(entry.authid, entry.role)
         self._verified[digest] = principal
         if len(self._verified) > _CACHE_SIZE:
             self._verified.popitem(last=False)
         return Verdict(principal, f"key:{key_id}")
+
+    async def _verify(self, digest: bytes, secret: str, key_hash: str) -> bool:
+        """PBKDF2 off the loop; one derivation per token however many requests wait."""
+        pending = self._deriving.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if self.offload is None:
+            return await asyncio.to_thread(verify_ticket, secret, key_hash)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def done(result: object) -> None:
+            self._deriving.pop(digest, None)
+            if not future.done():
+                future.set_result(result is True)
+
+        if not self.offload.submit(lambda: verify_ticket(secret, key_hash), done):
+            raise AuthError(503, "unavailable", "authentication is busy: retry")
+        self._deriving[digest] = future
+        return await asyncio.shield(future)
 
     def _signed(self, params: Mapping[str, str], body: bytes) -> Verdict:
         for name in ("key", "timestamp", "seq", "nonce", "signature"):

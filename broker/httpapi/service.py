@@ -13,6 +13,7 @@ from .webhooks import Webhook, WebhookCounters, Webhooks
 
 if TYPE_CHECKING:
     from broker.config import Settings
+    from broker.core.auth import Offload
     from broker.core.router import Router
     from broker.metrics import BrokerMetrics
     from broker.transport.listener import Listener
@@ -24,7 +25,12 @@ class HttpApiService:
     """Every realm's HTTP API and webhooks on one server."""
 
     def __init__(
-        self, router: Router, settings: Settings, listener: Listener, metrics: BrokerMetrics
+        self,
+        router: Router,
+        settings: Settings,
+        listener: Listener,
+        metrics: BrokerMetrics,
+        offload: Offload | None = None,
     ) -> None:
         self.router = router
         self.gate = HttpGate()
@@ -37,7 +43,7 @@ class HttpApiService:
             )
         apps = listener.http_apps
         for api_settings in settings.http_apis:
-            api = HttpApi(router, api_settings, self.gate)
+            api = HttpApi(router, api_settings, self.gate, offload)
             self.apis.append(api)
             for path, app in (
                 (api_settings.publish_path, api.publish),

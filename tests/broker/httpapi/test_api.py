@@ -139,6 +139,35 @@ async def test_callee_gone_mid_call_is_503_canceled(api: Api, pool: ClientPool) 
     assert (reply.status, reply.json()["error"]) == (503, "wamp.error.canceled")
 
 
+async def test_a_call_whose_http_client_leaves_is_canceled(
+    broker: BrokerProcess, pool: ClientPool
+) -> None:
+    callee = await pool.connect()
+    entered = asyncio.Event()
+    interrupted = asyncio.Event()
+
+    async def hang() -> None:
+        entered.set()
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    await callee.register(hang, "com.err.abandoned")
+    _reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+    body = json.dumps({"procedure": "com.err.abandoned"}).encode()
+    writer.write(
+        b"POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer svc.{KEY_SECRET}\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await asyncio.wait_for(entered.wait(), 5)
+    writer.close()
+    await asyncio.wait_for(interrupted.wait(), 5)
+
+
 async def test_progressive_results_stream_as_ndjson(api: Api, pool: ClientPool) -> None:
     callee = await pool.connect()
 
