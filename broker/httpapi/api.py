@@ -267,7 +267,10 @@ class HttpApi:
             )
         publications: list[int] = []
         for index, future in enumerate(futures):
-            reply = await asyncio.wait_for(future, _REPLY_WAIT)
+            # PUBLISHED usually came during receive(): no timer for what is already there
+            reply = (
+                future.result() if future.done() else await asyncio.wait_for(future, _REPLY_WAIT)
+            )
             if not isinstance(reply, Published):
                 status, data = _error_of(reply)
                 extra = {"index": index, "publications": publications} if batch else {}
