@@ -282,7 +282,7 @@ class WampPeer:
             return
         kind = message.TYPE
         self.stats.messages_in[kind] += 1
-        if kind == 48:  # CALL: start the latency clock
+        if kind == MessageType.CALL:  # start the latency clock
             TransportStats.start_call(self.calls_started, message.request)
         try:
             router.receive(session, message)
