@@ -28,6 +28,7 @@ from broker.core.ids import Counter
 from broker.core.router import Router
 from broker.core.session import Session, SessionState
 from protocol_spec import errors
+from protocol_spec.errors import CloseCode
 from protocol_spec.messages import Abort, Goodbye, Hello, Message
 
 __all__ = ["AUTHMETHOD", "IDLE_TIMEOUT", "HttpGate", "Principal", "PrincipalSession", "Sessions"]
@@ -123,7 +124,7 @@ class PrincipalSession:
         elif self.on_event is not None:
             self.on_event(message)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """The router ended the session: fail what waits, detach."""
         if self.closed and self.session.id not in self.router.sessions:
             return
