@@ -32,6 +32,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from broker.core.auth import Offload
 from broker.core.router import Router
 from broker.transport.http import HttpConnection, HttpRequest
@@ -181,9 +183,10 @@ class HttpApi:
         settings: HttpApiSettings,
         gate: HttpGate,
         offload: Offload | None = None,
+        shared: aioredis.Redis | None = None,
     ) -> None:
         self.settings = settings
-        self.credentials = Credentials(settings, offload)
+        self.credentials = Credentials(settings, offload, shared)
         self.sessions = Sessions(router, settings.realm, gate)
         self.tasks: set[asyncio.Task[None]] = set()
         self.publish = _Route(self, self._publish)

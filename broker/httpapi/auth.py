@@ -13,9 +13,10 @@ Signed requests (Crossbar.io's HTTP bridge scheme): query parameters ``key``,
 ``nonce`` (integer) and ``signature`` =
 ``base64url(HMAC-SHA256(secret, key ‖ timestamp ‖ seq ‖ nonce ‖ body))``. The
 timestamp must be within ``signature_window`` seconds of the node's clock; a
-(key, nonce) pair is accepted once within the window (replay protection, per
-node: a replay sent to another node of a cluster is caught only there if the
-nonce store is shared — documented in the README).
+(key, nonce) pair is accepted once within the window (replay protection): each
+node remembers the nonces it accepted, and in a cluster the nonce is also claimed
+in Redis (``SET NX``, expiring after twice the window), so a replay sent to
+another node fails too.
 
 Limits per credential: a token bucket (``rate``/``burst``) and a bound on calls in
 flight (``max_concurrent_calls``).
@@ -27,12 +28,15 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
+
+import redis.asyncio as aioredis
 
 from broker.auth.secrets import verify_ticket
 from broker.core.auth import Offload
@@ -42,6 +46,10 @@ from .settings import HttpApiSettings
 
 __all__ = ["AuthError", "Credentials", "Verdict", "sign_request"]
 
+log = logging.getLogger(__name__)
+
+NONCE_PREFIX = "wamp:httpnonce:"
+"""Redis key prefix of signed-request nonces (cluster: shared replay protection)."""
 _CACHE_SIZE = 4096
 _NONCES_MAX = 100_000
 
@@ -94,9 +102,15 @@ class _Bucket:
 class Credentials:
     """Checks a request's credentials against one realm's keys and signers."""
 
-    def __init__(self, settings: HttpApiSettings, offload: Offload | None = None) -> None:
+    def __init__(
+        self,
+        settings: HttpApiSettings,
+        offload: Offload | None = None,
+        shared: aioredis.Redis | None = None,
+    ) -> None:
         self.settings = settings
         self.offload = offload
+        self.shared = shared
         self._verified: OrderedDict[bytes, Principal] = OrderedDict()
         self._deriving: dict[bytes, asyncio.Future[bool]] = {}
         self._nonces: dict[tuple[str, str], float] = {}
@@ -107,7 +121,9 @@ class Credentials:
         """The request's principal, or ``AuthError`` (401 unauthenticated, 400 malformed)."""
         params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
         if "signature" in params or "key" in params:
-            return self._signed(params, body)
+            verdict = self._signed(params, body)
+            await self._claim_nonce(params["key"], params["nonce"])
+            return verdict
         authorization = headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -181,6 +197,20 @@ class Credentials:
             raise AuthError(401, "unauthenticated", "signed request: bad signature")
         self._remember_nonce(key, params["nonce"], now, window)
         return Verdict(Principal(signer.authid, signer.role), f"signer:{key}")
+
+    async def _claim_nonce(self, key: str, nonce: str) -> None:
+        """Cluster: the nonce is claimed in Redis too, so a replay to another node fails."""
+        if self.shared is None:
+            return
+        name = f"{NONCE_PREFIX}{self.settings.realm}:{key}:{nonce}"
+        ttl = max(1, int(2 * self.settings.signature_window))
+        try:
+            fresh = await self.shared.set(name, "1", nx=True, ex=ttl)
+        except Exception as exc:  # Redis down: this node's own check still holds
+            log.warning("signed request: nonce not shared (%s)", exc)
+            return
+        if not fresh:
+            raise AuthError(401, "unauthenticated", "signed request: nonce replayed")
 
     def _remember_nonce(self, key: str, nonce: str, now: float, window: float) -> None:
         seen = self._nonces

@@ -42,8 +42,10 @@ class HttpApiService:
                 context.settings, authenticators=(*context.settings.authenticators, self.gate)
             )
         apps = listener.http_apps
+        # one Redis client (pool) for webhook claims and signed-request nonces
+        self.redis = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
         for api_settings in settings.http_apis:
-            api = HttpApi(router, api_settings, self.gate, offload)
+            api = HttpApi(router, api_settings, self.gate, offload, self.redis)
             self.apis.append(api)
             for path, app in (
                 (api_settings.publish_path, api.publish),
@@ -64,9 +66,8 @@ class HttpApiService:
         s = self._settings
         if self.counters is None:
             return
-        claims = aioredis.Redis.from_url(s.redis_url) if s.redis_url else None
-        hooks = [Webhook(h, claims, node, self.counters) for h in s.webhooks]
-        self.webhooks = Webhooks(hooks, claims)
+        hooks = [Webhook(h, self.redis, node, self.counters) for h in s.webhooks]
+        self.webhooks = Webhooks(hooks)
         for hook in hooks:
             hook.start(self.router, self.gate)
 
@@ -77,3 +78,6 @@ class HttpApiService:
         if self.webhooks is not None:
             await self.webhooks.close()
             self.webhooks = None
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None

@@ -256,13 +256,10 @@ class Webhook:
 class Webhooks:
     """Every webhook of the server."""
 
-    def __init__(self, hooks: list[Webhook], claims: aioredis.Redis | None) -> None:
+    def __init__(self, hooks: list[Webhook]) -> None:
         self.hooks = hooks
-        self.claims = claims
 
     async def close(self) -> None:
         """Stop every webhook."""
         for hook in self.hooks:
             await hook.close()
-        if self.claims is not None:
-            await self.claims.aclose()

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from broker.httpapi.auth import sign_request
 from tests.broker.interop._autobahn import ClientPool
 from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
 
-from ._support import Api, Receiver, config_text, metric, write_config
+from ._support import SIGNER_SECRET, Api, Receiver, config_text, metric, write_config
 
 if shutil.which("redis-server") is None:  # pragma: no cover - the test command installs it
     pytest.skip("redis-server is not installed", allow_module_level=True)
@@ -150,3 +151,18 @@ async def test_each_event_is_delivered_by_exactly_one_node(cluster: Cluster) -> 
     publications = [p.json()["publication"] for p in posts]
     assert sorted(publications) == sorted(expected)
     assert len(set(publications)) == len(publications) == total
+
+
+async def test_a_signed_request_replayed_to_the_other_node_is_refused(cluster: Cluster) -> None:
+    body = b'{"topic": "com.cl.signed"}'
+    query = sign_request("cron", SIGNER_SECRET, body, seq=1, nonce=int(time.time() * 1000))
+    replies = []
+    for node in cluster.nodes:
+        api = Api(node.http_base, token=None)
+        try:
+            replies.append(await asyncio.to_thread(api.post, "/publish", raw=body, query=query))
+        finally:
+            api.close()
+    assert replies[0].status == 200
+    assert replies[1].status == 401
+    assert replies[1].json()["args"] == ["signed request: nonce replayed"]
