@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -166,3 +167,31 @@ async def test_a_signed_request_replayed_to_the_other_node_is_refused(cluster: C
     assert replies[0].status == 200
     assert replies[1].status == 401
     assert replies[1].json()["args"] == ["signed request: nonce replayed"]
+
+
+async def test_publish_while_redis_is_down_is_503_unavailable(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    path = write_config(tmp_path_factory.mktemp("outage"), TIMING + config_text())
+    redis = start_redis()
+    node = start_broker("--redis", redis.url, "--node-id", "lonely", "--config", str(path))
+    try:
+        assert (await post(node, "/publish", {"topic": "com.cl.up"})).status == 200
+        redis.kill()
+        for _ in range(200):  # bounded: /readyz turns 503 once the link is seen down
+            if await asyncio.to_thread(ready_status, node) == 503:
+                break
+            await asyncio.sleep(0.05)  # between probes, not as synchronisation
+        reply = await post(node, "/publish", {"topic": "com.cl.down"})
+        assert (reply.status, reply.json()["error"]) == (503, "wamp.error.unavailable")
+    finally:
+        node.stop()
+        redis.kill()
+
+
+def ready_status(node: BrokerProcess) -> int:
+    try:
+        with urllib.request.urlopen(node.http_base + "/readyz", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
