@@ -1,4 +1,4 @@
-"""WAMP load generator: rpc, fanout, fanout-rate, connections and cluster scenarios.
+"""WAMP load generator: rpc, fanout, fanout-rate, connections, cluster and publish-ack.
 
 Usage (from the repository root)::
 
@@ -6,6 +6,7 @@ Usage (from the repository root)::
     python -m bench.loadgen rpc --callee-url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws
     python -m bench.loadgen fanout --url ws://127.0.0.1:8080/ws --subscribers 100
     python -m bench.loadgen cluster --pub-url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws
+    python -m bench.loadgen publish-ack --pub-url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws
 
 Each run prints ONE JSON line. The client side runs in ``--procs`` worker processes
 (pinned to ``--cpu`` when given); a coordinator in the main process hands out the start
@@ -40,8 +41,10 @@ from bench.fastws import FastConnection
 from bench.wamp import (
     CALL,
     CLIENTS,
+    ERROR,
     EVENT,
     PUBLISH,
+    PUBLISHED,
     RESULT,
     YIELD,
     Session,
@@ -51,7 +54,7 @@ from bench.wamp import (
     unpackb,
 )
 
-SCENARIOS = ("rpc", "fanout", "fanout-rate", "connections", "cluster")
+SCENARIOS = ("rpc", "fanout", "fanout-rate", "connections", "cluster", "publish-ack")
 PROCEDURE = "bench.echo"
 TOPIC = "bench.topic"
 # SO_RCVBUF of a --stalled subscriber's socket, set before connecting (Linux doubles it
@@ -505,6 +508,112 @@ async def publish_rate(pub: Session, p: dict[str, Any], win: Window) -> int:
     return seq
 
 
+# ----------------------------------------------------------------------------- publish-ack
+
+
+async def ack_worker(p: dict[str, Any], index: int, procs: int, ctl: Control, sh: Shared) -> None:
+    """Acknowledged publishes: each publisher keeps ``--inflight`` PUBLISHes unanswered
+    (1: closed loop); latency is PUBLISH sent → PUBLISHED received. One subscriber on
+    ``--url`` (node B) drains the events so they really cross nodes."""
+    realm, pub_url = p["realm"], p.get("pub_url") or p["url"]
+    mine = list(shard(p["publishers"], index, procs))
+    subscriber: Session | None = None
+    if index == 0:
+        subscriber = await join(p["url"], realm, client=p["client"])
+        await subscriber.subscribe(TOPIC)
+    publishers = [await join(pub_url, realm, client=p["client"]) for _ in mine]
+    count = p["count"]
+    quotas = [
+        (count // p["publishers"]) + (1 if j < count % p["publishers"] else 0) if count else 1 << 62
+        for j in mine
+    ]
+    ctl.send("ready")
+    _, win = await ctl.recv()
+    window: Window = win
+    report = WorkerReport()
+    lat = array.array("q")
+    delivered = 0
+
+    async def drain(s: Session) -> None:
+        nonlocal delivered
+        ws = s.ws
+        while True:
+            if isinstance(ws, FastConnection):
+                delivered += len(await ws.recv_batch())
+            else:
+                await ws.recv()
+                delivered += 1
+
+    draining = asyncio.create_task(drain(subscriber)) if subscriber else None
+    await asyncio.gather(
+        *(ack_loop(s, q, p, window, report, lat) for s, q in zip(publishers, quotas, strict=True))
+    )
+    report.latencies = lat.tobytes()
+    report.t_first = window.t_mark
+    report.extra["delivered"] = delivered
+    ctl.send("report", report)
+    if draining:
+        draining.cancel()
+    await close_all(publishers + ([subscriber] if subscriber else []))
+
+
+async def ack_loop(
+    s: Session,
+    quota: int,
+    p: dict[str, Any],
+    window: Window,
+    report: WorkerReport,
+    lat: array.array[int],
+) -> None:
+    """One publisher: send while fewer than ``--inflight`` are unanswered; time each answer."""
+    recv, send = s.ws.recv, s.ws.send
+    clock = time.perf_counter_ns
+    mark, end = int(window.t_mark * 1e9), int(window.t_end * 1e9)
+    stop = end + int(p["timeout"] * 1e9)
+    payload = [b"\x00" * p["payload"]]
+    sent_at: dict[int, int] = {}
+    room = asyncio.Semaphore(p["inflight"])
+    finished = False
+
+    async def answers() -> None:
+        while (sent_at or not finished) and clock() < stop:
+            msg = unpackb(await recv())
+            t1 = clock()
+            code = msg[0]
+            if code != PUBLISHED and code != ERROR:
+                continue
+            t0 = sent_at.pop(msg[1] if code == PUBLISHED else msg[2], None)
+            if t0 is None:
+                continue
+            room.release()
+            report.sent += 1
+            if code == ERROR:
+                report.errors += 1
+                continue
+            report.received += 1
+            if t0 >= mark:
+                report.measured += 1
+                lat.append(t1 - t0)
+                report.t_last = max(report.t_last, t1 / 1e9)
+
+    reader = asyncio.create_task(answers())
+    await sleep_until(window.t_go)
+    req = 0
+    while req < quota:
+        await room.acquire()
+        t0 = clock()
+        if t0 >= end:
+            break
+        req += 1
+        sent_at[req] = t0
+        await send(packb([PUBLISH, req, {"acknowledge": True}, TOPIC, payload]))
+    finished = True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(p["timeout"]):
+            await reader
+    reader.cancel()
+
+
 # ----------------------------------------------------------------------------- connections
 
 
@@ -552,6 +661,7 @@ WORKERS: dict[
     "fanout-rate": fanout_worker,
     "cluster": fanout_worker,
     "connections": connections_worker,
+    "publish-ack": ack_worker,
 }
 
 
@@ -697,8 +807,10 @@ def assemble(
         for k, v in p.items()
         if k not in ("scenario", "target", "url", "pub_url", "callee_url", "pid", "json_only")
         and not (k in ("callers",) and scenario != "rpc")
+        and not (k in ("publishers", "inflight") and scenario != "publish-ack")
         and not (
-            k in ("subscribers", "window", "rate", "stalled") and scenario in ("rpc", "connections")
+            k in ("subscribers", "window", "rate", "stalled")
+            and scenario in ("rpc", "connections", "publish-ack")
         )
         and not (k in ("sessions", "concurrency", "settle") and scenario != "connections")
     }
@@ -710,6 +822,7 @@ def assemble(
         "unit": {
             "rpc": "calls/s",
             "connections": "setups/s",
+            "publish-ack": "acked publishes/s",
         }.get(scenario, "events/s"),
         "throughput": round(throughput, 1),
         "latency_ms": percentiles(lat),
@@ -729,6 +842,10 @@ def assemble(
         record["stalled_dropped"] = extra.pop("stalled_dropped", 0)
     elif scenario == "rpc":
         record["received"] = received
+    elif scenario == "publish-ack":
+        record["published"] = sent
+        record["acked"] = received
+        record["delivered"] = sum(r.extra.get("delivered", 0) for r in reports)
     else:
         record["joined"] = received
     record["broker"] = broker
@@ -753,6 +870,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "cluster": {"subscribers": 100},
     "fanout-rate": {"subscribers": 1000, "rate": 10.0},
     "connections": {"sessions": 10000},
+    "publish-ack": {"publishers": 10},
 }
 
 
@@ -798,6 +916,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=100, help="connections: set-ups in flight (total)"
     )
     ap.add_argument("--settle", type=float, default=1.0, help="connections: wait before RSS")
+    ap.add_argument("--publishers", type=int, help="publish-ack: publishers (10)")
+    ap.add_argument(
+        "--inflight",
+        type=int,
+        default=1,
+        help="publish-ack: unanswered PUBLISHes per publisher (1: closed loop)",
+    )
     return ap
 
 
@@ -806,7 +931,7 @@ def params_from(ns: argparse.Namespace) -> dict[str, Any]:
     for key, value in DEFAULTS.get(p["scenario"], {}).items():
         if p.get(key) is None:
             p[key] = value
-    for key in ("callers", "subscribers", "rate", "sessions"):
+    for key in ("callers", "subscribers", "rate", "sessions", "publishers"):
         if p.get(key) is None:
             p.pop(key, None)
     return p

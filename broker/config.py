@@ -50,6 +50,7 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     node_timeout = 5.0          # heartbeat TTL: a silent node is dead after this
     probe_interval = 2.0        # seconds between pub/sub link probes
     probe_timeout = 2.0         # a probe not back by then: the link is rebuilt
+    command_timeout = 1.0       # a Redis command not answered by then: Redis is hung
 
     [[realm]]
     name = "realm1"
@@ -85,6 +86,13 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     authorizer_timeout = 5.0               # seconds; no answer in time → denied
     authorizer_cache = 300.0               # seconds a cacheable answer is kept; 0: never
 
+    [[realm.history]]               # event history (wamp.subscription.get_events)
+    uri = "com.example.ticker."
+    match = "prefix"                # exact (default) | prefix | wildcard
+    limit = 1000                    # events kept per topic
+    ttl = 3600                      # seconds an event is kept (optional: no age limit)
+    # and in [[realm]]: history_max_bytes = 67108864 (bytes of history per realm per node)
+
     [realm.http_api]                # the HTTP API and [[realm.webhook]]: keys in
                                     # broker/httpapi/settings.py
 """
@@ -107,6 +115,7 @@ from broker.core.authorization import (
     Permission,
     Role,
 )
+from broker.core.history import DEFAULT_MAX_BYTES, HistoryRule, HistorySettings
 from broker.core.settings import DISCLOSE_POLICIES, RealmSettings, SessionLimits
 from broker.httpapi.settings import (
     HttpApiSettings,
@@ -250,7 +259,13 @@ _POSITIVE = {
     "longpoll_session_timeout",
     "longpoll_receive_timeout",
 }
-_CLUSTER_TIMING_KEYS = {"heartbeat_interval", "node_timeout", "probe_interval", "probe_timeout"}
+_CLUSTER_TIMING_KEYS = {
+    "heartbeat_interval",
+    "node_timeout",
+    "probe_interval",
+    "probe_timeout",
+    "command_timeout",
+}
 _CLUSTER_KEYS = {"redis", "node_id"} | _CLUSTER_TIMING_KEYS
 _REALM_KEYS = {
     "name",
@@ -260,10 +275,13 @@ _REALM_KEYS = {
     "disclose_caller",
     "auth",
     "role",
+    "history",
+    "history_max_bytes",
     "http_api",
     "webhook",
 }
 _TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener"}
+_HISTORY_KEYS = {"uri", "match", "limit", "ttl"}
 _ROLE_KEYS = {"name", "permissions", "authorizer", "authorizer_timeout", "authorizer_cache"}
 
 
@@ -473,6 +491,41 @@ def _check_table(section: str, table: Any) -> bool:
     return True
 
 
+# --- realms: event history ------------------------------------------------------------------
+def _history(section: str, table: Mapping[str, Any]) -> HistorySettings:
+    """``[[realm.history]]`` rules and ``history_max_bytes`` of one realm."""
+    entries = table.get("history", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"[{section}.history] must be an array of tables ([[realm.history]])")
+    rules: list[HistoryRule] = []
+    for index, entry in enumerate(entries):
+        where = f"{section} history #{index + 1}"
+        _check_keys(where, entry, _HISTORY_KEYS)
+        if "uri" not in entry or "limit" not in entry:
+            raise ConfigError(f"[{where}] needs uri and limit (events kept per topic)")
+        ttl = entry.get("ttl")
+        try:
+            rules.append(
+                HistoryRule(
+                    uri=_typed(where, "uri", entry["uri"], str),
+                    match=_typed(where, "match", entry.get("match", "exact"), str),
+                    limit=_typed(where, "limit", entry["limit"], int),
+                    ttl=None if ttl is None else float(_typed(where, "ttl", ttl, (int, float))),
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(f"[{where}] {exc}") from None
+    keys = [(rule.match, rule.uri) for rule in rules]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"[{section}.history] two rules for the same uri and match")
+    max_bytes = _typed(
+        section, "history_max_bytes", table.get("history_max_bytes", DEFAULT_MAX_BYTES), int
+    )
+    if max_bytes <= 0:
+        raise ConfigError(f"[{section}] history_max_bytes: must be a positive number of bytes")
+    return HistorySettings(tuple(rules), max_bytes)
+
+
 # --- realms: authorization ------------------------------------------------------------------
 def _roles(section: str, entries: Any) -> Authorization:
     if not isinstance(entries, list):
@@ -581,6 +634,7 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
         authenticators=authenticators,
         authorization=authorization,
         limits=limits,
+        history=_history(section, table),
     )
 
 
@@ -699,6 +753,11 @@ def settings_from_toml(
     log_table = data.get("log", {})
     _check_keys("server", server, _SERVER_KEYS)
     _check_keys("cluster", cluster, _CLUSTER_KEYS)
+    if (
+        "command_timeout" in cluster
+        and not _typed("cluster", "command_timeout", cluster["command_timeout"], (int, float)) > 0
+    ):
+        raise ConfigError("[cluster] command_timeout must be positive")
     _check_keys("log", log_table, {"level", "format"})
     updates, session_limits = _limits(data.get("limits", {}))
     for key, kind in (("host", str), ("port", int), ("path", str)):

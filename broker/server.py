@@ -7,7 +7,9 @@ up to ``drain_timeout`` for peers to answer and disconnect, then close whatever
 is left. ``close`` is idempotent.
 
 HTTP routes beside the WebSocket: ``/healthz`` (the process is alive) and
-``/readyz`` (200 when serving normally; 503 while the cluster link is degraded).
+``/readyz`` (200 when serving normally; 503 while the cluster link is not ``up``: it
+turns the moment a Redis command fails or goes unanswered for ``command_timeout``,
+before any acknowledged publish waiting on it is answered ``wamp.error.unavailable``).
 
 CPU-bound authentication work (PBKDF2 ticket checks) runs on ``ThreadOffload``, a
 small thread pool with a bounded queue, so it never blocks the event loop

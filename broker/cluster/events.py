@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 from broker.core.host import ClusterHost
 from broker.core.ids import random_id
+from broker.core.ports import PublishDone
 from broker.core.publication import DeliveryFilter, Publication
 from protocol_spec.cluster import EventEnvelope, RetainedChanged, TestamentsRecord
 
 from . import keys
 from .keys import CONTROL
-from .outbox import Outbox
+from .outbox import Outbox, Reply
 
-__all__ = ["EventChannels", "event_envelope", "publication_of"]
+__all__ = ["EventChannels", "accepted", "event_envelope", "publication_of"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,29 @@ def publication_of(env: EventEnvelope) -> Publication:
     )
 
 
+def accepted(done: PublishDone, writes: int) -> Reply:
+    """One outbox reply for each of ``writes`` commands; ``done`` once, when all are in.
+
+    ``done(None)`` when Redis ran every one; the first failure (an exception, as the
+    outbox gives it) answers at once with its text and the rest are ignored.
+    """
+    left = writes
+
+    def reply(result: Any) -> None:
+        nonlocal left
+        if left <= 0:
+            return
+        if isinstance(result, Exception):
+            left = 0
+            done(str(result) or type(result).__name__)
+            return
+        left -= 1
+        if left == 0:
+            done(None)
+
+    return reply
+
+
 class EventChannels:
     """This node's events to the others, theirs to its local subscribers."""
 
@@ -66,21 +91,30 @@ class EventChannels:
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
 
-    def publish(self, realm: str, publication: Publication) -> None:
-        """Queue the event for its topic channel (and the retained hash when retained)."""
+    def publish(
+        self, realm: str, publication: Publication, done: PublishDone | None = None
+    ) -> None:
+        """Queue the event for its topic channel (and the retained hash when retained).
+
+        ``done`` hears once Redis ran all of the event's writes (``accepted``), or why not.
+        """
         topic = publication.topic
         env = event_envelope(self.node, realm, publication)
         try:
             data = env.pack()
         except (TypeError, ValueError, OverflowError) as exc:
             log.warning("cluster: event on %r cannot cross nodes: %s", topic, exc)
+            if done is not None:
+                done(f"the event cannot cross nodes: {exc}")
             return
+        reply = None if done is None else accepted(done, 3 if publication.retain else 1)
         push = self.outbox.push
-        push(("PUBLISH", keys.event_channel(realm, topic), data))
+        push(("PUBLISH", keys.event_channel(realm, topic), data), reply)
         if publication.retain:
             self.owned_retained[(realm, topic)] = data
-            push(("HSET", keys.retained_key(realm), topic, data))
-            push(("PUBLISH", CONTROL, RetainedChanged(self.node, realm, topic, env).pack()))
+            push(("HSET", keys.retained_key(realm), topic, data), reply)
+            changed = RetainedChanged(self.node, realm, topic, env).pack()
+            push(("PUBLISH", CONTROL, changed), reply)
 
     def receive(self, env: EventEnvelope) -> None:
         """Deliver an event from another node to local subscribers, once."""

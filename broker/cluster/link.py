@@ -45,6 +45,8 @@ class ClusterTiming:
     probe_interval: float = 2.0
     probe_timeout: float = 2.0
     backoff_max: float = 2.0
+    command_timeout: float = 1.0
+    """A Redis command or pipelined batch not answered by then: Redis counts as hung."""
 
 
 class LinkLost(Exception):

@@ -5,6 +5,12 @@ task sends them in batches on the command connection, so Redis sees this node's
 writes in the order they were made (protocol_spec/cluster.md, "Guarantees").
 Writes that only the latest state matters for (a subscription's subscribers, a
 session's testaments) are *deferred* under a key and built when the next batch goes.
+
+Every batch must come back within ``command_timeout``: a Redis that hangs (stopped,
+forking, on a stalled disk) makes ``write`` raise ``LinkLost`` instead of waiting, and
+``fail`` then answers the batch in flight and everything queued behind it. A reply
+gets each command's result only once Redis executed it, which is what an acknowledged
+PUBLISH waits for (protocol_spec/cluster.md, "Guarantees").
 """
 
 from __future__ import annotations
@@ -56,8 +62,11 @@ class Tally:
 class Outbox:
     """The queue of commands for Redis, and the task that writes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, command_timeout: float = 1.0) -> None:
+        self.command_timeout = command_timeout
+        """Seconds a batch may take before Redis counts as hung."""
         self._queue: deque[tuple[Command, Reply | None]] = deque()
+        self._inflight: list[tuple[Command, Reply | None]] = []
         self._deferred: dict[Hashable, Build] = {}
         self._wake = asyncio.Event()
         self._drops = Tally(DROP_LOG_EVERY)
@@ -69,8 +78,8 @@ class Outbox:
 
     @property
     def pending(self) -> bool:
-        """Whether anything waits to be written."""
-        return bool(self._queue or self._deferred)
+        """Whether anything waits to be written or to be answered by Redis."""
+        return bool(self._queue or self._deferred or self._inflight)
 
     def push(self, command: Command, reply: Reply | None = None) -> None:
         """Queue ``command``; ``reply`` gets its result (``LinkLost`` when it is dropped)."""
@@ -100,12 +109,18 @@ class Outbox:
         self._deferred.clear()
 
     def fail(self, why: str) -> None:
-        """Drop every queued command; their replies get ``LinkLost(why)``."""
-        queued = list(self._queue)
+        """Drop the batch in flight and every queued command; their replies get ``LinkLost(why)``.
+
+        The batch in flight is answered first, so replies keep the order of the commands.
+        Redis may still run a batch that was sent before it hung (see ``write``).
+        """
+        failed = [*self._inflight, *self._queue]
+        self._inflight = []
         self._queue.clear()
-        for _command, reply in queued:
+        lost = LinkLost(why)
+        for _command, reply in failed:
             if reply is not None:
-                reply(LinkLost(why))
+                reply(lost)
 
     async def drain(self) -> None:
         """Wait until the writer has sent everything (shutdown only)."""
@@ -122,16 +137,19 @@ class Outbox:
                 await self._wake.wait()
             self._build_deferred()
             batch = [queue.popleft() for _ in range(min(len(queue), BATCH))]
+            self._inflight = batch
             pipe = cmd.pipeline(transaction=False)
             for command, _reply in batch:
                 pipe.execute_command(*command)
             try:
-                results = await pipe.execute(raise_on_error=False)
+                async with asyncio.timeout(self.command_timeout):
+                    results = await pipe.execute(raise_on_error=False)
+            except TimeoutError:
+                # the batch stays in flight: ``fail`` answers it once the link is degraded
+                raise LinkLost(f"Redis did not answer within {self.command_timeout:g} s") from None
             except Exception as exc:
-                for _command, reply in batch:
-                    if reply is not None:
-                        reply(exc)
                 raise LinkLost(f"write failed: {exc}") from exc
+            self._inflight = []
             for (_command, reply), result in zip(batch, results, strict=False):
                 if reply is not None:
                     reply(result)

@@ -20,9 +20,15 @@ Roles, one module each::
 Life cycle (``_supervise``, the table in ``state``)::
 
     connecting --link up, subscriptions live--> up
-    up --command/pub-sub/heartbeat error--> degraded;  up --probe lost--> deaf
+    up --command/pub-sub/heartbeat error or timeout--> degraded;  up --probe lost--> deaf
     degraded/deaf --backoff 0.1 s … 2 s with jitter--> connecting
     any --close--> down
+
+Every command on the command client (and every pipelined batch of the writer) waits at
+most ``command_timeout`` (1 s): a hung Redis is an error like a dead one. The state
+moves the moment the failure is seen, before the connections are torn down, and the
+writer's pending replies are answered then (so an acknowledged PUBLISH gets
+``wamp.error.unavailable`` while ``/readyz`` already says 503).
 
 While not up, ``available`` is false: the core refuses acknowledged publishes,
 remote calls and registrations with ``wamp.error.unavailable`` and keeps serving
@@ -46,7 +52,7 @@ from redis.retry import Retry
 
 from broker.core.host import ClusterHost
 from broker.core.ids import random_id
-from broker.core.ports import ClaimDone, Cluster
+from broker.core.ports import ClaimDone, Cluster, PublishDone
 from broker.core.publication import Publication
 from broker.core.session import Session
 from broker.metrics.views import ClusterLinks, ClusterMetrics
@@ -105,7 +111,7 @@ class RedisCluster(Cluster):
         self.link_state = LinkStateMachine()
         self.mirror = Mirror(host, self.node, self._send_inbox, self._hello)
         self.link = PubSubLink(self.node, self.timing)
-        self.outbox = Outbox()
+        self.outbox = Outbox(self.timing.command_timeout)
         self.events = EventChannels(self.node, host, self.outbox)
         self._malformed = Tally(1000)
         self.directory = Directory(
@@ -179,6 +185,7 @@ class RedisCluster(Cluster):
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        self.outbox.fail("the node is shutting down")  # whatever the writer could not send
         log.info("cluster: node %s left", self.node)
 
     async def _supervise(self) -> None:
@@ -190,17 +197,23 @@ class RedisCluster(Cluster):
             except asyncio.CancelledError:
                 self._degrade(LinkState.DOWN, "closing")
                 raise
-            except Exception as exc:
-                if self.available or first:
-                    log.warning("cluster: link to Redis lost (%s); serving local traffic", exc)
-                to = LinkState.DEAF if isinstance(exc, LinkDeaf) else LinkState.DEGRADED
-                self._degrade(to, str(exc) or type(exc).__name__)
+            except Exception:
+                pass  # ``_session`` degraded the link the moment it failed
             # it worked for a while: start over; else wait longer each time
             attempt = 0 if self.directory.connected_at else attempt + 1
             first = False
             self.directory.connected_at = 0.0
             await asyncio.sleep(self.backoff.delay(attempt))
             self.link_state.move(LinkState.CONNECTING, "reconnecting")
+
+    def _lost(self, exc: Exception, first: bool) -> None:
+        """The session failed: degrade at once (before its connections are torn down)."""
+        if self._closing:
+            return  # ``close`` moves to down and answers what is pending
+        if self.available or first:
+            log.warning("cluster: link to Redis lost (%s); serving local traffic", exc)
+        to = LinkState.DEAF if isinstance(exc, LinkDeaf) else LinkState.DEGRADED
+        self._degrade(to, str(exc) or type(exc).__name__)
 
     def _degrade(self, to: LinkState, why: str) -> None:
         was = self.available
@@ -213,7 +226,7 @@ class RedisCluster(Cluster):
     async def _session(self, first: bool) -> None:
         """One connection to Redis, from connect to the first failure."""
         no_retry = Retry(NoBackoff(), 0)
-        timeout = max(self.timing.probe_timeout, 1.0)
+        timeout = self.timing.command_timeout
         cmd = Redis.from_url(
             self.url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=no_retry
         )
@@ -243,6 +256,11 @@ class RedisCluster(Cluster):
             for task in done:
                 task.result()
             raise LinkLost("a cluster task ended")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._lost(exc, first)
+            raise
         finally:
             self._cmd = None
             for task in tasks:
@@ -289,10 +307,18 @@ class RedisCluster(Cluster):
             self.outbox.push(("PUBLISH", channel, msg.pack()))
 
     # --- the Cluster hooks (called by the core) --------------------------------------------
-    def publish(self, realm: str, publication: Publication) -> None:
-        """Pipeline the event to its topic channel (and the retained hash)."""
+    def publish(
+        self, realm: str, publication: Publication, done: PublishDone | None = None
+    ) -> None:
+        """Pipeline the event to its topic channel (and the retained hash).
+
+        ``done`` (acknowledged publishes) gets None once Redis ran every write of the
+        event, or why not: the link is not up, Redis refused, or the link failed first.
+        """
         if self.available:
-            self.events.publish(realm, publication)
+            self.events.publish(realm, publication, done)
+        elif done is not None:
+            done(f"the link to the other nodes is {self.link_state.state.value}")
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """Make sure events of (match, topic) from other nodes reach this node."""

@@ -5,7 +5,7 @@
     connecting --connected, subscriptions live, state republished--> up
     connecting --command or pub/sub error--> degraded
     connecting/up --probe not echoed on the pub/sub link--> deaf
-    up --command, pub/sub or heartbeat error--> degraded
+    up --command, pub/sub or heartbeat error, or no answer within command_timeout--> degraded
     degraded/deaf --backoff with jitter elapsed--> connecting
     any --close--> down
 

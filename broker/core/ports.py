@@ -26,10 +26,16 @@ if TYPE_CHECKING:
     from .session import Session
     from .subscription import Subscription
 
-__all__ = ["ClaimDone", "Cluster", "LocalCluster"]
+__all__ = ["ClaimDone", "Cluster", "LocalCluster", "PublishDone"]
 
 ClaimDone = Callable[[str | None, str, int, int], None]
 """Answer to a registration claim: (error URI or None, error text, registration ID, seq)."""
+
+PublishDone = Callable[[str | None], None]
+"""Outcome of an acknowledged publish: None once the other nodes' copy is accepted, else why not.
+
+The broker answers PUBLISHED on None and ERROR ``wamp.error.unavailable`` otherwise.
+"""
 
 
 class Cluster:
@@ -48,8 +54,17 @@ class Cluster:
         """True while other nodes can be reached (always true when not distributed)."""
         return True
 
-    def publish(self, realm: str, publication: Publication) -> None:
-        """Send an event (already delivered locally) to the other nodes (and retain it)."""
+    def publish(
+        self, realm: str, publication: Publication, done: PublishDone | None = None
+    ) -> None:
+        """Send an event (already delivered locally) to the other nodes (and retain it).
+
+        ``done`` is given for acknowledged publishes only and is called exactly once: with
+        None once the event's cross-node writes were accepted, or with the reason they
+        were not (possibly before this returns). In one process it is accepted at once.
+        """
+        if done is not None:
+            done(None)
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """A local subscription (match, topic) is about to exist; ``done`` when live."""

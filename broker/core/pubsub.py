@@ -4,6 +4,11 @@ A subscription is shared by every session subscribed to the same (match, topic);
 its ID is ``stable_id(realm, match, topic)`` so all cluster nodes agree on it.
 Each EVENT is built once per matching subscription and encoded once per
 serializer (the ``EncodeCache`` passed to every recipient's peer).
+
+An acknowledged PUBLISH on a distributed backend is answered only once the cluster
+accepted the event for the other nodes (PUBLISHED), or ERROR ``wamp.error.unavailable``
+when it could not (``Acknowledgements`` keeps each session's answers in request
+order). Unacknowledged publishes, and every publish on the local backend, are never held.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from protocol_spec import errors, meta
 from protocol_spec.messages import (
     Error,
     Event,
+    Message,
     MessageType,
     Publish,
     Published,
@@ -30,6 +36,7 @@ from protocol_spec.uri import (
     is_valid_uri,
 )
 
+from .acknowledgements import Acknowledgements, Answer
 from .ids import random_id, stable_id
 from .matching import UriMap, pattern_matches
 from .publication import DeliveryFilter, Publication
@@ -43,17 +50,18 @@ if TYPE_CHECKING:
 Refuse = Callable[[str, str], None]
 """Refuse a PUBLISH: (error URI, text)."""
 
-__all__ = ["Broker", "DeliveryFilter", "Publication", "Subscription"]
+__all__ = ["Acknowledgements", "Broker", "DeliveryFilter", "Publication", "Subscription"]
 
 
 class Broker:
     """The pub/sub role of one realm."""
 
-    __slots__ = ("_by_id", "_subs", "realm", "retained")
+    __slots__ = ("_by_id", "_subs", "acks", "realm", "retained")
 
     def __init__(self, realm: RealmContext) -> None:
         # the realm's name, sessions, settings, guard and cluster backend (not the Realm)
         self.realm = realm
+        self.acks = Acknowledgements()
         self._subs: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}
         self.retained: dict[str, Publication] = {}
@@ -155,7 +163,8 @@ class Broker:
         session.peer.send(Unsubscribed(msg.request))
 
     def detach(self, session: Session) -> None:
-        """Drop every subscription the session holds (it is leaving)."""
+        """Drop every subscription and held PUBLISH answer of the session (it is leaving)."""
+        self.acks.forget(session)
         for sub_id in list(session.subscriptions):
             sub = self._by_id.get(sub_id)
             if sub is not None:
@@ -215,17 +224,41 @@ class Broker:
         self.deliver_local(publication, skip)
         if retain:
             self.retained[topic] = publication
-        if cluster.distributed:
+        if not cluster.distributed:
+            if acknowledge:
+                session.peer.send(Published(msg.request, publication.id))
+        elif acknowledge:
+            answer = self.acks.expect(session)
+            done = self._acknowledger(session, msg.request, publication.id, answer)
+            cluster.publish(self.realm.name, publication, done)
+        else:
             cluster.publish(self.realm.name, publication)
-        if acknowledge:
-            session.peer.send(Published(msg.request, publication.id))
+
+    def _acknowledger(
+        self, session: Session, request: int, publication_id: int, answer: Answer
+    ) -> Callable[[str | None], None]:
+        """The cluster's verdict on an acknowledged PUBLISH, turned into its answer."""
+
+        def done(error: str | None) -> None:
+            if error is None:
+                reply: Message = Published(request, publication_id)
+            else:
+                text = (
+                    f"the event may not reach subscribers on other nodes ({error}); it "
+                    "was delivered on this node and may still arrive elsewhere"
+                )
+                reply = Error(MessageType.PUBLISH, request, {}, errors.UNAVAILABLE, [text])
+            self.acks.resolve(session, answer, reply)
+
+        return done
 
     def _refuser(self, session: Session, request: int, acknowledge: bool) -> Refuse:
         """Answer a refused PUBLISH with ERROR (uri, text), only when acknowledged."""
 
         def refuse(uri: str, text: str) -> None:
             if acknowledge:
-                self._error(session, MessageType.PUBLISH, request, uri, text)
+                error = Error(MessageType.PUBLISH, request, {}, uri, [text])
+                self.acks.send(session, error)
 
         return refuse
 
@@ -247,6 +280,7 @@ class Broker:
 
     def deliver_local(self, publication: Publication, skip: Session | None = None) -> int:
         """Send one publication to every local subscriber it reaches; return how many."""
+        self.realm.history.record(publication)
         return self._fan_out(self._subs.matching(publication.topic), publication, skip)
 
     def _fan_out(
