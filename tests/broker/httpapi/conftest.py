@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -51,6 +50,3 @@ async def pool(broker: BrokerProcess) -> AsyncIterator[ClientPool]:
     clients = ClientPool(broker.url)
     yield clients
     await clients.close_all()
-
-
-__all__ = ["Path"]

@@ -296,8 +296,6 @@ async def test_http_principal_is_a_session_in_the_meta_api(api: Api, pool: Clien
 
 
 async def test_a_websocket_client_cannot_use_the_internal_authmethod(broker: BrokerProcess) -> None:
-    from autobahn.wamp.exception import ApplicationError  # noqa: F401
-
     import client_sdk
 
     try:
