@@ -95,6 +95,9 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     limit = 1000                    # events kept per topic
     ttl = 3600                      # seconds an event is kept (optional: no age limit)
     # and in [[realm]]: history_max_bytes = 67108864 (bytes of history per realm per node)
+
+    [realm.http_api]                # the HTTP API and [[realm.webhook]]: keys in
+                                    # broker/httpapi/settings.py
 """
 
 from __future__ import annotations
@@ -118,6 +121,13 @@ from broker.core.authorization import (
 )
 from broker.core.history import DEFAULT_MAX_BYTES, HistoryRule, HistorySettings
 from broker.core.settings import DISCLOSE_POLICIES, RealmSettings, SessionLimits
+from broker.httpapi.settings import (
+    HttpApiSettings,
+    SettingsError,
+    WebhookSettings,
+    parse_http_api,
+    parse_webhooks,
+)
 from protocol_spec.uri import is_reserved, is_valid_uri
 
 __all__ = [
@@ -203,6 +213,10 @@ class TransportSettings:
 class Settings:
     """Everything the broker process needs to start."""
 
+    # [realm.http_api] and [[realm.webhook]] (broker/httpapi/settings.py parses them)
+    http_apis: tuple[HttpApiSettings, ...] = ()
+    webhooks: tuple[WebhookSettings, ...] = ()
+
     transport: TransportSettings = field(default_factory=TransportSettings)
     realms: tuple[RealmSettings, ...] = ()
     log_level: str = "info"
@@ -273,6 +287,8 @@ _REALM_KEYS = {
     "role",
     "history",
     "history_max_bytes",
+    "http_api",
+    "webhook",
 }
 _TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener"}
 _HISTORY_KEYS = {"uri", "match", "limit", "ttl"}
@@ -655,6 +671,22 @@ def _protect_dynamic_authenticators(
     )
 
 
+def _http_apis(
+    realm_tables: list[Any], env: Mapping[str, str]
+) -> tuple[tuple[HttpApiSettings, ...], tuple[WebhookSettings, ...]]:
+    """Every realm's ``[realm.http_api]`` and ``[[realm.webhook]]`` (broker.httpapi)."""
+    apis: list[HttpApiSettings] = []
+    hooks: list[WebhookSettings] = []
+    try:
+        for table in realm_tables:
+            if "http_api" in table:
+                apis.append(parse_http_api(table["name"], table["http_api"], env))
+            hooks.extend(parse_webhooks(table["name"], table.get("webhook", []), env))
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    return tuple(apis), tuple(hooks)
+
+
 # --- the whole file -------------------------------------------------------------------------
 def _limits(limits: Mapping[str, Any]) -> tuple[dict[str, Any], SessionLimits]:
     _check_keys("limits", limits, set(_TRANSPORT_LIMITS) | _SESSION_LIMITS)
@@ -763,7 +795,10 @@ def settings_from_toml(
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
     realms = _protect_dynamic_authenticators(realms)
+    http_apis, webhooks = _http_apis(realm_tables, env)
     return Settings(
+        http_apis=http_apis,
+        webhooks=webhooks,
         transport=transport,
         realms=realms,
         log_level=log_table.get("level", "info"),

@@ -33,6 +33,7 @@ from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings, TransportSettings
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
+from broker.httpapi.service import HttpApiService
 from broker.metrics import BrokerMetrics
 from broker.reclaim import Reclaimer
 from broker.transport.listener import Listener
@@ -171,6 +172,9 @@ class BrokerServer:
         self.metrics = BrokerMetrics(__version__, node, self.router, self.transport, self.cluster)
         self.transport.http_routes["/metrics"] = self.metrics.http_response
         self._count_auth_in_metrics()
+        self.http_api = HttpApiService(
+            self.router, settings, self.transport, self.metrics, self.offload
+        )
         self._closed: asyncio.Event | None = None
         self._closing = False
         self.reclaimer = Reclaimer()
@@ -218,6 +222,7 @@ class BrokerServer:
         self._reclaim_timer = asyncio.get_running_loop().call_later(1.0, self._reclaim_tick)
         if self.cluster is not None:
             await self.cluster.start()
+        self.http_api.start(self.cluster.node if self.cluster else "local")
         await self.transport.start(listening_socket(self.settings.transport))
         if self.settings.development_default:
             log.warning(
@@ -262,6 +267,7 @@ class BrokerServer:
             self._reclaim_timer.cancel()
         transport = self.transport
         transport.stop_accepting()
+        await self.http_api.close()
         told = self.router.shutdown()
         log.info("shutting down: told %d session(s) goodbye", len(told))
         if self.cluster is not None:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from .peer import SessionHub
 from .websocket import WebSocketConnection
@@ -27,7 +27,7 @@ from .websocket import WebSocketConnection
 if TYPE_CHECKING:
     from .longpoll import LongPoll
 
-__all__ = ["MAX_HEAD", "HttpConnection", "HttpRequest", "Route"]
+__all__ = ["MAX_HEAD", "HttpApp", "HttpConnection", "HttpRequest", "Route"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,18 @@ _METHOD = re.compile(rb"[A-Z]{1,16}(?: |\Z)")  # what may start a request line
 
 Route = Callable[[], tuple[int, str, str]]
 """A plain HTTP route: returns (status, content type, body)."""
+
+
+class HttpApp(Protocol):
+    """A handler of the requests to one path (the HTTP API, broker/httpapi).
+
+    It answers, now or later, with ``HttpConnection.respond`` or a stream
+    (``start_stream``/``write_chunk``/``end_stream``); the connection reads the next
+    request only after that.
+    """
+
+    def handle(self, request: HttpRequest, connection: HttpConnection) -> None:
+        """Take the request; answer through ``connection``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +100,15 @@ class HttpConnection(asyncio.Protocol):
     """One HTTP/1.1 connection on the main port, until it upgrades or closes."""
 
     def __init__(
-        self, hub: SessionHub, routes: Mapping[str, Route], longpoll: LongPoll | None
+        self,
+        hub: SessionHub,
+        routes: Mapping[str, Route],
+        longpoll: LongPoll | None,
+        apps: Mapping[str, HttpApp] | None = None,
     ) -> None:
         self.hub = hub
         self.routes = routes
+        self.apps = apps or {}
         self.longpoll = longpoll
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
@@ -210,6 +227,10 @@ class HttpConnection(asyncio.Protocol):
         if longpoll is not None and path.startswith(longpoll.base + "/"):
             longpoll.handle(request, self)
             return
+        app = self.apps.get(path)
+        if app is not None:
+            app.handle(request, self)
+            return
         route = self.routes.get(path)
         if route is None:
             self.respond(
@@ -253,6 +274,41 @@ class HttpConnection(asyncio.Protocol):
         self.on_lost = None
         self._busy = False
         if close:
+            transport.close()
+            return
+        self._wait_request()
+        if self._buffer:
+            self._process()
+
+    def start_stream(self, status: HTTPStatus, headers: Mapping[str, str]) -> None:
+        """Begin a chunked response (HTTP/1.1): ``write_chunk`` pieces, then ``end_stream``."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        lines = [
+            f"HTTP/1.1 {status.value} {status.phrase}",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+            "Server: wamp-broker",
+            "Transfer-Encoding: chunked",
+        ]
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def write_chunk(self, data: bytes) -> None:
+        """Send one chunk of a streamed response."""
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    def end_stream(self) -> None:
+        """End a streamed response; then read the next request or close."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(b"0\r\n\r\n")
+        self.on_lost = None
+        self._busy = False
+        if not self._keep_alive:
             transport.close()
             return
         self._wait_request()

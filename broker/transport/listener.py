@@ -26,7 +26,7 @@ from broker.config import ListenerSettings, TransportSettings
 from broker.core.router import Router
 from broker.metrics import TransportStats
 
-from .http import HttpConnection, Route
+from .http import HttpApp, HttpConnection, Route
 from .longpoll import LongPoll
 from .peer import SessionHub, WampPeer
 from .rawsocket import MAGIC, RawSocketConnection
@@ -64,7 +64,9 @@ class FirstOctet(asyncio.Protocol):
         if data[0] == MAGIC and listener.settings.rawsocket:
             protocol = RawSocketConnection(listener.hub)
         else:
-            protocol = HttpConnection(listener.hub, listener.http_routes, listener.longpoll)
+            protocol = HttpConnection(
+                listener.hub, listener.http_routes, listener.longpoll, listener.http_apps
+            )
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         protocol.data_received(data)
@@ -87,6 +89,7 @@ class Listener:
         self.http_routes: dict[str, Route] = {
             "/healthz": lambda: (200, "text/plain; charset=utf-8", "ok\n"),
         }
+        self.http_apps: dict[str, HttpApp] = {}  # path → handler (the HTTP API)
         self.longpoll = LongPoll(self.hub) if settings.longpoll_path else None
         self.servers: list[asyncio.Server] = []
         self.addresses: list[str] = []
