@@ -184,8 +184,14 @@ def summary(rows: list[dict[str, Any]]) -> None:
                     f"  redis {med(tree, case, 'redis_cpu_us'):7.2f} µs/op"
                     f"  {med(tree, case, 'throughput'):10.0f} op/s"
                 )
-        local, cross = med(tree, "rpc-local", "router_cpu_us"), med(tree, "rpc-cross", "router_cpu_us")
-        fl, fc = med(tree, "fanout-local", "router_cpu_us"), med(tree, "fanout-cross", "router_cpu_us")
+        local, cross = (
+            med(tree, "rpc-local", "router_cpu_us"),
+            med(tree, "rpc-cross", "router_cpu_us"),
+        )
+        fl, fc = (
+            med(tree, "fanout-local", "router_cpu_us"),
+            med(tree, "fanout-cross", "router_cpu_us"),
+        )
         print(f"  rpc cross/local {cross / local:.2f}x   fan-out cross/local {fc / fl:.2f}x")
 
 
