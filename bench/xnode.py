@@ -12,7 +12,8 @@ more source trees (``--tree``; ``before`` vs ``after``), and runs, in the same r
 
 Per case it records the routers' CPU per operation (``/proc`` of the node processes,
 over the measured window) and Redis's CPU per operation (``INFO cpu``, over the whole
-load generator run divided by everything sent), so the ratios the scale-out issue
+load generator run divided by everything sent, less Redis's idle rate with both nodes
+connected, measured for 3 s first), so the ratios the scale-out issue
 asks about (cross-node call vs local call, cross-node delivered event vs local) come
 from the same run. Rounds alternate between trees, so the machine's load hits both.
 
@@ -90,6 +91,16 @@ def redis_cpu(port: int) -> float:
     return total
 
 
+def idle_rate(port: int, seconds: float = 3.0) -> float:
+    """Redis CPU seconds per second while the nodes only heartbeat and probe.
+
+    Subtracted from every case, so the per-operation figures are the traffic's own.
+    """
+    before = redis_cpu(port)
+    time.sleep(seconds)  # a measurement window, not a synchronisation
+    return (redis_cpu(port) - before) / seconds
+
+
 def loadgen(args: list[str]) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.loadgen", *args],
@@ -120,9 +131,9 @@ def run_case(
         "fanout-local": ["fanout", "--url", single.url, "--pid", str(single.proc.pid)],
         "fanout-cross": ["cluster", "--pub-url", a.url, "--url", b.url, *pids_ab],
     }[case]
-    before = redis_cpu(port)
+    before, started = redis_cpu(port), time.monotonic()
     record = loadgen([*argv, *common])
-    redis_s = redis_cpu(port) - before
+    redis_s = redis_cpu(port) - before - p.redis_idle * (time.monotonic() - started)
     ops = record.get("delivered") or record.get("received") or record["sent"]
     total_ops = record["sent"] * (p.subscribers if case.startswith("fanout") else 1)
     broker = record.get("broker") or {}
@@ -132,6 +143,7 @@ def run_case(
         "ops": ops,
         "errors": record["errors"],
         "router_cpu_us": broker.get("cpu_us_per_op"),
+        "redis_idle_cpu": round(p.redis_idle, 4),
         "redis_cpu_us": round(redis_s / max(total_ops, 1) * 1e6, 3),
         "redis_cpu_us_per_publish": round(redis_s / max(record["sent"], 1) * 1e6, 3),
         "other_cpu": (record.get("machine") or {}).get("other_cpu_util"),
@@ -152,6 +164,7 @@ def one_round(name: str, tree: Path, p: argparse.Namespace) -> list[dict[str, An
             servers.append(a)
             b = start_node(tree, cpus, ["--redis", url, "--node-id", "b"])
             servers.append(b)
+            p.redis_idle = idle_rate(port)
             rows = []
             for case in p.cases.split(","):
                 row = {"tree": name, **run_case(case, single, a, b, port, p)}
