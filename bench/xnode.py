@@ -81,6 +81,15 @@ def redis_cli(port: int, *args: str) -> str:
     return out.stdout.strip()
 
 
+def redis_commands(port: int) -> int:
+    """Commands Redis has run so far (``INFO stats``)."""
+    for line in redis_cli(port, "INFO", "stats").splitlines():
+        key, _, value = line.partition(":")
+        if key == "total_commands_processed":
+            return int(value)
+    return 0
+
+
 def redis_cpu(port: int) -> float:
     """used_cpu_user + used_cpu_sys of the Redis server, seconds (``INFO cpu``)."""
     total = 0.0
@@ -131,8 +140,9 @@ def run_case(
         "fanout-local": ["fanout", "--url", single.url, "--pid", str(single.proc.pid)],
         "fanout-cross": ["cluster", "--pub-url", a.url, "--url", b.url, *pids_ab],
     }[case]
-    before, started = redis_cpu(port), time.monotonic()
+    before, started, commands = redis_cpu(port), time.monotonic(), redis_commands(port)
     record = loadgen([*argv, *common])
+    commands = redis_commands(port) - commands
     redis_s = redis_cpu(port) - before - p.redis_idle * (time.monotonic() - started)
     ops = record.get("delivered") or record.get("received") or record["sent"]
     total_ops = record["sent"] * (p.subscribers if case.startswith("fanout") else 1)
@@ -144,6 +154,7 @@ def run_case(
         "errors": record["errors"],
         "router_cpu_us": broker.get("cpu_us_per_op"),
         "redis_idle_cpu": round(p.redis_idle, 4),
+        "redis_commands_per_publish_or_call": round(commands / max(record["sent"], 1), 3),
         "redis_cpu_us": round(redis_s / max(total_ops, 1) * 1e6, 3),
         "redis_cpu_us_per_publish": round(redis_s / max(record["sent"], 1) * 1e6, 3),
         "other_cpu": (record.get("machine") or {}).get("other_cpu_util"),
