@@ -32,6 +32,7 @@ from .cluster_codec import (
     integer,
     integers,
     load,
+    load_many,
     mapping,
     mapping_or_empty,
     nested,
@@ -76,6 +77,7 @@ __all__ = [
     "decode_control",
     "decode_event",
     "decode_inbox",
+    "decode_inboxes",
     "wire_keys",
 ]
 
@@ -414,6 +416,21 @@ INBOX_TYPES: Final[dict[str, type[InboxMessage]]] = {
 def decode_inbox(data: bytes | str) -> InboxMessage:
     """Decode an inbox envelope; raise ``ClusterProtocolError`` when malformed."""
     return decode_envelope(load(data), INBOX_TYPES, "inbox")
+
+
+def decode_inboxes(data: bytes | str) -> list[InboxMessage | ClusterProtocolError]:
+    """Decode an inbox message: one envelope or several back to back (see cluster.md).
+
+    Each envelope decodes on its own: a malformed one is its ``ClusterProtocolError`` in
+    the list and the others still count. Bytes that do not split into maps raise it.
+    """
+    found: list[InboxMessage | ClusterProtocolError] = []
+    for env in load_many(data):
+        try:
+            found.append(decode_envelope(env, INBOX_TYPES, "inbox"))
+        except ClusterProtocolError as exc:
+            found.append(exc)
+    return found
 
 
 # --- probes ------------------------------------------------------------------------------------

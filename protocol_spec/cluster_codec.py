@@ -28,6 +28,7 @@ __all__ = [
     "integer",
     "integers",
     "load",
+    "load_many",
     "mapping",
     "mapping_or_empty",
     "nested",
@@ -151,8 +152,42 @@ def load(data: bytes | str) -> dict[Any, Any]:
     return value
 
 
+def load_many(data: bytes | str) -> list[dict[Any, Any]]:
+    """The maps of one or more envelopes packed back to back (one inbox PUBLISH).
+
+    The common single envelope is one ``unpackb``; a concatenation is read with an
+    ``Unpacker``. Bytes that do not decode as whole maps raise ``ClusterProtocolError``.
+    """
+    try:
+        return [load(data)]
+    except ClusterProtocolError:
+        if isinstance(data, str):
+            raise
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(data))
+    unpacker.feed(data)
+    values: list[dict[Any, Any]] = []
+    end = 0  # where the last whole envelope ended
+    try:
+        for value in unpacker:
+            if type(value) is not dict:
+                raise ClusterProtocolError("an envelope must be a map")
+            values.append(value)
+            end = unpacker.tell()
+    except ClusterProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise ClusterProtocolError(f"undecodable envelope: {exc}") from None
+    if not values or end != len(data):
+        raise ClusterProtocolError("undecodable envelope: truncated")
+    return values
+
+
+_PACKER = msgpack.Packer(use_bin_type=True)
+"""One packer for every envelope: ``msgpack.packb`` would build a new one per call."""
+
+
 def _dump(value: dict[str, Any]) -> bytes:
-    data: bytes = msgpack.packb(value, use_bin_type=True)
+    data: bytes = _PACKER.pack(value)
     return data
 
 

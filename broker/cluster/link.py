@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -126,22 +127,44 @@ class PubSubLink:
             await getattr(pubsub, op)(target)
 
     async def read(self, pubsub: PubSub, dispatch: Dispatch) -> None:
-        """Read the connection: confirmations, probe echoes, and messages for ``dispatch``."""
+        """Read the connection: confirmations, probe echoes, and messages for ``dispatch``.
+
+        Messages (the hot path) are taken from the connection's raw replies; everything
+        else goes through redis-py's ``handle_message``, which keeps its subscription
+        bookkeeping. A pub/sub object of another kind is read with ``get_message``.
+        """
+        conn = pubsub.connection if type(pubsub) is PubSub else None
         while True:
-            msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
-            if msg is None:
-                continue
-            kind = msg["type"]
-            channel: bytes = msg["channel"]
-            if kind == "message" or kind == "pmessage":
-                self._receive(channel, msg["data"], dispatch)
-            elif kind == "subscribe" or kind == "psubscribe":
-                target = (kind == "psubscribe", channel)
-                self._live.add(target)
-                for done in self._waiters.pop(target, ()):
-                    done()
-            elif kind == "unsubscribe" or kind == "punsubscribe":
-                self._live.discard((kind == "punsubscribe", channel))
+            if conn is None:
+                msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
+            else:
+                raw = await conn.read_response(
+                    timeout=math.inf, disconnect_on_error=False, push_request=True
+                )
+                if type(raw) is list:
+                    kind = raw[0]
+                    if kind == b"message" and len(raw) == 3:
+                        self._receive(raw[1], raw[2], dispatch)
+                        continue
+                    if kind == b"pmessage" and len(raw) == 4:
+                        self._receive(raw[2], raw[3], dispatch)
+                        continue
+                msg = await pubsub.handle_message(raw, ignore_subscribe_messages=False)
+            if msg is not None:
+                self._handle(msg, dispatch)
+
+    def _handle(self, msg: dict[str, Any], dispatch: Dispatch) -> None:
+        kind = msg["type"]
+        channel: bytes = msg["channel"]
+        if kind == "message" or kind == "pmessage":
+            self._receive(channel, msg["data"], dispatch)
+        elif kind == "subscribe" or kind == "psubscribe":
+            target = (kind == "psubscribe", channel)
+            self._live.add(target)
+            for done in self._waiters.pop(target, ()):
+                done()
+        elif kind == "unsubscribe" or kind == "punsubscribe":
+            self._live.discard((kind == "punsubscribe", channel))
 
     def _receive(self, channel: bytes, data: Any, dispatch: Dispatch) -> None:
         if channel == self.probe_channel:

@@ -11,6 +11,10 @@ forking, on a stalled disk) makes ``write`` raise ``LinkLost`` instead of waitin
 ``fail`` then answers the batch in flight and everything queued behind it. A reply
 gets each command's result only once Redis executed it, which is what an acknowledged
 PUBLISH waits for (protocol_spec/cluster.md, "Guarantees").
+
+Inbox envelopes (``post``) queued one after the other for the same channel travel in
+one PUBLISH, concatenated (protocol_spec/cluster.md, "Envelopes"): a busy cross-node
+call path costs Redis and both nodes one pub/sub message per batch, not per call.
 """
 
 from __future__ import annotations
@@ -27,6 +31,22 @@ from .link import LinkLost
 
 __all__ = ["MAX_OUTBOX", "Build", "Command", "Outbox", "Reply", "Tally"]
 
+
+class _Post:
+    """Queued inbox envelopes for one channel, sent as one PUBLISH of their concatenation."""
+
+    __slots__ = ("channel", "parts", "size")
+
+    def __init__(self, channel: bytes, data: bytes) -> None:
+        self.channel = channel
+        self.parts = [data]
+        self.size = len(data)
+
+    def command(self) -> Command:
+        parts = self.parts
+        return ("PUBLISH", self.channel, parts[0] if len(parts) == 1 else b"".join(parts))
+
+
 log = logging.getLogger(__name__)
 
 Command = tuple[Any, ...]
@@ -40,6 +60,8 @@ Build = Callable[[], Iterable[Command]]
 
 MAX_OUTBOX = 200_000
 BATCH = 2000
+POST_BYTES = 65536
+"""Inbox envelopes are coalesced into one PUBLISH up to about this many bytes."""
 DROP_LOG_EVERY = 10_000
 """A full outbox logs its first drop, then every this many."""
 
@@ -65,11 +87,13 @@ class Outbox:
     def __init__(self, command_timeout: float = 1.0) -> None:
         self.command_timeout = command_timeout
         """Seconds a batch may take before Redis counts as hung."""
-        self._queue: deque[tuple[Command, Reply | None]] = deque()
-        self._inflight: list[tuple[Command, Reply | None]] = []
+        self._queue: deque[tuple[Command | _Post, Reply | None]] = deque()
+        self._inflight: list[tuple[Command | _Post, Reply | None]] = []
         self._deferred: dict[Hashable, Build] = {}
         self._wake = asyncio.Event()
         self._drops = Tally(DROP_LOG_EVERY)
+        self._post: _Post | None = None
+        """The post at the tail of the queue, which later envelopes may join."""
 
     @property
     def dropped(self) -> int:
@@ -83,6 +107,10 @@ class Outbox:
 
     def push(self, command: Command, reply: Reply | None = None) -> None:
         """Queue ``command``; ``reply`` gets its result (``LinkLost`` when it is dropped)."""
+        if self._enqueue(command, reply):
+            self._post = None
+
+    def _enqueue(self, item: Command | _Post, reply: Reply | None) -> bool:
         if len(self._queue) >= MAX_OUTBOX:
             count = self._drops.add()
             if count:
@@ -91,9 +119,25 @@ class Outbox:
                 )
             if reply is not None:
                 reply(LinkLost("cluster outbox full"))
-            return
-        self._queue.append((command, reply))
+            return False
+        self._queue.append((item, reply))
         self._wake.set()
+        return True
+
+    def post(self, channel: bytes, data: bytes) -> None:
+        """Queue an inbox envelope for ``channel``, joining the post at the tail if it is one.
+
+        Only the tail joins, so the commands keep their order; a post that a batch took
+        is no longer the tail.
+        """
+        tail = self._post
+        if tail is not None and tail.channel == channel and tail.size < POST_BYTES:
+            tail.parts.append(data)
+            tail.size += len(data)
+            return
+        post = _Post(channel, data)
+        if self._enqueue(post, None):
+            self._post = post
 
     def defer(self, key: Hashable, build: Build) -> None:
         """Write what ``build`` gives with the next batch (a later call for ``key`` wins)."""
@@ -117,6 +161,7 @@ class Outbox:
         failed = [*self._inflight, *self._queue]
         self._inflight = []
         self._queue.clear()
+        self._post = None
         lost = LinkLost(why)
         for _command, reply in failed:
             if reply is not None:
@@ -137,10 +182,14 @@ class Outbox:
                 await self._wake.wait()
             self._build_deferred()
             batch = [queue.popleft() for _ in range(min(len(queue), BATCH))]
+            if not queue:
+                self._post = None
             self._inflight = batch
             pipe = cmd.pipeline(transaction=False)
             for command, _reply in batch:
-                pipe.execute_command(*command)
+                pipe.execute_command(
+                    *(command.command() if isinstance(command, _Post) else command)
+                )
             try:
                 async with asyncio.timeout(self.command_timeout):
                     results = await pipe.execute(raise_on_error=False)
@@ -160,3 +209,4 @@ class Outbox:
         deferred, self._deferred = self._deferred, {}
         for build in deferred.values():
             self._queue.extend((command, None) for command in build())
+            self._post = None

@@ -65,7 +65,7 @@ from protocol_spec.cluster import (
     NodeHello,
     decode_control,
     decode_event,
-    decode_inbox,
+    decode_inboxes,
 )
 
 from . import keys
@@ -300,18 +300,25 @@ class RedisCluster(Cluster):
             if channel == CONTROL:
                 self._on_control(decode_control(data))
             elif channel == self._inbox:
-                self.mirror.inbox(decode_inbox(data))
+                for msg in decode_inboxes(data):
+                    if isinstance(msg, ClusterProtocolError):
+                        self._malformed_envelope(channel, msg)
+                    else:
+                        self.mirror.inbox(msg)
             else:
                 self.events.receive(decode_event(data))
         except ClusterProtocolError as exc:
-            count = self._malformed.add()
-            if count:
-                log.warning(
-                    "cluster: dropped a malformed envelope on %r (%d so far): %s",
-                    channel,
-                    count,
-                    exc,
-                )
+            self._malformed_envelope(channel, exc)
+
+    def _malformed_envelope(self, channel: bytes, exc: ClusterProtocolError) -> None:
+        count = self._malformed.add()
+        if count:
+            log.warning(
+                "cluster: dropped a malformed envelope on %r (%d so far): %s",
+                channel,
+                count,
+                exc,
+            )
 
     def _on_control(self, msg: ControlMessage) -> None:
         if msg.node == self.node:
@@ -325,7 +332,7 @@ class RedisCluster(Cluster):
 
     def _send_inbox(self, channel: bytes, msg: InboxMessage) -> None:
         if self.available:
-            self.outbox.push(("PUBLISH", channel, msg.pack()))
+            self.outbox.post(channel, msg.pack())
 
     # --- the Cluster hooks (called by the core) --------------------------------------------
     def publish(
