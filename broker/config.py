@@ -74,6 +74,12 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     authorizer = "com.example.authorize"   # optional: decides URIs no permission matches
     authorizer_timeout = 5.0               # seconds; no answer in time → denied
     authorizer_cache = 300.0               # seconds a cacheable answer is kept; 0: never
+
+    [console]                       # the web console (broker/console); off unless enabled
+    enabled = true
+    path = "/console"               # served at http(s)://HOST:PORT/console/
+    realm = "admin"                 # must be a configured realm with real authentication
+    role = "admin"                  # granted the meta API (wamp.*: call, subscribe)
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from broker.console.settings import ConsoleSettings, console_from_toml
 from broker.core.auth import Authenticator
 from broker.core.authorization import (
     ACTIONS,
@@ -163,6 +170,8 @@ class Settings:
     cluster_timing: dict[str, float] = field(default_factory=dict)
     development_default: bool = False
     session_limits: SessionLimits = field(default_factory=SessionLimits)
+    console: ConsoleSettings | None = None
+    """The web console, when ``[console] enabled = true`` (see broker/console)."""
 
 
 _SERVER_KEYS = {"host", "port", "path", "drain_timeout", "allowed_origins"}
@@ -202,7 +211,7 @@ _REALM_KEYS = {
     "auth",
     "role",
 }
-_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log"}
+_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "console"}
 _ROLE_KEYS = {"name", "permissions", "authorizer", "authorizer_timeout", "authorizer_cache"}
 
 
@@ -616,7 +625,12 @@ def settings_from_toml(
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
     realms = _protect_dynamic_authenticators(realms)
+    try:
+        console, realms = console_from_toml(data.get("console", {}), realms, transport.path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return Settings(
+        console=console,
         transport=transport,
         realms=realms,
         log_level=log_table.get("level", "info"),

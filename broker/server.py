@@ -29,6 +29,8 @@ from typing import Any
 from broker import __version__
 from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings
+from broker.console.http import console_response
+from broker.console.procedures import NodeStatus
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
 from broker.metrics import BrokerMetrics
@@ -128,6 +130,17 @@ class BrokerServer:
         self.metrics = BrokerMetrics(__version__, node, self.router, self.transport, self.cluster)
         self.transport.http_routes["/metrics"] = self.metrics.http_response
         self._count_auth_in_metrics()
+        console = settings.console
+        self.node_status = NodeStatus(
+            node,
+            __version__,
+            self.router,
+            self.transport,
+            self.cluster,
+            console.realm if console else None,
+        )
+        if console is not None:
+            self.transport.console = lambda path: console_response(console.path, path)
         self._closed: asyncio.Event | None = None
         self._closing = False
 
@@ -160,6 +173,12 @@ class BrokerServer:
         if self.cluster is not None:
             await self.cluster.start()
         await self.transport.start()
+        self.node_status.install()
+        if self.settings.console is not None:
+            t = self.settings.transport
+            scheme = "https" if t.tls_cert else "http"
+            port = self.transport.bound_port
+            log.info("console at %s://%s:%d%s/", scheme, t.host, port, self.settings.console.path)
         if self.settings.development_default:
             log.warning(
                 "no realm configured: serving the development default, realm %r open to "
@@ -192,6 +211,7 @@ class BrokerServer:
                 await self._closed.wait()
             return
         self._closing = True
+        self.node_status.close()
         transport = self.transport
         transport.stop_accepting()
         told = self.router.shutdown()

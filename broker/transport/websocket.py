@@ -329,6 +329,8 @@ class WebSocketTransport:
         self.http_routes: dict[str, Callable[[], tuple[int, str, str]]] = {
             "/healthz": lambda: (200, "text/plain; charset=utf-8", "ok\n"),
         }
+        self.console: Callable[[str], tuple[int, str, bytes, dict[str, str]] | None] | None = None
+        """The web console's HTTP handler (broker.console.http), set by the server."""
         self.slow_consumers = 0
         self.stats = TransportStats()
         self.burst = float(settings.message_burst)
@@ -394,6 +396,16 @@ class WebSocketTransport:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        answer = self.console(path) if self.console is not None else None
+        if answer is not None:
+            response = connection.respond(HTTPStatus(answer[0]), "")
+            response.body = answer[2]
+            for name, value in (("Content-Type", answer[1]), *answer[3].items()):
+                del response.headers[name]
+                response.headers[name] = value
+            del response.headers["Content-Length"]
+            response.headers["Content-Length"] = str(len(answer[2]))
+            return response
         route = self.http_routes.get(path)
         if route is not None:
             status, content_type, body = route()

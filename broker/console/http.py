@@ -1,0 +1,60 @@
+"""The console's HTTP answers: static files from ``static/``, nothing else.
+
+``console_response(prefix, path)`` maps a request path under ``prefix`` to a file of
+the packaged ``static/`` folder. Only names from the folder's own listing (taken once,
+at import) can be served, so no path (``..``, encoded or not, absolute, symlinks) reaches
+outside it. ``index.html`` is never cached (it names the other files); the rest is
+cacheable for an hour.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote
+
+__all__ = ["STATIC", "console_response"]
+
+STATIC = Path(__file__).with_name("static")
+
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    "": "text/plain; charset=utf-8",  # the vendored licence
+}
+
+HttpAnswer = tuple[int, str, bytes, dict[str, str]]
+"""(status, content type, body, extra headers)."""
+
+
+def _files() -> dict[str, Path]:
+    """Every servable file, by its relative POSIX path (``vendor/autobahn.min.js``)."""
+    return {
+        path.relative_to(STATIC).as_posix(): path
+        for path in STATIC.rglob("*")
+        if path.is_file() and not path.is_symlink() and path.suffix in _TYPES
+    }
+
+
+_FILES = _files()
+
+
+def console_response(prefix: str, path: str) -> HttpAnswer | None:
+    """The answer for ``path`` (query already stripped), or None if not under ``prefix``.
+
+    ``prefix`` itself redirects to ``prefix/`` (relative URLs in index.html need it).
+    """
+    if path == prefix:
+        return 308, "text/plain; charset=utf-8", b"", {"Location": prefix + "/"}
+    if not path.startswith(prefix + "/"):
+        return None
+    name = unquote(path[len(prefix) + 1 :]) or "index.html"
+    file = _FILES.get(name)
+    if file is None:
+        return 404, "text/plain; charset=utf-8", b"not found\n", {"Cache-Control": "no-store"}
+    cache = "no-cache" if name == "index.html" else "public, max-age=3600"
+    headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    return 200, _TYPES[file.suffix], file.read_bytes(), headers
