@@ -19,6 +19,7 @@ small thread pool with a bounded queue, so it never blocks the event loop
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -140,7 +141,9 @@ class BrokerServer:
             console.realm if console else None,
         )
         if console is not None:
-            self.transport.console = lambda path: console_response(console.path, path)
+            page = {"realm": console.realm, "role": console.role, "url": settings.transport.path}
+            config = json.dumps(page).encode()
+            self.transport.console = lambda path: console_response(console.path, path, config)
         self._closed: asyncio.Event | None = None
         self._closing = False
 

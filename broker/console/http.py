@@ -3,7 +3,7 @@
 ``console_response(prefix, path)`` maps a request path under ``prefix`` to a file of
 the packaged ``static/`` folder. Only names from the folder's own listing (taken once,
 at import) can be served, so no path (``..``, encoded or not, absolute, symlinks) reaches
-outside it. ``index.html`` is never cached (it names the other files); the rest is
+outside it. ``index.html`` and ``config.json`` are never cached (it names the other files); the rest is
 cacheable for an hour.
 """
 
@@ -42,16 +42,20 @@ def _files() -> dict[str, Path]:
 _FILES = _files()
 
 
-def console_response(prefix: str, path: str) -> HttpAnswer | None:
+def console_response(prefix: str, path: str, config: bytes = b"{}") -> HttpAnswer | None:
     """The answer for ``path`` (query already stripped), or None if not under ``prefix``.
 
     ``prefix`` itself redirects to ``prefix/`` (relative URLs in index.html need it).
+    ``prefix/config.json`` answers ``config``: the realm, role and WAMP path the page
+    logs in with (no secret in it).
     """
     if path == prefix:
         return 308, "text/plain; charset=utf-8", b"", {"Location": prefix + "/"}
     if not path.startswith(prefix + "/"):
         return None
     name = unquote(path[len(prefix) + 1 :]) or "index.html"
+    if name == "config.json":
+        return 200, "application/json", config, {"Cache-Control": "no-store"}
     file = _FILES.get(name)
     if file is None:
         return 404, "text/plain; charset=utf-8", b"not found\n", {"Cache-Control": "no-store"}

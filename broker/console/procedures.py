@@ -134,6 +134,7 @@ class NodeStatus:
             "link": link,
             "redis_rtt": rtt,
             "sessions": sum(len(r.sessions) for r in self.router.realms.values()),
+            "realms": {name: len(r.sessions) for name, r in self.router.realms.items()},
             "uptime": round(time.time() - self.started, 1),
             "totals": self.totals(),
         }

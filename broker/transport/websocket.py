@@ -397,14 +397,14 @@ class WebSocketTransport:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         answer = self.console(path) if self.console is not None else None
-        if answer is not None:
+        if answer is not None:  # the web console (broker.console.http)
             response = connection.respond(HTTPStatus(answer[0]), "")
             response.body = answer[2]
-            for name, value in (("Content-Type", answer[1]), *answer[3].items()):
-                del response.headers[name]
+            headers = {"Content-Type": answer[1], "Content-Length": str(len(answer[2]))}
+            for name, value in {**headers, **answer[3]}.items():
+                if name in response.headers:
+                    del response.headers[name]
                 response.headers[name] = value
-            del response.headers["Content-Length"]
-            response.headers["Content-Length"] = str(len(answer[2]))
             return response
         route = self.http_routes.get(path)
         if route is not None:
