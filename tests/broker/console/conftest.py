@@ -29,7 +29,10 @@ VIEWER_TICKET = "console-viewer-secret"
 
 def console_config(path: Path) -> Path:
     """Write the nodes' TOML file; return its path."""
-    admin, viewer = hash_ticket(ADMIN_TICKET, iterations=1000), hash_ticket(VIEWER_TICKET, iterations=1000)
+    admin, viewer = (
+        hash_ticket(ADMIN_TICKET, iterations=1000),
+        hash_ticket(VIEWER_TICKET, iterations=1000),
+    )
     path.write_text(
         TIMING
         + f"""
@@ -98,6 +101,14 @@ class ConsolePage:
         self.shots = shots
         page.devtools.send("Runtime.enable", page.session)
         page.devtools.send("Log.enable", page.session)
+        page.devtools.send(
+            "Emulation.setDeviceMetricsOverride",
+            page.session,
+            width=1280,
+            height=800,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def js(self, expression: str) -> Any:
         return self.page.evaluate(expression)
