@@ -59,6 +59,10 @@ async function start() {
   $("login-role").textContent = config.role;
   for (const span of document.querySelectorAll(".realm-name")) span.textContent = config.realm;
   $("login-form").addEventListener("submit", (ev) => { ev.preventDefault(); login(); });
+  $("authmethod").addEventListener("change", () => {
+    $("secret-label").textContent =
+      $("authmethod").value === "ticket" ? "Ticket" : "Private key seed (64 hex digits)";
+  });
   $("logout").addEventListener("click", () => state.connection && state.connection.close());
   for (const button of document.querySelectorAll("#tabs button")) {
     button.addEventListener("click", () => show(button.dataset.page));
@@ -66,20 +70,39 @@ async function start() {
   wirePages();
 }
 
+// How to answer the router's challenge: the ticket itself, or an Ed25519 signature
+// made with the key whose 32-byte seed (64 hex digits) was typed in; the seed never
+// leaves the page (only the public key is sent, in HELLO's authextra).
+function credentials(method, secret) {
+  if (method === "ticket") return { authextra: undefined, answer: () => secret };
+  if (!/^[0-9a-fA-F]{64}$/.test(secret)) throw new Error("the private key seed is 64 hex digits");
+  const key = autobahn.nacl.sign.keyPair.fromSeed(autobahn.util.htob(secret.toLowerCase()));
+  return {
+    authextra: { pubkey: autobahn.util.btoh(key.publicKey) },
+    answer: (extra) => autobahn.auth_cryptosign.sign_challenge(key, extra),
+  };
+}
+
 function login() {
   const config = state.config;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ticket = $("ticket").value;
+  const method = $("authmethod").value;
   $("login-error").textContent = "";
+  let creds;
+  try { creds = credentials(method, $("ticket").value.trim()); } catch (err) {
+    $("login-error").textContent = String(err.message || err);
+    return;
+  }
   $("login-button").disabled = true;
   const connection = new autobahn.Connection({
     url: `${scheme}://${location.host}${config.url}`,
     realm: config.realm,
-    authmethods: ["ticket"],
+    authmethods: [method],
     authid: $("authid").value,
-    onchallenge: (session, method) => {
-      if (method !== "ticket") throw new Error("unexpected authentication method " + method);
-      return ticket;
+    authextra: creds.authextra,
+    onchallenge: (session, challenged, extra) => {
+      if (challenged !== method) throw new Error("unexpected authentication method " + challenged);
+      return creds.answer(extra);
     },
     max_retries: 0,
     retry_if_unreachable: false,
@@ -289,7 +312,8 @@ async function publish() {
   const out = $("pub-result");
   try {
     const topic = $("pub-topic").value.trim();
-    const pub = await state.session.publish(topic, json("pub-args", []), json("pub-kwargs", {}), { acknowledge: true });
+    const pub = await state.session.publish(topic, json("pub-args", []), json("pub-kwargs", {}),
+      { acknowledge: true, exclude_me: false });  // the live events page shows it too
     out.textContent = `published to ${topic} (publication ${pub.id})`;
   } catch (err) {
     out.textContent = "error: " + errorText(err);

@@ -25,6 +25,16 @@ if shutil.which("redis-server") is None:  # pragma: no cover - the test command 
 
 ADMIN_TICKET = "console-admin-secret"
 VIEWER_TICKET = "console-viewer-secret"
+ADMIN_SEED = "4d" * 32
+"""The Ed25519 private key seed (hex) of the cryptosign principal ``keyadmin``."""
+
+
+def public_key(seed_hex: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex))
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
 
 def console_config(path: Path) -> Path:
@@ -49,6 +59,9 @@ anonymous_role = "anonymous"
 [realm.auth.ticket.principals]
 admin = {{ ticket_hash = "{admin}", role = "admin" }}
 viewer = {{ ticket_hash = "{viewer}", role = "user" }}
+[realm.auth.cryptosign.principals.keyadmin]
+pubkeys = ["{public_key(ADMIN_SEED)}"]
+role = "admin"
 
 [[realm.role]]
 name = "anonymous"
@@ -127,9 +140,10 @@ class ConsolePage:
         }})"""
         return self.js(script)
 
-    def login(self, authid: str, ticket: str) -> None:
+    def login(self, authid: str, ticket: str, method: str = "ticket") -> None:
         self.js(
-            f"""document.getElementById('authid').value = {json.dumps(authid)};
+            f"""document.getElementById('authmethod').value = {json.dumps(method)};
+            document.getElementById('authid').value = {json.dumps(authid)};
             document.getElementById('ticket').value = {json.dumps(ticket)};
             document.getElementById('login-button').click(); true"""
         )

@@ -15,7 +15,7 @@ from tests.broker.interop._autobahn import connect
 from tests.examples.cdp import Chromium
 from tests.support.processes import BrokerProcess
 
-from .conftest import ADMIN_TICKET, VIEWER_TICKET, ConsolePage, open_console
+from .conftest import ADMIN_SEED, ADMIN_TICKET, VIEWER_TICKET, ConsolePage, open_console
 
 APP_SHOWN = "!document.getElementById('app').hidden"
 
@@ -46,6 +46,23 @@ def test_login_refuses_wrong_ticket_and_other_roles(
     page.login("admin", ADMIN_TICKET)
     page.until(APP_SHOWN)
     assert page.text("who") == "admin (admin) on realm1"
+    assert page.console_errors() == []
+
+
+def test_login_with_cryptosign(
+    console_nodes: list[BrokerProcess], chromium: Chromium, tmp_path: Path
+) -> None:
+    page = open_console(chromium, console_nodes[1], tmp_path)
+    page.login("keyadmin", "00" * 32, "cryptosign")  # not keyadmin's key
+    error = page.until("document.getElementById('login-error').textContent")
+    assert error.startswith("login failed: wamp.error.")
+    page.login("keyadmin", "not hex", "cryptosign")
+    assert page.until("document.getElementById('login-error').textContent") == (
+        "the private key seed is 64 hex digits"
+    )
+    page.login("keyadmin", ADMIN_SEED, "cryptosign")
+    page.until(APP_SHOWN)
+    assert page.text("who") == "keyadmin (admin) on realm1"
     assert page.console_errors() == []
 
 
@@ -125,7 +142,27 @@ async def test_publish_tool_reaches_an_autobahn_subscriber(
 
     try:
         await subscriber.subscribe(on_event, "com.example.console.news")
+        await subscriber.register(lambda x: x * 2, "com.example.console.double")
         page = await asyncio.to_thread(logged_in, chromium, console_nodes[0], tmp_path)
+        await asyncio.to_thread(page.show, "registrations")
+        await asyncio.to_thread(
+            page.until,
+            """[...document.querySelectorAll('#registrations-body tr')].some(
+                (tr) => [...tr.children].map((td) => td.textContent).slice(1).join('|')
+                    === 'com.example.console.double|exact|single|n1: 1')
+              || (document.getElementById('reg-refresh').click(), false)""",
+        )
+        await asyncio.to_thread(page.show, "events")
+        await asyncio.to_thread(
+            page.js,
+            """document.getElementById('watch-topic').value = 'com.example.console.';
+            document.getElementById('watch-start').click(); true""",
+        )
+        await asyncio.to_thread(
+            page.until,
+            "document.getElementById('watch-status').textContent"
+            " === 'watching com.example.console. (prefix)'",
+        )
         await asyncio.to_thread(page.show, "subscriptions")
         # the subscription on n1 is known on n0 once the console lists it there
         await asyncio.to_thread(
@@ -149,6 +186,10 @@ async def test_publish_tool_reaches_an_autobahn_subscriber(
             page.until, "document.getElementById('pub-result').textContent"
         )
         assert shown.startswith("published to com.example.console.news")
+        seen = await asyncio.to_thread(
+            page.until, "document.querySelector('#events-list li')?.textContent"
+        )
+        assert seen.endswith('com.example.console.news {"args":[1,"two"],"kwargs":{"three":[3]}}')
 
         await asyncio.to_thread(
             page.js,
@@ -161,6 +202,17 @@ async def test_publish_tool_reaches_an_autobahn_subscriber(
         )
         assert result.replace(" ", "").replace("\n", "") == "1"
         await asyncio.to_thread(page.screenshot, "tools")
+        await asyncio.to_thread(
+            page.js,
+            """document.getElementById('call-procedure').value = 'com.example.console.double';
+            document.getElementById('call-args').value = '[21]';
+            document.getElementById('call-result').textContent = '';
+            document.getElementById('call-send').click(); true""",
+        )
+        doubled = await asyncio.to_thread(
+            page.until, "document.getElementById('call-result').textContent"
+        )
+        assert doubled.replace(" ", "").replace("\n", "") == "42"
         assert await asyncio.to_thread(page.console_errors) == []
     finally:
         await subscriber.close()
