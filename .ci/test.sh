@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the suite needs, then runs it.
 # Python deps go into the current interpreter (or the active virtualenv);
-# redis-server, haproxy and chromium come from apt-get when missing.
+# redis-server, redis-sentinel, haproxy and chromium come from apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -163,12 +163,18 @@ def _wait_port(server: Server, port: int, timeout: float) -> None:
     raise RuntimeError(f"{server.name} did not open port {port} within {timeout}s")
 
 
-def start_ours(cpus: list[int], extra: Sequence[str] = ()) -> Server:
+TREES: dict[str, Path] = {}
+"""Extra targets (``--tree NAME=PATH``): our broker run from another source tree."""
+
+
+def start_ours(cpus: list[int], extra: Sequence[str] = (), tree: Path | None = None) -> Server:
     args = [sys.executable, "-m", "broker", "--host", "127.0.0.1", "--port", "0", *extra]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     proc = subprocess.Popen(
         args,
-        cwd=ROOT,
+        cwd=tree or ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -229,6 +235,8 @@ def start_crossbar(cpus: list[int]) -> Server:
 
 
 def start(target: str, cpus: list[int], broker_args: Sequence[str]) -> Server:
+    if target in TREES:
+        return start_ours(cpus, broker_args, TREES[target])
     if target == "ours":
         return start_ours(cpus, broker_args)
     if target == "crossbar":
@@ -349,7 +357,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def table(results: dict[tuple[str, str], dict[str, Any]], targets: Sequence[str]) -> str:
-    cols = [t for t in TARGETS if t in targets]
+    cols = [t for t in TARGETS if t in targets] + [t for t in targets if t in TREES]
     head = ["case", "metric", *cols]
     if "ours" in cols and "crossbar" in cols:
         head.append("ours / crossbar")
@@ -410,7 +418,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pid", type=int, action="append", default=[], help="with --url")
     ap.add_argument("--target", default="router", help="with --url: name in the records")
     ap.add_argument("--out", type=Path, help="append the JSON lines to this file")
+    ap.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        help="NAME=PATH: also run our broker from source tree PATH as target NAME (repeat)",
+    )
     ns = ap.parse_args(argv)
+    for spec in ns.tree:
+        name, _, path = spec.partition("=")
+        TREES[name] = Path(path).resolve()
 
     cases = [c for c in CASES if c.name in ns.cases.split(",")]
     if ns.pub_url:
@@ -428,13 +445,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table_for_single(results, ns.target))
         return 0
 
-    targets = [t for t in ns.targets.split(",") if t]
+    targets = [t for t in ns.targets.split(",") if t] + [t for t in TREES if t not in ns.targets]
     if "crossbar" in targets and not crossbar_available():
         print(f"# crossbar skipped: {CROSSBAR} missing (run bench/setup_crossbar.sh)")
         targets.remove("crossbar")
     for target in targets:
         for case in cases:
-            if target not in case.targets:
+            if ("ours" if target in TREES else target) not in case.targets:
                 continue
             try:
                 with running(target, server_cpus, ns.broker_arg) as server:

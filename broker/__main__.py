@@ -1,7 +1,10 @@
 """The ``broker`` command: ``broker [--host H] [--port P] [--config FILE] [--redis URL]``.
 
-With ``--redis redis://HOST:PORT/DB`` (and optionally ``--node-id NAME``) the process
-joins a cluster of nodes sharing its realms (protocol_spec/cluster.md).
+With ``--redis redis://HOST:PORT/DB`` (or ``redis+sentinel://…``, see
+``broker.cluster.connect``; optionally ``--node-id NAME``) the process joins a cluster
+of nodes sharing its realms (protocol_spec/cluster.md). ``--workers N`` (N > 1, or
+``auto``) makes this process the supervisor of N worker processes on one port
+(``broker.supervisor``); a worker is started by the supervisor with the same flags.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from broker import __version__
 from broker.config import ConfigError, Settings, load_settings
 from broker.server import BrokerServer
+from broker.supervisor import INDEX_ENV, Supervisor, WorkerEndpoint, serve_worker_endpoint
 
 __all__ = ["build_parser", "main"]
 
@@ -35,7 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML configuration file")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-format", choices=["text", "json"])
-    parser.add_argument("--redis", help="redis://HOST:PORT/DB to join a cluster")
+    parser.add_argument(
+        "--redis",
+        help="redis://HOST:PORT/DB or redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]"
+        "/SERVICE[/DB] to join a cluster",
+    )
+    parser.add_argument(
+        "--workers",
+        help="worker processes on this port, or 'auto' (one per CPU); > 1 needs --redis",
+    )
+    parser.add_argument(
+        "--supervisor-port", type=int, help="with --workers: port of the merged /metrics, /readyz"
+    )
     parser.add_argument("--node-id", help="this node's name in a cluster")
     parser.add_argument(
         "--uvloop",
@@ -54,33 +69,72 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        node = getattr(record, "node", None)
+        if node:
+            entry["node"] = node
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
-def _configure_logging(settings: Settings) -> None:
+class _NodeFilter(logging.Filter):
+    """Stamps every record with the process's place among workers (``record.node``)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = self.node
+        return True
+
+
+def _configure_logging(settings: Settings, node: str | None = None) -> None:
+    """Log to stdout; ``node`` (a worker's node ID, or "supervisor") tags every line."""
     handler = logging.StreamHandler(sys.stdout)
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tag = " [%(node)s]" if node else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s{tag} %(name)s: %(message)s")
+        )
+    if node:
+        handler.addFilter(_NodeFilter(node))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
 
 
-async def _run(settings: Settings) -> None:
+async def _orphaned(stop: asyncio.Event) -> None:
+    """In a worker: stop when the supervisor is gone (this process was re-parented)."""
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            log.warning("supervisor gone: shutting down")
+            stop.set()
+
+
+async def _run(settings: Settings, worker: bool = False) -> None:
     server = BrokerServer(settings)
     await server.start()
+    endpoint = await serve_worker_endpoint(
+        WorkerEndpoint(server.metrics.http_response, server.readiness)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(_orphaned(stop)) if worker else None
     await stop.wait()
     log.info("signal received, shutting down")
     await server.close()
+    if watch is not None:
+        watch.cancel()
+    if endpoint is not None:
+        endpoint.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,11 +149,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_format=args.log_format,
             redis_url=args.redis,
             node_id=args.node_id,
+            workers=args.workers,
+            supervisor_port=args.supervisor_port,
         )
     except ConfigError as exc:
         print(f"broker: configuration error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings)
+    worker = INDEX_ENV in os.environ
+    if settings.workers > 1 and not worker:
+        _configure_logging(settings, "supervisor")
+        argv = sys.argv[1:] if argv is None else list(argv)
+        try:
+            return asyncio.run(Supervisor(settings, argv).run())
+        except OSError as exc:
+            t = settings.transport
+            log.error("cannot listen on %s:%s: %s", t.host, t.port, exc.strerror)
+            return 1
+    _configure_logging(settings, settings.node_id if worker else None)
     loop_factory = None
     if args.uvloop or os.environ.get("BROKER_UVLOOP", "") in ("1", "true", "yes"):
         try:
@@ -111,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("running on uvloop")
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(_run(settings))
+            runner.run(_run(settings, worker))
     except OSError as exc:
         log.error(
             "cannot listen on %s:%s: %s",

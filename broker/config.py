@@ -12,6 +12,8 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     port = 8080
     path = "/ws"
     drain_timeout = 10.0        # seconds to wait for sessions on shutdown
+    workers = 1                 # worker processes, or "auto" (one per CPU); > 1 needs Redis
+    supervisor_port = 0         # with workers > 1: the supervisor's /metrics and /readyz
     allowed_origins = []        # browser Origins allowed (empty: any)
 
     [tls]                       # serve wss:// (env: BROKER_TLS_CERT, BROKER_TLS_KEY)
@@ -33,7 +35,8 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     max_pending_calls = 10000
 
     [cluster]
-    redis = "redis://127.0.0.1:6379/0"
+    redis = "redis://127.0.0.1:6379/0"   # or rediss://, unix://, or Sentinel:
+    # redis = "redis+sentinel://:password@host1:26379,host2:26379/mymaster/0"
     node_id = "node-a"
     heartbeat_interval = 1.0    # seconds between heartbeats / liveness checks
     node_timeout = 5.0          # heartbeat TTL: a silent node is dead after this
@@ -75,6 +78,13 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     authorizer_timeout = 5.0               # seconds; no answer in time → denied
     authorizer_cache = 300.0               # seconds a cacheable answer is kept; 0: never
 
+    [[realm.history]]               # event history (wamp.subscription.get_events)
+    uri = "com.example.ticker."
+    match = "prefix"                # exact (default) | prefix | wildcard
+    limit = 1000                    # events kept per topic
+    ttl = 3600                      # seconds an event is kept (optional: no age limit)
+    # and in [[realm]]: history_max_bytes = 67108864 (bytes of history per realm per node)
+
     [console]                       # the web console (broker/console); off unless enabled
     enabled = true
     path = "/console"               # served at http(s)://HOST:PORT/console/
@@ -91,6 +101,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from broker.cluster.connect import parse_redis_url
 from broker.console.settings import ConsoleSettings, console_from_toml
 from broker.core.auth import Authenticator
 from broker.core.authorization import (
@@ -101,6 +112,7 @@ from broker.core.authorization import (
     Permission,
     Role,
 )
+from broker.core.history import DEFAULT_MAX_BYTES, HistoryRule, HistorySettings
 from broker.core.settings import DISCLOSE_POLICIES, RealmSettings, SessionLimits
 from protocol_spec.uri import is_reserved, is_valid_uri
 
@@ -170,11 +182,24 @@ class Settings:
     cluster_timing: dict[str, float] = field(default_factory=dict)
     development_default: bool = False
     session_limits: SessionLimits = field(default_factory=SessionLimits)
+    workers: int = 1
+    """Worker processes (``broker.supervisor``); 1 runs the broker in this process."""
+    supervisor_port: int = 0
+    """With ``workers > 1``: port of the supervisor's /metrics and /readyz (0: a free one)."""
+
     console: ConsoleSettings | None = None
     """The web console, when ``[console] enabled = true`` (see broker/console)."""
 
 
-_SERVER_KEYS = {"host", "port", "path", "drain_timeout", "allowed_origins"}
+_SERVER_KEYS = {
+    "host",
+    "port",
+    "path",
+    "drain_timeout",
+    "allowed_origins",
+    "workers",
+    "supervisor_port",
+}
 _TRANSPORT_LIMITS: dict[str, type | tuple[type, ...]] = {
     "max_message_size": int,
     "max_write_buffer": int,
@@ -210,8 +235,11 @@ _REALM_KEYS = {
     "disclose_caller",
     "auth",
     "role",
+    "history",
+    "history_max_bytes",
 }
 _TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "console"}
+_HISTORY_KEYS = {"uri", "match", "limit", "ttl"}
 _ROLE_KEYS = {"name", "permissions", "authorizer", "authorizer_timeout", "authorizer_cache"}
 
 
@@ -421,6 +449,41 @@ def _check_table(section: str, table: Any) -> bool:
     return True
 
 
+# --- realms: event history ------------------------------------------------------------------
+def _history(section: str, table: Mapping[str, Any]) -> HistorySettings:
+    """``[[realm.history]]`` rules and ``history_max_bytes`` of one realm."""
+    entries = table.get("history", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"[{section}.history] must be an array of tables ([[realm.history]])")
+    rules: list[HistoryRule] = []
+    for index, entry in enumerate(entries):
+        where = f"{section} history #{index + 1}"
+        _check_keys(where, entry, _HISTORY_KEYS)
+        if "uri" not in entry or "limit" not in entry:
+            raise ConfigError(f"[{where}] needs uri and limit (events kept per topic)")
+        ttl = entry.get("ttl")
+        try:
+            rules.append(
+                HistoryRule(
+                    uri=_typed(where, "uri", entry["uri"], str),
+                    match=_typed(where, "match", entry.get("match", "exact"), str),
+                    limit=_typed(where, "limit", entry["limit"], int),
+                    ttl=None if ttl is None else float(_typed(where, "ttl", ttl, (int, float))),
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(f"[{where}] {exc}") from None
+    keys = [(rule.match, rule.uri) for rule in rules]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"[{section}.history] two rules for the same uri and match")
+    max_bytes = _typed(
+        section, "history_max_bytes", table.get("history_max_bytes", DEFAULT_MAX_BYTES), int
+    )
+    if max_bytes <= 0:
+        raise ConfigError(f"[{section}] history_max_bytes: must be a positive number of bytes")
+    return HistorySettings(tuple(rules), max_bytes)
+
+
 # --- realms: authorization ------------------------------------------------------------------
 def _roles(section: str, entries: Any) -> Authorization:
     if not isinstance(entries, list):
@@ -529,6 +592,7 @@ def _realm(index: int, table: Any, limits: SessionLimits, env: Mapping[str, str]
         authenticators=authenticators,
         authorization=authorization,
         limits=limits,
+        history=_history(section, table),
     )
 
 
@@ -646,7 +710,36 @@ def settings_from_toml(
             if key in cluster
         },
         session_limits=session_limits,
+        workers=parse_workers(server.get("workers", 1), "[server] workers"),
+        supervisor_port=_typed("server", "supervisor_port", server.get("supervisor_port", 0), int),
     )
+
+
+def parse_workers(value: Any, where: str = "--workers") -> int:
+    """A worker count: a positive integer or ``"auto"`` (the number of CPUs)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f'{where}: expected a positive integer or "auto", got {value!r}')
+    return value
+
+
+def _check_scale(settings: Settings) -> Settings:
+    """Refuse a Redis URL that does not parse, and workers without Redis."""
+    if settings.redis_url:
+        try:
+            parse_redis_url(settings.redis_url)
+        except ValueError as exc:
+            raise ConfigError(f"redis URL: {exc}") from None
+    elif settings.workers > 1:
+        raise ConfigError(
+            f"{settings.workers} workers need a Redis URL (--redis, BROKER_REDIS or "
+            "[cluster] redis): workers share the realms through Redis; without one the "
+            "broker runs as one process"
+        )
+    return settings
 
 
 def load_settings(
@@ -658,6 +751,8 @@ def load_settings(
     log_format: str | None = None,
     redis_url: str | None = None,
     node_id: str | None = None,
+    workers: str | None = None,
+    supervisor_port: int | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge file, environment and flags into ``Settings``."""
@@ -694,7 +789,10 @@ def load_settings(
     development = not realms
     if development:
         realms = (RealmSettings(name=DEFAULT_REALM, limits=settings.session_limits),)
-    return replace(
+    worker_text = workers or env.get("BROKER_WORKERS")
+    flag = "--workers" if workers else "BROKER_WORKERS"
+    count = parse_workers(worker_text, flag) if worker_text else settings.workers
+    merged = replace(
         settings,
         transport=transport,
         realms=realms,
@@ -703,4 +801,7 @@ def load_settings(
         redis_url=redis_url or env.get("BROKER_REDIS") or settings.redis_url,
         node_id=node_id or env.get("BROKER_NODE_ID") or settings.node_id,
         development_default=development,
+        workers=count,
+        supervisor_port=settings.supervisor_port if supervisor_port is None else supervisor_port,
     )
+    return _check_scale(merged)

@@ -22,8 +22,9 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -35,9 +36,9 @@ from broker.console.procedures import NodeStatus
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
 from broker.metrics import BrokerMetrics
-from broker.transport.websocket import WebSocketTransport
+from broker.transport.websocket import TransportSettings, WebSocketTransport
 
-__all__ = ["AsyncioScheduler", "BrokerServer", "ThreadOffload"]
+__all__ = ["AsyncioScheduler", "BrokerServer", "ThreadOffload", "listening_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,46 @@ class ThreadOffload:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+LISTEN_FD_ENV = "BROKER_LISTEN_FD"
+"""Set by the supervisor: the number of an inherited, already listening socket."""
+REUSEPORT_ENV = "BROKER_REUSEPORT"
+"""Set by the supervisor ("1"): bind host:port with SO_REUSEPORT beside the other workers."""
+
+
+def listening_socket(
+    settings: TransportSettings, environ: Mapping[str, str] | None = None
+) -> socket.socket | None:
+    """The socket a worker serves on, when its supervisor decided it; None: bind as usual.
+
+    Two handoffs (``broker.supervisor`` picks one): an inherited listening socket whose
+    descriptor is in ``BROKER_LISTEN_FD`` (every worker accepts from one queue), or
+    ``BROKER_REUSEPORT=1``: each worker binds its own ``SO_REUSEPORT`` socket on the
+    same host:port and the kernel spreads new connections over them.
+    """
+    env = os.environ if environ is None else environ
+    fd = env.get(LISTEN_FD_ENV)
+    if fd:
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        return sock
+    if env.get(REUSEPORT_ENV) != "1":
+        return None
+    info = socket.getaddrinfo(
+        settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(info[4])
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class BrokerServer:
     """One broker process: router + WebSocket listener."""
 
@@ -120,7 +161,7 @@ class BrokerServer:
         self.offload = ThreadOffload()
         self.router = Router(settings.realms, AsyncioScheduler(), offload=self.offload)
         self.transport = WebSocketTransport(self.router, settings.transport)
-        self.transport.http_routes["/readyz"] = self._readiness
+        self.transport.http_routes["/readyz"] = self.readiness
         self.cluster: RedisCluster | None = None
         if settings.redis_url:
             timing = ClusterTiming(**settings.cluster_timing)
@@ -175,7 +216,7 @@ class BrokerServer:
         self._closed = asyncio.Event()
         if self.cluster is not None:
             await self.cluster.start()
-        await self.transport.start()
+        await self.transport.start(listening_socket(self.settings.transport))
         self.node_status.install()
         if self.settings.console is not None:
             t = self.settings.transport
@@ -194,7 +235,8 @@ class BrokerServer:
             ", ".join(r.name for r in self.settings.realms),
         )
 
-    def _readiness(self) -> tuple[int, str, str]:
+    def readiness(self) -> tuple[int, str, str]:
+        """``/readyz``: (status, content type, body); 503 while closing or the cluster is not up."""
         cluster = self.cluster
         if self._closing:
             return 503, "text/plain; charset=utf-8", "shutting down\n"

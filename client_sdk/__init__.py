@@ -11,11 +11,13 @@ Quick start::
         print(result.value)
 
 ``connect`` gives one session; ``Client`` keeps one alive (reconnecting with
-backoff and restoring subscriptions and registrations); ``client_sdk.sync`` is a
-blocking facade for scripts; ``wampc`` is the command-line client. The SDK speaks
-standard WAMP only, so it works with any WAMP router. ``Backoff`` (the reconnection
-delays) is ``protocol_spec.backoff.Backoff``, re-exported here (it lives in
-protocol_spec so that the broker's Redis link can share it).
+backoff and restoring subscriptions and registrations; with
+``subscribe(..., resume=True)`` it also fetches the events it missed from the
+router's event history); ``client_sdk.sync`` is a blocking facade for scripts;
+``wampc`` is the command-line client. The SDK speaks standard WAMP only, so it
+works with any WAMP router. ``Backoff`` (the reconnection delays) is
+``protocol_spec.backoff.Backoff``, re-exported here (it lives in protocol_spec so
+that the broker's Redis link can share it).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .errors import (
 from .pubsub import EventStream, Subscription
 from .rpc import ProgressiveCall, Registration
 from .session import Session
-from .values import CallOptions, CallResult, Event, InvocationDetails, PublishOptions
+from .values import CallOptions, CallResult, Event, Gap, InvocationDetails, PublishOptions
 
 __all__ = [
     "AnonymousAuth",
@@ -53,6 +55,7 @@ __all__ = [
     "CryptosignAuth",
     "Event",
     "EventStream",
+    "Gap",
     "InvocationDetails",
     "JoinError",
     "NotConnected",

@@ -3,6 +3,7 @@
 ::
 
     wampc sub com.example.tick --count 3          # one JSON line per event
+    wampc sub com.example.tick --resume           # reconnect, fetch what was missed
     wampc pub com.example.tick 42 '"text"' --kw unit='"s"'
     wampc call com.example.add 2 3                # prints {"args": [5], "kwargs": {}}
     wampc register com.example.echo               # answers calls with their arguments
@@ -13,6 +14,12 @@ options (``--authid``, ``--authrole``, ``--ticket``, ``--secret``, ``--private-k
 or the environment variables ``WAMPC_TICKET``, ``WAMPC_SECRET``,
 ``WAMPC_PRIVATE_KEY``) go before or after the command. ``sub`` and ``register``
 report readiness on stderr ("subscribed to …", "registered …").
+
+``sub --resume`` keeps reconnecting (``client_sdk.Client``) and after each re-join
+prints first the events it missed, fetched from the router's event history
+(their lines carry ``"replayed": true``), then the live ones, each once; stderr
+says "resumed TOPIC: N replayed, complete" (or "with a gap") after each recovery
+and prints one JSON line ``{"gap": reason, ...}`` for every gap it could not fill.
 
 Exit status: 0 success, 1 the router or callee answered with an error, 2 usage
 error, 3 cannot connect or join, 130 interrupted.
@@ -27,15 +34,16 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .auth import AnonymousAuth, Authenticator, CryptosignAuth, TicketAuth, WampCraAuth
+from .client import Client, ClientSubscription
 from .connection import connect
 from .errors import ApplicationError, ClientError, JoinError, SessionClosed
 from .session import Session
-from .values import CallOptions, CallResult, Event, PublishOptions
+from .values import CallOptions, CallResult, Event, Gap, PublishOptions
 
 __all__ = ["build_parser", "main", "parse_value"]
 
@@ -128,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--match", choices=("exact", "prefix", "wildcard"), default="exact")
     sub.add_argument("--get-retained", action="store_true", help="receive the retained event first")
     sub.add_argument("--count", type=int, default=None, help="exit after N events")
+    sub.add_argument(
+        "--resume",
+        action="store_true",
+        help="reconnect when the connection drops and fetch the missed events (event history)",
+    )
 
     pub = commands.add_parser("pub", parents=[common], help="publish an event")
     pub.add_argument("topic")
@@ -201,25 +214,98 @@ async def _until_done(session: Session, done: asyncio.Event) -> int:
     return EXIT_OK if done.is_set() else EXIT_CONNECT
 
 
-async def _sub(session: Session, ns: argparse.Namespace) -> int:
+def _event_printer(ns: argparse.Namespace, done: asyncio.Event) -> Callable[[Event], None]:
+    """A handler printing one JSON line per event; sets ``done`` after ``--count`` events."""
     remaining = ns.count
-    done = asyncio.Event()
-    if remaining is not None and remaining <= 0:
-        return EXIT_OK
 
     def on_event(event: Event) -> None:
         nonlocal remaining
         if done.is_set():
             return
-        _emit({"topic": event.topic, "args": event.args, "kwargs": event.kwargs})
+        line: dict[str, Any] = {"topic": event.topic, "args": event.args, "kwargs": event.kwargs}
+        if event.replayed:
+            line["replayed"] = True
+        _emit(line)
         if remaining is not None:
             remaining -= 1
             if remaining <= 0:
                 done.set()
 
+    return on_event
+
+
+async def _sub(session: Session, ns: argparse.Namespace) -> int:
+    done = asyncio.Event()
+    if ns.count is not None and ns.count <= 0:
+        return EXIT_OK
+    on_event = _event_printer(ns, done)
     await session.subscribe(ns.topic, on_event, match=ns.match, get_retained=ns.get_retained)
     _note(f"subscribed to {ns.topic}")
     return await _until_done(session, done)
+
+
+def _note_gap(gap: Gap) -> None:
+    _note(
+        json.dumps(
+            {
+                "gap": gap.reason,
+                "topic": gap.topic,
+                "after_publication": gap.after_publication,
+                "replayed": gap.replayed,
+            }
+        )
+    )
+
+
+async def _report_recovery(sub: ClientSubscription) -> None:
+    complete = await sub.recovered()
+    state = "complete" if complete else "with a gap"
+    _note(f"resumed {sub.topic}: {sub.replayed} replayed in all, {state}")
+
+
+async def _sub_resume(ns: argparse.Namespace, auth: list[Authenticator]) -> int:
+    """``sub --resume``: a reconnecting ``Client`` with a resuming subscription."""
+    done = asyncio.Event()
+    if ns.count is not None and ns.count <= 0:
+        return EXIT_OK
+    client = Client(
+        getattr(ns, "url", DEFAULT_URL),
+        getattr(ns, "realm", DEFAULT_REALM),
+        serializer=getattr(ns, "serializer", "json"),
+        auth=auth or None,
+    )
+    sub = await client.subscribe(
+        ns.topic,
+        _event_printer(ns, done),
+        match=ns.match,
+        get_retained=ns.get_retained,
+        resume=True,
+        on_gap=_note_gap,
+    )
+    reports: set[asyncio.Task[None]] = set()
+
+    def on_join(session: Session) -> None:
+        if client.joins > 1:
+            task = asyncio.create_task(_report_recovery(sub))
+            reports.add(task)
+            task.add_done_callback(reports.discard)
+
+    client.on_join(on_join)
+    try:
+        async with client:
+            _note(f"subscribed to {ns.topic}")
+            stopped = asyncio.ensure_future(client.wait_stopped())
+            finished = asyncio.ensure_future(done.wait())
+            await asyncio.wait({stopped, finished}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            finished.cancel()
+    except JoinError as exc:
+        _note(f"wampc: join refused: {exc}")
+        return EXIT_CONNECT
+    except (ClientError, TimeoutError) as exc:
+        _note(f"wampc: {exc or 'no join in time'}")
+        return EXIT_CONNECT
+    return EXIT_OK if done.is_set() else EXIT_CONNECT
 
 
 async def _pub(session: Session, ns: argparse.Namespace) -> int:
@@ -279,6 +365,8 @@ async def run(ns: argparse.Namespace) -> int:
     except (argparse.ArgumentTypeError, OSError, ClientError) as exc:
         _note(f"wampc: {exc}")
         return EXIT_USAGE
+    if ns.command == "sub" and ns.resume:
+        return await _sub_resume(ns, auth)
     try:
         session = await connect(
             getattr(ns, "url", DEFAULT_URL),

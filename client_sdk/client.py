@@ -29,7 +29,6 @@ import logging
 import random
 import ssl as ssl_module
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -39,8 +38,10 @@ from protocol_spec.backoff import Backoff
 from .auth import Authenticator
 from .connection import connect
 from .errors import ClientError, JoinError, NotConnected, SessionClosed
-from .pubsub import EventHandler, EventStream, Subscription
-from .rpc import ProcedureHandler, ProgressiveCall, Registration
+from .kept import ClientRegistration, ClientSubscription
+from .pubsub import EventHandler, EventStream
+from .resume import GapHandler
+from .rpc import ProcedureHandler, ProgressiveCall
 from .session import Session, log_setup_failure
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientState, StateMachine
 from .values import CallOptions, CallResult, InvokePolicy, MatchPolicy, PublishOptions
@@ -63,67 +64,6 @@ FATAL_JOIN_ERRORS = frozenset(
     }
 )
 """ABORT reasons that stop the client instead of retrying (credentials will not get better)."""
-
-
-@dataclass(eq=False)
-class ClientSubscription:
-    """A subscription the client keeps across reconnections; ``await s.unsubscribe()``."""
-
-    topic: str
-    handler: EventHandler
-    match: MatchPolicy
-    get_retained: bool
-    current: Subscription | None = None
-    active: bool = True
-    _client: Client | None = field(default=None, repr=False)
-
-    async def unsubscribe(self) -> None:
-        """Stop restoring this subscription and remove it from the current session."""
-        if self.active and self._client is not None:
-            await self._client._forget(self)
-
-    async def _apply(self, session: Session) -> None:
-        self.current = await session.subscribe(
-            self.topic, self.handler, match=self.match, get_retained=self.get_retained
-        )
-
-    async def _release(self) -> None:
-        current, self.current = self.current, None
-        if current is not None:
-            await current.unsubscribe()
-
-
-@dataclass(eq=False)
-class ClientRegistration:
-    """A registration the client keeps across reconnections; ``await r.unregister()``."""
-
-    procedure: str
-    handler: ProcedureHandler
-    match: MatchPolicy
-    invoke: InvokePolicy
-    details_arg: str | None
-    current: Registration | None = None
-    active: bool = True
-    _client: Client | None = field(default=None, repr=False)
-
-    async def unregister(self) -> None:
-        """Stop restoring this registration and remove it from the current session."""
-        if self.active and self._client is not None:
-            await self._client._forget(self)
-
-    async def _apply(self, session: Session) -> None:
-        self.current = await session.register(
-            self.procedure,
-            self.handler,
-            match=self.match,
-            invoke=self.invoke,
-            details_arg=self.details_arg,
-        )
-
-    async def _release(self) -> None:
-        current, self.current = self.current, None
-        if current is not None:
-            await current.unregister()
 
 
 _Kept = ClientSubscription | ClientRegistration
@@ -258,6 +198,10 @@ class Client:
                 joined.cancel()
                 stopped.cancel()
 
+    async def wait_stopped(self) -> None:
+        """Wait until the client has stopped (``stop()``, a fatal error or ``max_attempts``)."""
+        await self._stopped.wait()
+
     async def stop(self) -> None:
         """Leave the session (GOODBYE) and stop reconnecting (idempotent)."""
         self._stopping = True
@@ -372,6 +316,8 @@ class Client:
         *,
         match: MatchPolicy = "exact",
         get_retained: bool = False,
+        resume: bool = False,
+        on_gap: GapHandler | None = None,
     ) -> Callable[[F], F]: ...
 
     @overload
@@ -382,6 +328,8 @@ class Client:
         *,
         match: MatchPolicy = "exact",
         get_retained: bool = False,
+        resume: bool = False,
+        on_gap: GapHandler | None = None,
     ) -> Coroutine[Any, Any, ClientSubscription]: ...
 
     def subscribe(
@@ -391,15 +339,27 @@ class Client:
         *,
         match: MatchPolicy = "exact",
         get_retained: bool = False,
+        resume: bool = False,
+        on_gap: GapHandler | None = None,
     ) -> Callable[[F], F] | Coroutine[Any, Any, ClientSubscription]:
         """Keep ``handler`` subscribed to ``topic`` across reconnections.
 
         Awaited: subscribes now if joined (raising the router's error, in which case
         nothing is kept) and returns a ``ClientSubscription``. As a decorator: the
         subscription is declared and made at the next join (or now, in the background).
+
+        ``resume=True``: each publication reaches ``handler`` once, and after a
+        re-join the events published meanwhile are fetched from the router's event
+        history (``wamp.subscription.get_events``) and delivered first, in order,
+        with ``Event.replayed`` set; live events wait meanwhile. When that cannot
+        be proven complete (no history, history trimmed, fetch failed) ``on_gap``
+        receives a ``Gap`` and ``ClientSubscription.complete`` is False.
         """
         return self._keep(
-            handler, lambda fn: ClientSubscription(topic, fn, match, get_retained, _client=self)
+            handler,
+            lambda fn: ClientSubscription(
+                topic, fn, match, get_retained, _client=self, resume=resume, on_gap=on_gap
+            ),
         )
 
     @overload
@@ -492,15 +452,27 @@ class Client:
         match: MatchPolicy = "exact",
         get_retained: bool = False,
         maxsize: int = 1000,
+        resume: bool = False,
+        on_gap: GapHandler | None = None,
     ) -> EventStream:
         """Like ``Session.events``, but the stream survives reconnections.
 
-        It ends when the client stops; overflow drops the oldest event.
+        It ends when the client stops; overflow drops the oldest event (``dropped``
+        counts them: size ``maxsize`` for the replay after a reconnection).
+        ``resume`` and ``on_gap`` are those of ``subscribe``; ``stream.subscription``
+        is the ``ClientSubscription`` once started.
         """
         stream = EventStream(maxsize=maxsize)
 
         async def attach(handler: EventHandler) -> ClientSubscription:
-            return await self.subscribe(topic, handler, match=match, get_retained=get_retained)
+            return await self.subscribe(
+                topic,
+                handler,
+                match=match,
+                get_retained=get_retained,
+                resume=resume,
+                on_gap=on_gap,
+            )
 
         stream.bind(attach, self._streams)
         return stream

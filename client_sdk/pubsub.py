@@ -22,7 +22,14 @@ from .errors import SessionClosed
 from .port import SessionPort
 from .values import Event, MatchPolicy, PublishOptions, handler_options
 
-__all__ = ["EventHandler", "EventStream", "Subscriber", "Subscription"]
+__all__ = [
+    "EventHandler",
+    "EventStream",
+    "Subscriber",
+    "Subscription",
+    "event_from_history",
+    "make_event",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +130,8 @@ class Subscriber:
         if not subs:
             log.debug("event for unknown subscription %d", msg.subscription)
             return
-        topic = msg.details.get("topic")
-        event = Event(
-            topic=topic if isinstance(topic, str) else subs[0].topic,
-            args=msg.args or [],
-            kwargs=msg.kwargs or {},
-            publication=msg.publication,
-            subscription=msg.subscription,
-            details=msg.details,
+        event = make_event(
+            subs[0].topic, msg.subscription, msg.publication, msg.details, msg.args, msg.kwargs
         )
         for sub in list(subs):
             try:
@@ -160,6 +161,57 @@ class Subscriber:
         for stream in list(self._streams):
             stream._end(None if clean else why)
         self._streams.clear()
+
+
+def make_event(
+    subscribed: str,
+    subscription: int,
+    publication: int,
+    details: dict[str, Any],
+    args: list[Any] | None,
+    kwargs: dict[str, Any] | None,
+    *,
+    replayed: bool = False,
+) -> Event:
+    """Build an ``Event``; the topic is ``details["topic"]`` if set, else ``subscribed``."""
+    topic = details.get("topic")
+    return Event(
+        topic=topic if isinstance(topic, str) else subscribed,
+        args=args or [],
+        kwargs=kwargs or {},
+        publication=publication,
+        subscription=subscription,
+        details=details,
+        replayed=replayed,
+    )
+
+
+def event_from_history(subscribed: str, subscription: int, item: Any) -> Event:
+    """An ``Event`` (``replayed=True``) from one ``wamp.subscription.get_events`` item.
+
+    ``item`` is ``{timestamp, subscription, publication, details, args?, kwargs?}``
+    (spec "Event History"); the timestamp stays in ``details["timestamp"]`` unless
+    the details already hold one. Raises ``ValueError`` for a malformed item.
+    """
+    if not isinstance(item, dict):
+        raise ValueError(f"history item is not a dict: {item!r}")
+    publication = item.get("publication")
+    if type(publication) is not int:
+        raise ValueError(f"history item without an integer publication: {item!r}")
+    details = item.get("details")
+    details = dict(details) if isinstance(details, dict) else {}
+    if isinstance(item.get("timestamp"), str):
+        details.setdefault("timestamp", item["timestamp"])
+    args, kwargs = item.get("args"), item.get("kwargs")
+    return make_event(
+        subscribed,
+        subscription,
+        publication,
+        details,
+        args if isinstance(args, list) else None,
+        kwargs if isinstance(kwargs, dict) else None,
+        replayed=True,
+    )
 
 
 async def _guard(result: Awaitable[object], sub: Subscription, event: Event) -> None:
@@ -216,6 +268,11 @@ class EventStream:
         self._handle = await self._attach(self.push)
         if self._registry is not None:
             self._registry.add(self)
+
+    @property
+    def subscription(self) -> Any:
+        """What subscribing returned (a ``Subscription`` or ``ClientSubscription``), or None."""
+        return self._handle
 
     def push(self, event: Event) -> None:
         """Buffer one event, dropping the oldest when full."""

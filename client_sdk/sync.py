@@ -17,6 +17,14 @@ concurrently). An INTERRUPT cannot stop a procedure already running in a thread;
 the caller still gets ``wamp.error.canceled``. ``InvocationDetails.progress`` is a
 coroutine, so threaded procedures stream progressive results by being generators
 (their body then runs on the SDK's loop thread: keep it quick).
+
+``SyncClient`` is the blocking twin of ``Client``: it reconnects, restores its
+subscriptions and registrations, and resumes subscriptions made with
+``resume=True`` (``on_gap`` runs in the event thread, in stream order)::
+
+    with sync.SyncClient("ws://127.0.0.1:8080/ws", "realm1") as client:
+        sub = client.subscribe("com.example.feed", print, resume=True, on_gap=print)
+        ...
 """
 
 from __future__ import annotations
@@ -30,13 +38,23 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from .auth import Authenticator
+from .client import Client, ClientRegistration, ClientState, ClientSubscription
 from .connection import connect as async_connect
 from .pubsub import EventStream, Subscription
+from .resume import GapHandler
 from .rpc import ProcedureHandler, ProgressiveCall, Registration
 from .session import Session
-from .values import CallOptions, CallResult, Event, InvokePolicy, MatchPolicy, PublishOptions
+from .values import (
+    CallOptions,
+    CallResult,
+    Event,
+    Gap,
+    InvokePolicy,
+    MatchPolicy,
+    PublishOptions,
+)
 
-__all__ = ["SyncEventStream", "SyncSession", "connect"]
+__all__ = ["SyncClient", "SyncEventStream", "SyncSession", "connect"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -309,23 +327,176 @@ class SyncSession:
     def _threaded_event_handler(
         self, handler: Callable[[Event], object]
     ) -> Callable[[Event], object]:
-        loop = self._runner.loop
-        pool = self._event_pool
-
-        async def on_event(event: Event) -> None:
-            await loop.run_in_executor(pool, handler, event)
-
-        return on_event
+        return _in_thread(self._runner.loop, self._event_pool, handler)
 
     def _threaded_procedure(self, handler: ProcedureHandler) -> ProcedureHandler:
-        loop = self._runner.loop
-        pool = self._procedure_pool
+        return _procedure_in_thread(self._runner.loop, self._procedure_pool, handler)
 
-        @functools.wraps(handler)
-        async def endpoint(*args: Any, **kwargs: Any) -> Any:
-            return await loop.run_in_executor(pool, functools.partial(handler, *args, **kwargs))
 
-        return endpoint
+class SyncClient:
+    """The blocking twin of ``Client``: stays connected, restores and resumes; no ``await``.
+
+    Takes ``Client``'s arguments. ``with SyncClient(...) as client`` (or ``start()``)
+    blocks until the first join (``first_join_timeout``, default 30 s) and raises
+    the fatal join error, if any. Handlers and ``on_gap`` run in one event thread,
+    in stream order; procedures in a pool, as with ``SyncSession``.
+    """
+
+    def __init__(self, url: str, realm: str, *, procedure_threads: int = 8, **options: Any) -> None:
+        self._runner = _LoopThread()
+        self.client = Client(url, realm, **options)
+        self._event_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="wamp-events"
+        )
+        self._procedure_pool = concurrent.futures.ThreadPoolExecutor(
+            procedure_threads, thread_name_prefix="wamp-procedures"
+        )
+
+    @property
+    def state(self) -> ClientState:
+        """The client's ``ClientState``."""
+        return self.client.state
+
+    def start(self) -> None:
+        """Start and block until joined (raises like ``Client.__aenter__``)."""
+        self._runner.run(self.client.__aenter__())
+
+    def stop(self) -> None:
+        """Leave, stop reconnecting, stop the loop thread and the workers (idempotent)."""
+        if not self._runner.loop.is_closed():
+            try:
+                self._runner.run(self.client.stop())
+            finally:
+                self._runner.stop()
+        self._event_pool.shutdown(wait=False)
+        self._procedure_pool.shutdown(wait=False)
+
+    def __enter__(self) -> SyncClient:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def publish(
+        self, topic: str, *args: Any, options: PublishOptions | None = None, **kwargs: Any
+    ) -> int | None:
+        """``Client.publish``, blocking."""
+        return self._runner.run(self.client.publish(topic, *args, options=options, **kwargs))
+
+    def call(
+        self, procedure: str, *args: Any, options: CallOptions | None = None, **kwargs: Any
+    ) -> CallResult:
+        """``Client.call``, blocking."""
+        return self._runner.run(self.client.call(procedure, *args, options=options, **kwargs))
+
+    def subscribe(
+        self,
+        topic: str,
+        handler: Callable[[Event], object],
+        *,
+        match: MatchPolicy = "exact",
+        get_retained: bool = False,
+        resume: bool = False,
+        on_gap: Callable[[Gap], object] | None = None,
+    ) -> ClientSubscription:
+        """``Client.subscribe`` with a plain handler (and ``on_gap``) run in the event thread."""
+        loop, pool = self._runner.loop, self._event_pool
+        gap_handler: GapHandler | None = None if on_gap is None else _in_thread(loop, pool, on_gap)
+        return self._runner.run(
+            self.client.subscribe(
+                topic,
+                _in_thread(loop, pool, handler),
+                match=match,
+                get_retained=get_retained,
+                resume=resume,
+                on_gap=gap_handler,
+            )
+        )
+
+    def recovered(self, subscription: ClientSubscription, timeout: float | None = None) -> bool:
+        """Block until ``subscription`` is not recovering; return its ``complete`` flag."""
+        return self._runner.run(subscription.recovered(), timeout)
+
+    def unsubscribe(self, subscription: ClientSubscription) -> None:
+        """Stop keeping ``subscription``."""
+        self._runner.run(subscription.unsubscribe())
+
+    def events(
+        self,
+        topic: str,
+        *,
+        match: MatchPolicy = "exact",
+        get_retained: bool = False,
+        maxsize: int = 1000,
+        resume: bool = False,
+        on_gap: Callable[[Gap], object] | None = None,
+    ) -> SyncEventStream:
+        """``Client.events`` as a blocking iterator, subscribed before it returns."""
+        gap_handler = (
+            None if on_gap is None else _in_thread(self._runner.loop, self._event_pool, on_gap)
+        )
+        stream = self.client.events(
+            topic,
+            match=match,
+            get_retained=get_retained,
+            maxsize=maxsize,
+            resume=resume,
+            on_gap=gap_handler,
+        )
+        self._runner.run(stream.start())
+        return SyncEventStream(stream, self._runner)
+
+    def register(
+        self,
+        procedure: str,
+        handler: ProcedureHandler,
+        *,
+        match: MatchPolicy = "exact",
+        invoke: InvokePolicy = "single",
+        details_arg: str | None = None,
+    ) -> ClientRegistration:
+        """``Client.register`` with a plain function run in the procedure pool."""
+        endpoint = _procedure_in_thread(self._runner.loop, self._procedure_pool, handler)
+        return self._runner.run(
+            self.client.register(
+                procedure, endpoint, match=match, invoke=invoke, details_arg=details_arg
+            )
+        )
+
+
+def _procedure_in_thread(
+    loop: asyncio.AbstractEventLoop, pool: concurrent.futures.Executor, handler: ProcedureHandler
+) -> ProcedureHandler:
+    """An async procedure running ``handler`` in ``pool``."""
+
+    @functools.wraps(handler)
+    async def endpoint(*args: Any, **kwargs: Any) -> Any:
+        return await loop.run_in_executor(pool, functools.partial(handler, *args, **kwargs))
+
+    return endpoint
+
+
+def _in_thread(
+    loop: asyncio.AbstractEventLoop,
+    pool: concurrent.futures.Executor,
+    fn: Callable[[T], object],
+) -> Callable[[T], Coroutine[Any, Any, None]]:
+    """An async handler running ``fn(value)`` in ``pool`` (one thread: in arrival order)."""
+
+    async def run(value: T) -> None:
+        await loop.run_in_executor(pool, fn, value)
+
+    return run
 
 
 def connect(

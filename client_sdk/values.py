@@ -18,6 +18,7 @@ __all__ = [
     "CallResult",
     "CancelMode",
     "Event",
+    "Gap",
     "InvocationDetails",
     "InvokePolicy",
     "MatchPolicy",
@@ -129,7 +130,9 @@ class Event:
     ``topic`` is the concrete topic (from EVENT.Details.topic for pattern
     subscriptions, else the subscribed topic). ``publisher`` and its authid/authrole
     are set when the publisher disclosed itself; ``retained`` marks a retained event
-    replayed on subscribe. ``details`` is the raw EVENT.Details dict.
+    replayed on subscribe. ``details`` is the raw EVENT.Details dict. ``replayed``
+    marks an event a resuming ``Client`` subscription fetched from the router's
+    event history after a reconnection (``Client.subscribe(..., resume=True)``).
     """
 
     topic: str
@@ -138,6 +141,7 @@ class Event:
     publication: int
     subscription: int
     details: dict[str, Any] = field(default_factory=dict)
+    replayed: bool = False
 
     @property
     def publisher(self) -> int | None:
@@ -161,6 +165,26 @@ class Event:
     def retained(self) -> bool:
         """True when the router replayed this event from its retention store."""
         return bool(self.details.get("retained", False))
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events of a resuming subscription that may be missing: told, never silent.
+
+    Handed to ``on_gap`` of ``Client.subscribe(..., resume=True)`` when recovery after
+    a reconnection could not prove it delivered every event. ``topic`` is the
+    subscribed topic (or pattern), ``subscription`` the new subscription ID,
+    ``after_publication`` the last publication delivered before the reconnection
+    (None if there was none), ``reason`` says why (one of the ``GAP_*`` texts of
+    ``client_sdk.resume``, possibly with details), ``replayed`` counts the history
+    events delivered by this recovery so far.
+    """
+
+    topic: str
+    subscription: int
+    after_publication: int | None
+    reason: str
+    replayed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ __all__ = [
     "SESSION_ON_LEAVE",
     "SUBSCRIPTION_COUNT_SUBSCRIBERS",
     "SUBSCRIPTION_GET",
+    "SUBSCRIPTION_GET_EVENTS",
     "SUBSCRIPTION_LIST",
     "SUBSCRIPTION_LIST_SUBSCRIBERS",
     "SUBSCRIPTION_LOOKUP",
@@ -128,6 +129,8 @@ SUBSCRIPTION_MATCH: Final = "wamp.subscription.match"
 SUBSCRIPTION_GET: Final = "wamp.subscription.get"
 SUBSCRIPTION_LIST_SUBSCRIBERS: Final = "wamp.subscription.list_subscribers"
 SUBSCRIPTION_COUNT_SUBSCRIBERS: Final = "wamp.subscription.count_subscribers"
+SUBSCRIPTION_GET_EVENTS: Final = "wamp.subscription.get_events"
+"""Args: [subscription ID]; kwargs filter and order (wamp.md, "Event history")."""
 REGISTRATION_LIST: Final = "wamp.registration.list"
 REGISTRATION_LOOKUP: Final = "wamp.registration.lookup"
 REGISTRATION_MATCH: Final = "wamp.registration.match"
@@ -152,6 +155,7 @@ PROCEDURES: Final = frozenset(
         SUBSCRIPTION_GET,
         SUBSCRIPTION_LIST_SUBSCRIBERS,
         SUBSCRIPTION_COUNT_SUBSCRIBERS,
+        SUBSCRIPTION_GET_EVENTS,
         REGISTRATION_LIST,
         REGISTRATION_LOOKUP,
         REGISTRATION_MATCH,

@@ -47,8 +47,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from broker.core.host import ClusterHost
 from broker.core.ids import random_id
@@ -72,6 +70,13 @@ from protocol_spec.cluster import (
 
 from . import keys
 from .claims import Claim, claim_reply, release_command
+from .connect import (
+    Endpoint,
+    connect_clients,
+    parse_redis_url,
+    wait_for_new_master,
+    watch_master,
+)
 from .directory import Directory
 from .events import EventChannels
 from .keys import CONTROL
@@ -103,6 +108,8 @@ class RedisCluster(Cluster):
         self, url: str, node: str | None, host: ClusterHost, timing: ClusterTiming | None = None
     ) -> None:
         self.url = url
+        self.target = parse_redis_url(url)
+        """Single server or Sentinel (``broker.cluster.connect``)."""
         self.node = node or default_node_id()
         self.host = host
         self.timing = timing or ClusterTiming()
@@ -127,6 +134,8 @@ class RedisCluster(Cluster):
         self._ever_connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cmd: Redis | None = None
+        self._master: Endpoint | None = None
+        """Sentinel: the master of the last session that connected."""
         self._inbox = keys.inbox(self.node)
 
     @property
@@ -165,7 +174,9 @@ class RedisCluster(Cluster):
         try:
             await asyncio.wait_for(self._ever_connected.wait(), wait)
         except TimeoutError:
-            log.warning("cluster: Redis at %s not reachable yet; serving local traffic", self.url)
+            log.warning(
+                "cluster: Redis at %s not reachable yet; serving local traffic", self.target.display
+            )
 
     async def close(self, timeout: float = 3.0) -> None:
         """Flush what is queued, remove this node's state from Redis, disconnect."""
@@ -203,7 +214,7 @@ class RedisCluster(Cluster):
             attempt = 0 if self.directory.connected_at else attempt + 1
             first = False
             self.directory.connected_at = 0.0
-            await asyncio.sleep(self.backoff.delay(attempt))
+            await self._pause(self.backoff.delay(attempt))
             self.link_state.move(LinkState.CONNECTING, "reconnecting")
 
     def _lost(self, exc: Exception, first: bool) -> None:
@@ -215,6 +226,13 @@ class RedisCluster(Cluster):
         to = LinkState.DEAF if isinstance(exc, LinkDeaf) else LinkState.DEGRADED
         self._degrade(to, str(exc) or type(exc).__name__)
 
+    async def _pause(self, delay: float) -> None:
+        """The backoff step; with Sentinel it ends early once another master is named."""
+        if self.target.sentinel:
+            await wait_for_new_master(self.target, self._master, delay)
+        else:
+            await asyncio.sleep(delay)
+
     def _degrade(self, to: LinkState, why: str) -> None:
         was = self.available
         self.link_state.move(to, why)
@@ -225,17 +243,14 @@ class RedisCluster(Cluster):
 
     async def _session(self, first: bool) -> None:
         """One connection to Redis, from connect to the first failure."""
-        no_retry = Retry(NoBackoff(), 0)
         timeout = self.timing.command_timeout
-        cmd = Redis.from_url(
-            self.url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=no_retry
-        )
-        sub_client = Redis.from_url(self.url, socket_connect_timeout=timeout, retry=no_retry)
+        cmd, sub_client, master = await connect_clients(self.target, timeout)
         pubsub = sub_client.pubsub()
         tasks: list[asyncio.Task[None]] = []
         try:
             await cmd.ping()
             self._cmd = cmd
+            self._master = master
             await pubsub.subscribe(CONTROL, keys.inbox(self.node))
             tasks.append(asyncio.create_task(self.link.read(pubsub, self._dispatch)))
             tasks.append(asyncio.create_task(self.link.subscriber(pubsub)))
@@ -248,10 +263,16 @@ class RedisCluster(Cluster):
             self.link_state.move(LinkState.UP)
             await self.directory.republish(cmd)
             self._ever_connected.set()
-            log.info("cluster: node %s connected to %s", self.node, self.url)
+            where = self.target.display + (
+                f" (master {master.host}:{master.port})" if master else ""
+            )
+            log.info("cluster: node %s connected to %s", self.node, where)
             await self.directory.load_all(cmd)
             tasks.append(asyncio.create_task(self.directory.heartbeat(cmd)))
             tasks.append(asyncio.create_task(self.link.prober(cmd)))
+            if master is not None:  # Sentinel: end the session when the master moves
+                interval = self.timing.probe_interval
+                tasks.append(asyncio.create_task(watch_master(self.target, master, interval)))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()

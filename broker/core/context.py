@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .authorization import Guard
+from .history import RealmHistory
 
 if TYPE_CHECKING:
     from .ports import Cluster
@@ -26,7 +27,7 @@ class RealmContext:
     once by the server before serving; ``Realm.cluster`` writes through to here.
     """
 
-    __slots__ = ("cluster", "guard", "name", "sessions", "settings")
+    __slots__ = ("cluster", "guard", "history", "name", "sessions", "settings")
 
     def __init__(self, settings: RealmSettings, cluster: Cluster) -> None:
         self.name = settings.name
@@ -35,3 +36,5 @@ class RealmContext:
         self.cluster = cluster
         # the realm's authorization at run time (policy + cached decisions); None: open
         self.guard = Guard(settings.authorization) if settings.authorization else None
+        # event history: in memory (a distributed backend may replace the store)
+        self.history = RealmHistory.in_memory(settings.history)

@@ -16,6 +16,7 @@ BROKER_FEATURES: Final[dict[str, bool]] = {
     "publisher_identification": True,
     "pattern_based_subscription": True,
     "event_retention": True,
+    "event_history": True,
     "subscription_meta_api": True,
     "session_meta_api": True,
     "testament_meta_api": True,

@@ -19,6 +19,7 @@ from protocol_spec import errors
 from protocol_spec import meta as names
 from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid_uri
 
+from .history_meta import GET_EVENTS, get_events
 from .pubsub import DeliveryFilter
 from .registration import InternalError
 from .session import Testament
@@ -49,6 +50,7 @@ def install_meta_api(realm: Realm, kill: KillHook) -> None:
     """Install every meta procedure into ``realm.dealer.internal``."""
     for uri, func in _PROCEDURES.items():
         realm.dealer.internal[uri] = _bind(realm, func)
+    realm.dealer.internal[GET_EVENTS] = _bind(realm, get_events)
     realm.dealer.internal[names.SESSION_KILL] = _bind_kill(realm, kill, _kill_one)
     realm.dealer.internal[names.SESSION_KILL_BY_AUTHID] = _bind_kill(realm, kill, _kill_authid)
     realm.dealer.internal[names.SESSION_KILL_BY_AUTHROLE] = _bind_kill(realm, kill, _kill_authrole)

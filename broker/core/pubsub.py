@@ -280,6 +280,7 @@ class Broker:
 
     def deliver_local(self, publication: Publication, skip: Session | None = None) -> int:
         """Send one publication to every local subscriber it reaches; return how many."""
+        self.realm.history.record(publication)
         return self._fan_out(self._subs.matching(publication.topic), publication, skip)
 
     def _fan_out(

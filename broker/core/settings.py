@@ -6,10 +6,11 @@ running (cached authorization decisions, authorizer answers) lives on the ``Real
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .auth import AnonymousAuthenticator, Authenticator
 from .authorization import Authorization
+from .history import HistorySettings
 
 __all__ = ["DISCLOSE_POLICIES", "RealmSettings", "SessionLimits"]
 
@@ -43,6 +44,7 @@ class RealmSettings:
     authenticators: tuple[Authenticator, ...] = ()
     authorization: Authorization | None = None
     limits: SessionLimits = SessionLimits()
+    history: HistorySettings = field(default_factory=HistorySettings)
 
     def authenticator(self, method: str) -> Authenticator | None:
         """The authenticator for ``method`` in this realm, if offered."""

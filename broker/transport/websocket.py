@@ -336,17 +336,19 @@ class WebSocketTransport:
         self.burst = float(settings.message_burst)
         self._sweeper: asyncio.TimerHandle | None = None
 
-    async def start(self) -> None:
-        """Bind and start accepting connections."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Start accepting connections on ``sock`` (a listening socket), or bind host:port."""
         s = self.settings
         origins: list[Origin | None] | None = None
         if s.allowed_origins:
             # clients that send no Origin (non-browsers) are not subject to the check
             origins = [None, *(Origin(o) for o in s.allowed_origins)]
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {}
         self.server = await serve(
             self._handle,
-            s.host,
-            s.port,
+            None if sock is not None else s.host,
+            None if sock is not None else s.port,
+            **where,
             subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,

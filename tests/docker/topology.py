@@ -57,10 +57,17 @@ def option(args: list[str], name: str) -> str | None:
     return None
 
 
-def cluster_nodes(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Broker services that join the cluster (a ``--redis``/BROKER_REDIS), by name."""
+def cluster_nodes(doc: dict[str, Any], profile: str | None = None) -> dict[str, dict[str, Any]]:
+    """Broker services that join the cluster (a ``--redis``/BROKER_REDIS), by name.
+
+    Without ``profile``: the services ``docker compose up`` starts (no ``profiles``);
+    with one: the services of that profile.
+    """
     nodes = {}
     for name, service in doc["services"].items():
+        profiles = service.get("profiles") or []
+        if (profile is None and profiles) or (profile is not None and profile not in profiles):
+            continue
         if option(command(service), "--redis") or environment(service).get("BROKER_REDIS"):
             nodes[name] = service
     return nodes
@@ -80,8 +87,11 @@ class NativeBroker:
 
 
 def _rewrite_redis(url: str, local_redis: str) -> str:
-    """Keep the compose URL's database and options; swap host:port for the local server."""
+    """Keep the compose URL's scheme, database (Sentinel: service) and options; swap the
+    host:port list for the local server's (Sentinel: the local sentinels')."""
     wanted, local = urlsplit(url), urlsplit(local_redis)
+    if wanted.scheme != local.scheme:
+        raise ValueError(f"compose uses {wanted.scheme}://, the local server is {local.scheme}://")
     return urlunsplit((wanted.scheme, local.netloc, wanted.path, wanted.query, ""))
 
 
@@ -93,6 +103,9 @@ def native_broker(name: str, service: dict[str, Any], local_redis: str) -> Nativ
             args[i + 1] = _rewrite_redis(args[i + 1], local_redis)
         elif arg.startswith("--redis="):
             args[i] = "--redis=" + _rewrite_redis(arg.split("=", 1)[1], local_redis)
+    for i, arg in enumerate(args):
+        if arg == "--supervisor-port" and i + 1 < len(args):
+            args[i + 1] = "0"  # a free port: several supervisors share 127.0.0.1 here
     env = environment(service)
     if env.get("BROKER_REDIS"):
         env["BROKER_REDIS"] = _rewrite_redis(env["BROKER_REDIS"], local_redis)

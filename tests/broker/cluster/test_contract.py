@@ -1,4 +1,6 @@
-"""One contract, both backends: ``local`` (one node) and ``redis`` (two nodes).
+"""One contract, both backends: ``local`` (one node) and ``redis`` (two nodes), the
+latter on a single Redis and on Redis Sentinel (``redis+sentinel://``: 1 master,
+1 replica, 3 sentinels).
 
 Every test gets two URLs: where the "A" clients connect and where the "B" clients
 connect. On the local backend both are the same node; on the Redis backend they
@@ -8,6 +10,7 @@ are different nodes, so everything crosses Redis. The behaviour must not differ.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import pytest
 import client_sdk
 from client_sdk import ApplicationError, CallResult, Event, PublishOptions
 from tests.support.processes import BrokerProcess, RedisProcess, start_broker
+from tests.support.sentinel import start_sentinel_set
 
 from .conftest import call_until, eventually, start_node
 
@@ -37,12 +41,38 @@ def redis_pair(redis_server: RedisProcess, cluster_config: Path) -> Iterator[lis
         node.stop()
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(scope="module")
+def sentinel_pair(
+    tmp_path_factory: pytest.TempPathFactory, cluster_config: Path
+) -> Iterator[list[BrokerProcess]]:
+    if shutil.which("redis-sentinel") is None:  # pragma: no cover - the test command installs it
+        pytest.skip("redis-sentinel is not installed")
+    deployment = start_sentinel_set(tmp_path_factory.mktemp("sentinel"))
+    started: list[BrokerProcess] = []
+    try:
+        for i in range(2):
+            args = (
+                "--redis",
+                deployment.url,
+                "--node-id",
+                f"s{i}",
+                "--config",
+                str(cluster_config),
+            )
+            started.append(start_broker(*args))
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+        deployment.stop()
+
+
+@pytest.fixture(params=["local", "redis", "sentinel"])
 def urls(request: pytest.FixtureRequest) -> Urls:
     if request.param == "local":
         node: BrokerProcess = request.getfixturevalue("local_node")
         return node.url, node.url
-    pair: list[BrokerProcess] = request.getfixturevalue("redis_pair")
+    pair: list[BrokerProcess] = request.getfixturevalue(f"{request.param}_pair")
     return pair[0].url, pair[1].url
 
 

@@ -25,6 +25,7 @@ PROVEN_BROKER_FEATURES = {
     "publisher_identification",  # test_pubsub_advanced, test_realm_disclosure
     "pattern_based_subscription",  # test_pubsub_advanced
     "event_retention",  # test_pubsub_advanced
+    "event_history",  # test_event_history
     "subscription_meta_api",  # test_meta
     "session_meta_api",  # test_session_meta
     "testament_meta_api",  # test_meta

@@ -1,0 +1,73 @@
+"""Event history on cluster nodes with the in-memory store: each node keeps what it saw.
+
+Two real nodes on a real Redis. A node keeps its own publications and the events other
+nodes send it (topics it has a local subscription for); ``get_events`` resolves a
+subscription that lives only on another node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client_sdk import ApplicationError, Event, PublishOptions
+from tests.support.processes import BrokerProcess, RedisProcess
+
+from .conftest import TIMING, eventually, start_node
+from .test_events import Connect
+
+HISTORY = """
+[[realm]]
+name = "realm1"
+
+[[realm.history]]
+uri = "hist."
+match = "prefix"
+limit = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def history_nodes(
+    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[BrokerProcess]]:
+    path: Path = tmp_path_factory.mktemp("history-cluster") / "broker.toml"
+    path.write_text(TIMING + HISTORY, encoding="utf-8")
+    started = [start_node(redis_server, path, f"h{i}") for i in range(2)]
+    yield started
+    for node in started:
+        node.stop()
+
+
+async def test_both_nodes_keep_events_published_on_one_of_them(
+    history_nodes: list[BrokerProcess], connect: Connect
+) -> None:
+    origin, other = history_nodes
+    subscriber = await connect(other.url)
+    received: asyncio.Queue[Event] = asyncio.Queue()
+    sub = await subscriber.subscribe("hist.remote", received.put_nowait)
+    publisher = await connect(origin.url)
+    ack = PublishOptions(acknowledge=True)
+    ids = [await publisher.publish("hist.remote", n, options=ack) for n in range(3)]
+    for _ in ids:  # the other node has delivered (and so kept) all three
+        await asyncio.wait_for(received.get(), 5)
+
+    result = await subscriber.call("wamp.subscription.get_events", sub.id)
+    assert [e["publication"] for e in result.args[0]] == ids
+
+    # on the origin node the subscription exists only remotely: it is still resolved
+    async def origin_knows_the_subscription() -> bool:
+        try:
+            await publisher.call("wamp.subscription.get_events", sub.id)
+        except ApplicationError as exc:
+            assert exc.uri == "wamp.error.no_such_subscription"
+            return False
+        return True
+
+    await eventually(origin_knows_the_subscription, what="subscription known on the origin")
+    result = await publisher.call("wamp.subscription.get_events", sub.id, reverse=True)
+    assert [e["args"][0] for e in result.args[0]] == [2, 1, 0]
+    assert result.kwargs == {"more": False}

@@ -1,0 +1,115 @@
+"""Client resume across cluster nodes: the subscriber comes back on another node.
+
+Two real broker nodes on a real redis-server, both keeping history for
+``com.resume.``. The subscriber's socket is cut and its ``url`` switched to the
+other node before it reconnects, as a load balancer would route it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from client_sdk import Client, Gap, connect
+from tests.client_sdk.test_resume import FAST, Offline, Received, cut, publish_range
+from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
+
+if shutil.which("redis-server") is None:  # pragma: no cover - the test command installs it
+    pytest.skip("redis-server is not installed", allow_module_level=True)
+
+CONFIG = """
+[cluster]
+heartbeat_interval = 0.25
+node_timeout = 2.0
+probe_interval = 0.5
+probe_timeout = 1.0
+
+[[realm]]
+name = "realm1"
+
+[[realm.history]]
+uri = "com.resume."
+match = "prefix"
+limit = 1000
+"""
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
+    """Two nodes sharing one Redis, keeping history for ``com.resume.``."""
+    path = tmp_path_factory.mktemp("resume-cluster") / "broker.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    redis: RedisProcess = start_redis()
+    started: list[BrokerProcess] = []
+    try:
+        for name in ("r0", "r1"):
+            started.append(
+                start_broker("--redis", redis.url, "--node-id", name, "--config", str(path))
+            )
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+        redis.kill()
+
+
+async def test_subscriber_resumes_on_the_node_of_the_publisher(
+    nodes: list[BrokerProcess],
+) -> None:
+    first, second = nodes
+    topic = "com.resume.cluster"
+    received, gaps = Received(), list[Gap]()
+    client = Client(first.url, "realm1", backoff=FAST)
+    offline = Offline(client)
+    async with client, connect(second.url, "realm1") as publisher:
+        sub = await client.subscribe(topic, received, resume=True, on_gap=gaps.append)
+        await publish_range(publisher, topic, range(0, 5))
+        await received.until(5)
+
+        cut(client.session)
+        await asyncio.wait_for(offline.left.wait(), 15)
+        client.url = second.url  # the load balancer sends it to the other node
+        missed = await publish_range(publisher, topic, range(5, 15))
+        await offline.release()
+        assert await asyncio.wait_for(sub.recovered(), 15) is True
+        await publish_range(publisher, topic, range(15, 20))
+        await received.until(20)
+
+    assert received.numbers == list(range(20))
+    assert [e.publication for e in received.events if e.replayed] == missed
+    assert gaps == []
+
+
+async def test_subscriber_moved_to_another_node_is_complete_or_told(
+    nodes: list[BrokerProcess],
+) -> None:
+    """Whatever the other node kept: every event once, in order, or a gap reported."""
+    first, second = nodes
+    topic = "com.resume.cluster.moved"
+    received, gaps = Received(), list[Gap]()
+    client = Client(first.url, "realm1", backoff=FAST)
+    offline = Offline(client)
+    async with client, connect(first.url, "realm1") as publisher:
+        sub = await client.subscribe(topic, received, resume=True, on_gap=gaps.append)
+        await publish_range(publisher, topic, range(0, 5))
+        await received.until(5)
+
+        cut(client.session)
+        await asyncio.wait_for(offline.left.wait(), 15)
+        client.url = second.url
+        await publish_range(publisher, topic, range(5, 15))
+        await offline.release()
+        complete = await asyncio.wait_for(sub.recovered(), 15)
+        await publish_range(publisher, topic, range(15, 20))
+        await received.until(sum(1 for n in received.numbers if n < 15) + 5)
+
+    numbers = received.numbers
+    assert numbers == sorted(set(numbers))  # in order, no duplicates
+    assert numbers[:5] == list(range(5)) and numbers[-5:] == list(range(15, 20))
+    if complete:
+        assert numbers == list(range(20)) and gaps == []
+    else:
+        assert gaps and sub.complete is False  # told, not silent
