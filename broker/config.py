@@ -98,6 +98,11 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
 
     [realm.http_api]                # the HTTP API and [[realm.webhook]]: keys in
                                     # broker/httpapi/settings.py
+    [console]                       # the web console (broker/console); off unless enabled
+    enabled = true
+    path = "/console"               # served at http(s)://HOST:PORT/console/
+    realm = "admin"                 # must be a configured realm with real authentication
+    role = "admin"                  # granted the meta API (wamp.*: call, subscribe)
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.cluster.connect import parse_redis_url
+from broker.console.settings import ConsoleSettings, console_from_toml
 from broker.core.auth import Authenticator
 from broker.core.authorization import (
     ACTIONS,
@@ -233,6 +239,9 @@ class Settings:
     supervisor_port: int = 0
     """With ``workers > 1``: port of the supervisor's /metrics and /readyz (0: a free one)."""
 
+    console: ConsoleSettings | None = None
+    """The web console, when ``[console] enabled = true`` (see broker/console)."""
+
 
 _SERVER_KEYS = {
     "host",
@@ -290,7 +299,7 @@ _REALM_KEYS = {
     "http_api",
     "webhook",
 }
-_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener"}
+_TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener", "console"}
 _HISTORY_KEYS = {"uri", "match", "limit", "ttl"}
 _ROLE_KEYS = {"name", "permissions", "authorizer", "authorizer_timeout", "authorizer_cache"}
 
@@ -795,8 +804,13 @@ def settings_from_toml(
     if len(set(names)) != len(names):
         raise ConfigError("[realm]: realm names must be unique")
     realms = _protect_dynamic_authenticators(realms)
+    try:
+        console, realms = console_from_toml(data.get("console", {}), realms, transport.path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     http_apis, webhooks = _http_apis(realm_tables, env)
     return Settings(
+        console=console,
         http_apis=http_apis,
         webhooks=webhooks,
         transport=transport,

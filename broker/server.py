@@ -19,6 +19,7 @@ small thread pool with a bounded queue, so it never blocks the event loop
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -31,6 +32,8 @@ from typing import Any
 from broker import __version__
 from broker.cluster.redis import ClusterTiming, RedisCluster
 from broker.config import Settings, TransportSettings
+from broker.console.http import ConsoleApp
+from broker.console.procedures import NodeStatus
 from broker.core.interfaces import TimerHandle
 from broker.core.router import Router
 from broker.httpapi.service import HttpApiService
@@ -175,6 +178,19 @@ class BrokerServer:
         self.http_api = HttpApiService(
             self.router, settings, self.transport, self.metrics, self.offload
         )
+        console = settings.console
+        self.node_status = NodeStatus(
+            node,
+            __version__,
+            self.router,
+            self.transport,
+            self.cluster,
+            console.realm if console else None,
+        )
+        if console is not None:
+            page = {"realm": console.realm, "role": console.role, "url": settings.transport.path}
+            config = json.dumps(page).encode()
+            self.transport.http_apps[console.path + "/"] = ConsoleApp(console.path, config)
         self._closed: asyncio.Event | None = None
         self._closing = False
         self.reclaimer = Reclaimer()
@@ -224,6 +240,12 @@ class BrokerServer:
             await self.cluster.start()
         self.http_api.start(self.cluster.node if self.cluster else "local")
         await self.transport.start(listening_socket(self.settings.transport))
+        self.node_status.install()
+        if self.settings.console is not None:
+            t = self.settings.transport
+            scheme = "https" if t.tls_cert else "http"
+            port = self.transport.bound_port
+            log.info("console at %s://%s:%d%s/", scheme, t.host, port, self.settings.console.path)
         if self.settings.development_default:
             log.warning(
                 "no realm configured: serving the development default, realm %r open to "
@@ -265,6 +287,7 @@ class BrokerServer:
         self._closing = True
         if self._reclaim_timer is not None:
             self._reclaim_timer.cancel()
+        self.node_status.close()
         transport = self.transport
         transport.stop_accepting()
         await self.http_api.close()

@@ -9,6 +9,13 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "BROKER_NODE_LIST",
+    "BROKER_ON_STATUS",
+    "BROKER_PROCEDURES",
+    "BROKER_REGISTRATION_PAGE",
+    "BROKER_SESSION_PAGE",
+    "BROKER_STATS_RATES",
+    "BROKER_SUBSCRIPTION_PAGE",
     "PROCEDURES",
     "REGISTRATION_COUNT_CALLEES",
     "REGISTRATION_GET",
@@ -67,6 +74,17 @@ REGISTRATION_ON_UNREGISTER: Final = "wamp.registration.on_unregister"
 REGISTRATION_ON_DELETE: Final = "wamp.registration.on_delete"
 """Args: [session ID, registration ID]."""
 
+# --- router-specific (this project's console; wamp.md "Router-specific meta API") -------
+BROKER_ON_STATUS: Final = "wamp.broker.on_status"
+"""Args: [node status] (as ``wamp.broker.node_list`` describes its own node); each node
+publishes it once a second in the console's realm."""
+BROKER_NODE_LIST: Final = "wamp.broker.node_list"
+BROKER_SESSION_PAGE: Final = "wamp.broker.session_page"
+BROKER_SUBSCRIPTION_PAGE: Final = "wamp.broker.subscription_page"
+BROKER_REGISTRATION_PAGE: Final = "wamp.broker.registration_page"
+BROKER_STATS_RATES: Final = "wamp.broker.stats_rates"
+
+
 TOPICS: Final = frozenset(
     {
         SESSION_ON_JOIN,
@@ -79,9 +97,21 @@ TOPICS: Final = frozenset(
         REGISTRATION_ON_REGISTER,
         REGISTRATION_ON_UNREGISTER,
         REGISTRATION_ON_DELETE,
+        BROKER_ON_STATUS,
     }
 )
 """Every meta-event topic."""
+
+BROKER_PROCEDURES: Final = frozenset(
+    {
+        BROKER_NODE_LIST,
+        BROKER_SESSION_PAGE,
+        BROKER_SUBSCRIPTION_PAGE,
+        BROKER_REGISTRATION_PAGE,
+        BROKER_STATS_RATES,
+    }
+)
+"""Router-specific procedures: every realm has them; the server answers them (console)."""
 
 # --- meta procedures (answered by the router) ------------------------------------------
 SESSION_COUNT: Final = "wamp.session.count"
@@ -132,6 +162,7 @@ PROCEDURES: Final = frozenset(
         REGISTRATION_GET,
         REGISTRATION_LIST_CALLEES,
         REGISTRATION_COUNT_CALLEES,
+        *BROKER_PROCEDURES,
     }
 )
 """Every meta procedure this project's router answers."""

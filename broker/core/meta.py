@@ -55,6 +55,13 @@ def install_meta_api(realm: Realm, kill: KillHook) -> None:
     realm.dealer.internal[names.SESSION_KILL_BY_AUTHID] = _bind_kill(realm, kill, _kill_authid)
     realm.dealer.internal[names.SESSION_KILL_BY_AUTHROLE] = _bind_kill(realm, kill, _kill_authrole)
     realm.dealer.internal[names.SESSION_KILL_ALL] = _bind_kill(realm, kill, _kill_all)
+    for uri in names.BROKER_PROCEDURES:  # answered by the server (broker.console.procedures)
+        realm.dealer.internal[uri] = _not_running
+
+
+def _not_running(caller: Session, args: list[Any], kwargs: dict[str, Any]) -> Reply:
+    """A ``wamp.broker.*`` procedure of a router that runs without a server (tests)."""
+    raise InternalError(errors.NO_SUCH_PROCEDURE, "this router runs without node status")
 
 
 def _bind(

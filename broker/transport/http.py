@@ -43,6 +43,9 @@ Route = Callable[[], tuple[int, str, str]]
 class HttpApp(Protocol):
     """A handler of the requests to one path (the HTTP API, broker/httpapi).
 
+    Registered under an exact path, or under ``prefix/`` for a whole subtree (the web
+    console, broker/console).
+
     It answers, now or later, with ``HttpConnection.respond`` or a stream
     (``start_stream``/``write_chunk``/``end_stream``); the connection reads the next
     request only after that.
@@ -227,7 +230,7 @@ class HttpConnection(asyncio.Protocol):
         if longpoll is not None and path.startswith(longpoll.base + "/"):
             longpoll.handle(request, self)
             return
-        app = self.apps.get(path)
+        app = self.apps.get(path) or _prefix_app(self.apps, path)
         if app is not None:
             app.handle(request, self)
             return
@@ -318,3 +321,11 @@ class HttpConnection(asyncio.Protocol):
     def _fail(self, status: HTTPStatus, text: str) -> None:
         self._buffer.clear()
         self.respond(status, (text + "\n").encode(), close=True)
+
+
+def _prefix_app(apps: Mapping[str, HttpApp], path: str) -> HttpApp | None:
+    """The app registered for a whole subtree: a key ending in ``/`` (e.g. the console)."""
+    for key, app in apps.items():
+        if key.endswith("/") and (path.startswith(key) or path + "/" == key):
+            return app
+    return None
