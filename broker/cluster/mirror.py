@@ -3,7 +3,7 @@
 Remote callees and callers become ``RemoteSession`` stand-ins with a ``NodePeer``:
 the dealer routes calls to them exactly as to local sessions, and what it sends them
 becomes an inbox envelope for their node (protocol_spec/cluster.md, "Envelopes").
-Remote results and errors go to the dealer as such (``Dealer.answer_result``,
+Remote results and errors go to the dealer as such (``Dealer.calls.answer_result``,
 ``answer_error``). Remote sessions and subscriptions go into each realm's
 ``RemoteView`` for the meta API. The core is reached through the ``ClusterHost`` port.
 """
@@ -293,12 +293,14 @@ class Mirror:
     def _result(self, realm: Realm, msg: InboxResult) -> None:
         callee = self.state(msg.node).callees.get((realm.name, msg.session))
         if callee is not None:
-            realm.dealer.answer_result(callee, msg.request, msg.progress, msg.args, msg.kwargs)
+            realm.dealer.calls.answer_result(
+                callee, msg.request, msg.progress, msg.args, msg.kwargs
+            )
 
     def _error(self, realm: Realm, msg: InboxError) -> None:
         callee = self.state(msg.node).callees.get((realm.name, msg.session))
         if callee is not None:
-            realm.dealer.answer_error(
+            realm.dealer.calls.answer_error(
                 callee, msg.request, msg.details, msg.error, msg.args, msg.kwargs
             )
 

@@ -80,7 +80,7 @@ def _refuse_register(msg: Register, match: Any, invoke: Any) -> tuple[str, str] 
 class Dealer:
     """The RPC role of one realm."""
 
-    __slots__ = ("_by_id", "_calls", "_publish_meta", "_regs", "internal", "realm", "scheduler")
+    __slots__ = ("_by_id", "_publish_meta", "_regs", "calls", "internal", "realm", "scheduler")
 
     def __init__(
         self, realm: RealmContext, scheduler: Scheduler, publish_meta: MetaPublisher
@@ -89,7 +89,7 @@ class Dealer:
         self.realm = realm
         self.scheduler = scheduler
         self._publish_meta = publish_meta
-        self._calls = Invocations(scheduler)
+        self.calls = Invocations(scheduler)
         self._regs: UriMap[Registration] = UriMap()
         self._by_id: dict[int, Registration] = {}
         self.internal: dict[str, InternalProcedure] = {}
@@ -324,7 +324,7 @@ class Dealer:
         request = callee.next_invocation_id()
         pending = PendingCall(session, msg.request, callee, request, receive_progress)
         invocation = Invocation(request, reg.id, details, msg.args, msg.kwargs)
-        self._calls.start(pending, timeout, invocation)
+        self.calls.start(pending, timeout, invocation)
 
     def _may_serve(self, reg: Registration, callee: Session, procedure: str) -> bool:
         """A pattern registration never serves a procedure its callee's role may not register."""
@@ -361,44 +361,15 @@ class Dealer:
     def yield_(self, session: Session, msg: Yield) -> None:
         """Handle YIELD: forward RESULT (progressive or final) to the caller."""
         progress = msg.options.get("progress") is True
-        self._calls.answer_result(session, msg.request, progress, msg.args, msg.kwargs)
+        self.calls.answer_result(session, msg.request, progress, msg.args, msg.kwargs)
 
     def invocation_error(self, session: Session, msg: Error) -> None:
         """Handle ERROR for an INVOCATION: forward it to the caller as a CALL error."""
-        self._calls.answer_error(session, msg.request, msg.details, msg.error, msg.args, msg.kwargs)
-
-    def answer_result(
-        self,
-        callee: Session,
-        request: int,
-        progress: bool,
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-    ) -> None:
-        """Callee ``callee`` answered invocation ``request`` (a YIELD, or a remote result).
-
-        A remote callee's node calls this directly: nothing is rebuilt into a YIELD.
-        """
-        self._calls.answer_result(callee, request, progress, args, kwargs)
-
-    def answer_error(
-        self,
-        callee: Session,
-        request: int,
-        details: dict[str, Any],
-        error: str,
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
-    ) -> None:
-        """Callee ``callee`` failed invocation ``request`` (an ERROR, or a remote error).
-
-        A remote callee's node calls this directly: nothing is rebuilt into an ERROR.
-        """
-        self._calls.answer_error(callee, request, details, error, args, kwargs)
+        self.calls.answer_error(session, msg.request, msg.details, msg.error, msg.args, msg.kwargs)
 
     def cancel(self, session: Session, msg: Cancel) -> None:
         """Handle CANCEL with mode skip, kill or killnowait (default killnowait)."""
-        self._calls.cancel(session, msg)
+        self.calls.cancel(session, msg)
 
     # --- calls between nodes (called by the cluster backend) ---------------------------
     def invoke_remote(
@@ -430,17 +401,17 @@ class Dealer:
         invocation = callee.next_invocation_id()
         receive_progress = details.get("receive_progress") is True
         pending = PendingCall(caller, request, callee, invocation, receive_progress)
-        self._calls.start(pending, 0, Invocation(invocation, reg_id, details, args, kwargs))
+        self.calls.start(pending, 0, Invocation(invocation, reg_id, details, args, kwargs))
 
     def interrupt_remote(
         self, caller: RemoteSession, request: int, options: dict[str, Any]
     ) -> None:
         """The caller node canceled (or timed out) call ``request``: interrupt the callee."""
-        self._calls.interrupt_remote(caller, request, options)
+        self.calls.interrupt_remote(caller, request, options)
 
     def abandon(self, session: Session, uri: str, text: str) -> None:
         """End every call ``session`` serves (ERROR ``uri`` to callers) or made (INTERRUPT)."""
-        self._calls.abandon(session, uri, text)
+        self.calls.abandon(session, uri, text)
 
     # --- a session leaves -------------------------------------------------------------
     def detach(self, session: Session, text: str = "callee disconnected") -> None:

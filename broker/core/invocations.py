@@ -91,7 +91,11 @@ class Invocations:
         args: list[Any] | None,
         kwargs: dict[str, Any] | None,
     ) -> None:
-        """Forward a callee's answer (progressive or final) to the caller as RESULT."""
+        """Forward a callee's answer (progressive or final) to the caller as RESULT.
+
+        A YIELD, or a remote callee's result: its node calls this directly, nothing is
+        rebuilt into a YIELD.
+        """
         pending = callee.invocations.get(request)
         if pending is None:
             return  # late answer to a call that was canceled or timed out
@@ -117,7 +121,7 @@ class Invocations:
         args: list[Any] | None,
         kwargs: dict[str, Any] | None,
     ) -> None:
-        """Forward a callee's failure to the caller as a CALL error."""
+        """Forward a callee's failure (an ERROR, or a remote error) to the caller as a CALL error."""
         pending = callee.invocations.get(request)
         if pending is None:
             return

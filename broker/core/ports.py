@@ -3,7 +3,7 @@
 The core never waits on the cluster: it *tells* the backend what happened locally
 (``Cluster`` methods, all synchronous and cheap). The backend acts on the core only
 through ``ClusterHost`` (broker.core.host: find a realm, end a session) and the realm's roles
-(``Broker.deliver_remote``, ``Dealer.add_remote_callee``, ``Dealer.answer_result`` …),
+(``Broker.deliver_remote``, ``Dealer.add_remote_callee``, ``Dealer.calls.answer_result`` …),
 or answers asynchronously (a registration claim, a Redis subscription becoming
 active). Both run on the one event loop, so no locks are needed.
 
