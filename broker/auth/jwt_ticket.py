@@ -13,9 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 __all__ = ["HMAC_ALGORITHMS", "PUBLIC_KEY_ALGORITHMS", "JwtSettings", "JwtVerifier"]
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -60,6 +57,12 @@ class JwtVerifier:
     """Checks a token and returns its claims, or ``None`` when anything is wrong."""
 
     def __init__(self, settings: JwtSettings) -> None:
+        # PyJWT (and the OpenSSL bindings it loads) are imported with the first realm
+        # that uses JWT tickets: a few MiB of RSS that other brokers need not carry.
+        import jwt
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        self._jwt = jwt
         self.settings = settings
         key: Any = settings.secret
         if settings.public_key is not None:
@@ -78,7 +81,7 @@ class JwtVerifier:
         if s.audience is not None:
             required.append("aud")
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims: dict[str, Any] = self._jwt.decode(
                 token,
                 self._key,
                 algorithms=list(s.algorithms),
@@ -87,7 +90,7 @@ class JwtVerifier:
                 leeway=s.leeway,
                 options={"require": required, "verify_aud": s.audience is not None},
             )
-        except jwt.PyJWTError:
+        except self._jwt.PyJWTError:
             return None
         return claims
 

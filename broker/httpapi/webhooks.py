@@ -45,7 +45,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import redis.asyncio as aioredis
 
 from broker.core.router import Router
@@ -132,6 +131,9 @@ class Webhook:
             initial=settings.backoff_initial,
             maximum=max(settings.backoff_max, settings.backoff_initial),
         )
+        import httpx  # here, not at the top: a broker without webhooks never loads it
+
+        self._http_error: type[Exception] = httpx.HTTPError
         self.client = httpx.AsyncClient(timeout=settings.timeout)
 
     def start(self, router: Router, gate: HttpGate) -> None:
@@ -227,7 +229,7 @@ class Webhook:
                 await asyncio.sleep(self.backoff.delay(attempt - 1))
             try:
                 response = await self.client.post(s.url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
+            except self._http_error as exc:
                 log.debug("webhook %s: attempt %d failed: %s", s.name, attempt + 1, exc)
                 continue
             if 200 <= response.status_code < 300:
