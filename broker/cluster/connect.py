@@ -46,6 +46,7 @@ __all__ = [
     "RedisTarget",
     "connect_clients",
     "parse_redis_url",
+    "shared_client",
     "wait_for_new_master",
     "watch_master",
 ]
@@ -138,6 +139,26 @@ def _sentinel(target: RedisTarget, timeout: float) -> Sentinel:
     sentinels = [(e.host, e.port) for e in target.sentinels]
     options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     return Sentinel(sentinels, sentinel_kwargs=options)  # type: ignore[no-untyped-call]
+
+
+def shared_client(url: str, timeout: float = 2.0) -> Redis:
+    """A plain command client (with its own pool) for occasional writes outside the link.
+
+    For ``redis+sentinel://`` it is redis-py's Sentinel-managed master client, which finds
+    the master again after a failover; for a single server, ``Redis.from_url``. Used by
+    the HTTP API for its nonce and webhook claims.
+    """
+    target = parse_redis_url(url)
+    if not target.sentinel:
+        return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    master: Redis = _sentinel(target, timeout).master_for(
+        target.service,
+        db=target.db,
+        password=target.password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+    return master
 
 
 async def discover_master(target: RedisTarget, timeout: float) -> Endpoint:

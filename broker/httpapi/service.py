@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
+from broker.cluster.connect import shared_client
 
 from .api import HttpApi, OpenApi
 from .sessions import HttpGate
@@ -43,7 +43,7 @@ class HttpApiService:
             )
         apps = listener.http_apps
         # one Redis client (pool) for webhook claims and signed-request nonces
-        self.redis = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        self.redis = shared_client(settings.redis_url) if settings.redis_url else None
         for api_settings in settings.http_apis:
             api = HttpApi(router, api_settings, self.gate, offload, self.redis)
             self.apis.append(api)
