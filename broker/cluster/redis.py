@@ -14,6 +14,8 @@ Roles, one module each::
     directory  Directory: this node's state in Redis, heartbeat, liveness, reaping
     claims     Claim: registration claim/release script calls
     mirror     Mirror: control and inbox envelopes applied to the local core
+    history    RedisHistory: topics with history published through one script, get_events
+    repair     GapRepair: per-topic offsets delivered here, the catch-up after an outage
 
     state      LinkState: the link's states and their transition table
 
@@ -74,10 +76,13 @@ from . import keys
 from .claims import Claim, claim_reply, release_command
 from .directory import Directory
 from .events import EventChannels
+from .history import RedisHistory
 from .keys import CONTROL
 from .link import ClusterTiming, LinkDeaf, LinkLost, PubSubLink
 from .mirror import Mirror
 from .outbox import Outbox, Tally
+from .repair import GapRepair
+from .scripts import HISTORY_PUBLISH
 from .state import LinkState, LinkStateMachine
 
 if TYPE_CHECKING:
@@ -113,6 +118,10 @@ class RedisCluster(Cluster):
         self.link = PubSubLink(self.node, self.timing)
         self.outbox = Outbox(self.timing.command_timeout)
         self.events = EventChannels(self.node, host, self.outbox)
+        self.history = RedisHistory(host, lambda: self._cmd)
+        self.history.install()
+        self.repair = GapRepair(self.node, host)
+        self.events.history, self.events.repair = self.history, self.repair
         self._malformed = Tally(1000)
         self.directory = Directory(
             self.node,
@@ -235,12 +244,14 @@ class RedisCluster(Cluster):
         tasks: list[asyncio.Task[None]] = []
         try:
             await cmd.ping()
+            await self._history_session(cmd)
             self._cmd = cmd
             await pubsub.subscribe(CONTROL, keys.inbox(self.node))
             tasks.append(asyncio.create_task(self.link.read(pubsub, self._dispatch)))
             tasks.append(asyncio.create_task(self.link.subscriber(pubsub)))
             self.link.relink()
             await self.link.probe_once(cmd)  # every subscription before it is live
+            await self.repair.run(cmd, self.events.deliver)  # what the outage hid
             if first:
                 await self.directory.reap_previous(cmd)
             self.directory.connected_at = time.monotonic()
@@ -262,6 +273,7 @@ class RedisCluster(Cluster):
             self._lost(exc, first)
             raise
         finally:
+            self.repair.abandon()
             self._cmd = None
             for task in tasks:
                 task.cancel()
@@ -272,6 +284,12 @@ class RedisCluster(Cluster):
                     await asyncio.wait_for(closing, 1.0)
                 except Exception:  # the connection is already broken
                     pass
+
+    async def _history_session(self, cmd: Redis) -> None:
+        """Event history on a new connection: the script loaded, live events held."""
+        await cmd.script_load(HISTORY_PUBLISH)
+        self.history.connected()
+        self.repair.begin()  # until ``repair.run`` has delivered what was missed
 
     # --- envelopes from and to the other nodes ---------------------------------------------
     def _dispatch(self, channel: bytes, data: bytes) -> None:
