@@ -19,6 +19,7 @@ publishes ``wamp.subscription.on_history_gap`` to its local sessions,
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +92,9 @@ class GapRepair:
         keys = [key for key in self._held if self._wanted(key)]
         for key in set(self._held) - set(keys):
             self.delivered.pop(key, None)
+        started, recovered = time.monotonic(), self.recovered
         replies = await self._read(cmd, keys, full=False)
+        read = time.monotonic() - started
         renewed: list[Key] = []
         for key, (meta, raw) in zip(keys, replies, strict=True):
             epoch, offset = self.delivered[key]
@@ -114,6 +117,14 @@ class GapRepair:
         for key, envs in held.items():
             for env in envs:
                 self._take(key, env, deliver)
+        if self.recovered > recovered:
+            log.info(
+                "cluster: recovered %d events on %d topics (read %.3f s, total %.3f s)",
+                self.recovered - recovered,
+                len(keys),
+                read,
+                time.monotonic() - started,
+            )
 
     async def _read(self, cmd: Redis, keys: list[Key], full: bool) -> list[tuple[Any, Any]]:
         """(hash [epoch, offset], stream entries after the delivered offset) of each topic."""
