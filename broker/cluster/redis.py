@@ -345,6 +345,8 @@ class RedisCluster(Cluster):
     def unwatch(self, realm: str, match: str, topic: str) -> None:
         """Drop the Redis subscription once no local subscription needs it."""
         self.link.unwatch(keys.watch_target(realm, match, topic))
+        if self.repair.delivered:
+            self.repair.forget(realm)  # a later subscription starts from live events
 
     def subscription_changed(self, realm: str, sub: Subscription) -> None:
         """Record the subscription for the cluster-wide meta API (coalesced)."""

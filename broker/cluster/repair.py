@@ -83,6 +83,12 @@ class GapRepair:
         """The link is coming back: hold live events of every remembered topic."""
         self._held = {key: [] for key in self.delivered}
 
+    def forget(self, realm: str) -> None:
+        """Drop the positions of ``realm``'s topics no local subscription reaches any more."""
+        for key in [key for key in self.delivered if key[0] == realm]:
+            if not self._wanted(key):
+                del self.delivered[key]
+
     def abandon(self) -> None:
         """The link failed before the catch-up ended: the next one reads the held events."""
         self._held = {}

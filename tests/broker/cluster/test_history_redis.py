@@ -98,7 +98,9 @@ async def test_both_nodes_answer_the_same_and_offsets_follow_the_stream(
     received = [
         [(await asyncio.wait_for(queue.get(), 5)).publication for _ in ids] for queue in queues
     ]
-    assert received[0] == received[1] == ids  # every node delivered all ten, in order
+    # every node delivered all ten; live order is per publisher only (a node delivers its
+    # own publications at once, the other node's when they come through Redis)
+    assert sorted(received[0]) == sorted(received[1]) == sorted(ids)
 
     answers = [
         await session.call("wamp.subscription.get_events", sub.id)
