@@ -128,6 +128,13 @@ class RedisHistory:
         """A new connection: topic sets are written again (Redis may have lost them)."""
         self._known.clear()
 
+    def rule_for(self, realm: str, topic: str) -> HistoryRule | None:
+        """The rule that keeps ``topic``'s history in Redis, None when none does."""
+        found = self.host.realms.get(realm)
+        if found is None or found.context.history.reader is None:
+            return None
+        return found.context.history.rule_for(topic)
+
     def rule(self, realm: str, publication: Publication) -> HistoryRule | None:
         """The rule that keeps ``publication`` in Redis, None when it is not kept."""
         found = self.host.realms.get(realm)

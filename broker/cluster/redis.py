@@ -71,6 +71,7 @@ from protocol_spec.cluster import (
     decode_event,
     decode_inbox,
 )
+from protocol_spec.uri import MATCH_EXACT
 
 from . import keys
 from .claims import Claim, claim_reply, release_command
@@ -340,7 +341,15 @@ class RedisCluster(Cluster):
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """Make sure events of (match, topic) from other nodes reach this node."""
-        self.link.watch(keys.watch_target(realm, match, topic), done)
+        if match != MATCH_EXACT or self.history.rule_for(realm, topic) is None:
+            self.link.watch(keys.watch_target(realm, match, topic), done)
+            return
+
+        def live() -> None:  # an exact topic with history: repaired from here on
+            self.repair.watched(self._cmd, realm, topic)
+            done()
+
+        self.link.watch(keys.watch_target(realm, match, topic), live)
 
     def unwatch(self, realm: str, match: str, topic: str) -> None:
         """Drop the Redis subscription once no local subscription needs it."""

@@ -18,6 +18,7 @@ publishes ``wamp.subscription.on_history_gap`` to its local sessions,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from .history import StreamEntry, history_meta_key, history_stream_key, parse_en
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["HISTORY_GAP", "GapRepair", "Position"]
+__all__ = ["HISTORY_GAP", "NEW", "GapRepair", "Position"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ HISTORY_GAP = "wamp.subscription.on_history_gap"
 
 Position = tuple[str, int]
 """(epoch, offset) of the last event of a topic delivered on this node."""
+
+NEW = ""
+"""The epoch of a position taken before the topic had any history (no gap to report)."""
 
 Key = tuple[str, str]
 
@@ -53,6 +57,9 @@ class GapRepair:
         self.node = node
         self.host = host
         self.delivered: dict[Key, Position] = {}
+        self.start: dict[Key, Position] = {}
+        """Where a new exact subscription started, until its first event (``note_start``)."""
+        self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[Key, list[EventEnvelope]] = {}
         self.gaps = LabelCounts(("realm", "reason"))
         """Gaps that could not be filled (``server.metrics`` replaces it with its counter)."""
@@ -75,19 +82,47 @@ class GapRepair:
         if position is not None and position[0] == env.epoch and env.offset <= position[1]:
             return  # delivered already (another channel, or the catch-up)
         self.delivered[key] = (env.epoch, env.offset)
+        self.start.pop(key, None)
         if env.node != self.node:  # our own events were delivered when published
             deliver(env)
+
+    # --- where a subscription starts --------------------------------------------------
+    def watched(self, cmd: Redis | None, realm: str, topic: str) -> None:
+        """An exact subscription with history is live: note the topic's offset now.
+
+        So an outage before its first event is repaired from there (read in the background;
+        ignored once an event was delivered).
+        """
+        if cmd is None or (realm, topic) in self.delivered:
+            return
+        task = asyncio.get_running_loop().create_task(self._note_start(cmd, realm, topic))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _note_start(self, cmd: Redis, realm: str, topic: str) -> None:
+        try:
+            epoch, offset = await cmd.hmget(history_meta_key(realm, topic), ["e", "o"])
+        except Exception:  # the link failed: the next session starts it again
+            return
+        key = (realm, topic)
+        if key not in self.delivered:
+            text = epoch.decode() if isinstance(epoch, bytes) else epoch
+            self.start[key] = (text or NEW, int(offset or 0))
 
     # --- catch-up ------------------------------------------------------------------------
     def begin(self) -> None:
         """The link is coming back: hold live events of every remembered topic."""
+        for key, position in self.start.items():
+            self.delivered.setdefault(key, position)
+        self.start.clear()
         self._held = {key: [] for key in self.delivered}
 
     def forget(self, realm: str) -> None:
         """Drop the positions of ``realm``'s topics no local subscription reaches any more."""
-        for key in [key for key in self.delivered if key[0] == realm]:
-            if not self._wanted(key):
-                del self.delivered[key]
+        for positions in (self.delivered, self.start):
+            for key in [key for key in positions if key[0] == realm]:
+                if not self._wanted(key):
+                    del positions[key]
 
     def abandon(self) -> None:
         """The link failed before the catch-up ended: the next one reads the held events."""
@@ -108,7 +143,8 @@ class GapRepair:
             if stored == epoch:
                 self._catch_up(key, stored, int(meta[1] or 0), parse_entries(raw), deliver)
                 continue
-            self._gap(key, "lost", None, offset)  # Redis lost the topic's history
+            if epoch != NEW:  # Redis lost the topic's history
+                self._gap(key, "lost", None, offset)
             del self.delivered[key]
             if stored is not None:
                 renewed.append(key)

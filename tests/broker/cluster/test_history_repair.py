@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -156,6 +157,25 @@ async def test_events_missed_while_a_nodes_link_was_cut_are_delivered_once_in_or
     assert tally.count(acked) == (0, 0, 0)
     assert [n for _, n in tally.got] == list(range(300))
     assert tally.gaps == []
+
+
+async def test_an_outage_before_the_first_event_is_repaired_from_the_subscription_start(
+    pair: list[BrokerProcess], redis_server: RedisProcess, connect: Connect
+) -> None:
+    origin, stopped = pair
+    tally = Tally()
+    await subscribe(await connect(stopped.url), "com.gap.fresh", tally)
+    publisher = await connect(origin.url)
+    await publisher.publish("com.gap.other", 0, -1, options=ACK)  # a round trip: start noted
+    stopped.signal(signal.SIGSTOP)  # nothing it could read before the cut
+    try:
+        assert cut_links(redis_server, stopped) > 0
+        for n in range(20):
+            await publisher.publish("com.gap.fresh", 0, n, options=ACK)
+    finally:
+        stopped.signal(signal.SIGCONT)
+    await tally.until(lambda: len(tally.got) >= 20, 15)
+    assert [n for _, n in tally.got] == list(range(20)) and tally.gaps == []
 
 
 async def _publish_until_accepted(session: client_sdk.Session, topic: str, n: int) -> None:
