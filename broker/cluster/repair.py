@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.core.host import ClusterHost
 from broker.metrics.stats import LabelCounts
+from protocol_spec import meta as names
 from protocol_spec.cluster import EventEnvelope
 from protocol_spec.uri import is_reserved
 
@@ -38,7 +39,7 @@ __all__ = ["HISTORY_GAP", "NEW", "GapRepair", "Position"]
 
 log = logging.getLogger(__name__)
 
-HISTORY_GAP = "wamp.subscription.on_history_gap"
+HISTORY_GAP = names.SUBSCRIPTION_ON_HISTORY_GAP
 """The meta topic a node tells its sessions about events it could not recover on."""
 
 Position = tuple[str, int]
