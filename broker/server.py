@@ -174,6 +174,10 @@ class BrokerServer:
         node = settings.node_id or ""
         self.metrics = BrokerMetrics(__version__, node, self.router, self.transport, self.cluster)
         self.transport.http_routes["/metrics"] = self.metrics.http_response
+        if self.cluster is not None:  # history gaps the cluster could not fill
+            self.cluster.repair.gaps = self.metrics.counter(
+                "wamp_history_gaps", "History gaps not repaired, by reason", ("realm", "reason")
+            )
         self._count_auth_in_metrics()
         self.http_api = HttpApiService(
             self.router, settings, self.transport, self.metrics, self.offload

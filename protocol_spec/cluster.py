@@ -47,6 +47,7 @@ from .cluster_codec import (
 
 __all__ = [
     "CONTROL_TYPES",
+    "HISTORY_SUFFIX",
     "INBOX_TYPES",
     "KILL_SELECTORS",
     "VERSION",
@@ -173,8 +174,10 @@ class TestamentsRecord(Record):
 class EventEnvelope(Envelope):
     """An event on ``wamp:ev:{realm}:{topic}`` (and a retained event's stored value).
 
-    ``{v, n, r, t, p, d, a, k, f}``: ``d`` the EVENT details the origin computed
-    (publisher disclosure), ``f`` the black/whitelisting PUBLISH options or nil.
+    ``{v, n, r, t, p, d, a, k, f, o, e}``: ``d`` the EVENT details the origin computed
+    (publisher disclosure), ``f`` the black/whitelisting PUBLISH options or nil; ``o``
+    the per-topic offset and ``e`` the topic's history epoch, or nil for a topic
+    without history.
     """
 
     node: str = field(metadata=wire("n", text))
@@ -185,6 +188,14 @@ class EventEnvelope(Envelope):
     args: list[Any] | None = field(default=None, metadata=wire("a", opt_list))
     kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
     filter: dict[str, Any] | None = field(default=None, metadata=wire("f", opt_mapping))
+    # set by the history publish script (cluster.md, "Event history"); keep them last:
+    # the script replaces the packed nil pair at the end of the map (``HISTORY_SUFFIX``)
+    offset: int | None = field(default=None, metadata=wire("o", opt_integer))
+    epoch: str | None = field(default=None, metadata=wire("e", opt_text))
+
+
+HISTORY_SUFFIX: Final = b"\xa1o\xc0\xa1e\xc0"
+"""How a packed ``EventEnvelope`` without offset and epoch ends (``o`` nil, ``e`` nil)."""
 
 
 def _event(value: Any) -> EventEnvelope:

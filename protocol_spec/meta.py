@@ -47,6 +47,7 @@ __all__ = [
     "SUBSCRIPTION_MATCH",
     "SUBSCRIPTION_ON_CREATE",
     "SUBSCRIPTION_ON_DELETE",
+    "SUBSCRIPTION_ON_HISTORY_GAP",
     "SUBSCRIPTION_ON_SUBSCRIBE",
     "SUBSCRIPTION_ON_UNSUBSCRIBE",
     "TOPICS",
@@ -65,6 +66,8 @@ SUBSCRIPTION_ON_UNSUBSCRIBE: Final = "wamp.subscription.on_unsubscribe"
 """Args: [session ID, subscription ID]."""
 SUBSCRIPTION_ON_DELETE: Final = "wamp.subscription.on_delete"
 """Args: [session ID, subscription ID]."""
+SUBSCRIPTION_ON_HISTORY_GAP: Final = "wamp.subscription.on_history_gap"
+"""Ours (Redis backend): Args [subscription ID], kwargs {topic, reason, missed}."""
 REGISTRATION_ON_CREATE: Final = "wamp.registration.on_create"
 """Args: [session ID, registration details]."""
 REGISTRATION_ON_REGISTER: Final = "wamp.registration.on_register"
@@ -93,6 +96,7 @@ TOPICS: Final = frozenset(
         SUBSCRIPTION_ON_SUBSCRIBE,
         SUBSCRIPTION_ON_UNSUBSCRIBE,
         SUBSCRIPTION_ON_DELETE,
+        SUBSCRIPTION_ON_HISTORY_GAP,
         REGISTRATION_ON_CREATE,
         REGISTRATION_ON_REGISTER,
         REGISTRATION_ON_UNREGISTER,

@@ -2,7 +2,9 @@
 
 An event goes to the channel ``wamp:ev:{realm}:{topic}``; nodes whose local
 subscriptions need it listen on that channel or on a pattern matching it
-(protocol_spec/cluster.md, "Channels" and "Envelopes").
+(protocol_spec/cluster.md, "Channels" and "Envelopes"). An event of a topic with
+history goes through the history publish script instead (``history``), and arrives
+with its topic's offset: ``repair`` then delivers it once, in offset order.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.core.host import ClusterHost
 from broker.core.ids import random_id
@@ -21,6 +23,10 @@ from protocol_spec.cluster import EventEnvelope, RetainedChanged, TestamentsReco
 from . import keys
 from .keys import CONTROL
 from .outbox import Outbox, Reply
+
+if TYPE_CHECKING:
+    from .history import RedisHistory
+    from .repair import GapRepair
 
 __all__ = ["EventChannels", "accepted", "event_envelope", "publication_of"]
 
@@ -90,6 +96,10 @@ class EventChannels:
         """Retained events this node published, re-written after Redis lost them."""
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
+        self.history: RedisHistory | None = None
+        """Writes events of topics with history through the history script (when set)."""
+        self.repair: GapRepair | None = None
+        """Admits events carrying an offset once, in order (when set)."""
 
     def publish(
         self, realm: str, publication: Publication, done: PublishDone | None = None
@@ -107,9 +117,17 @@ class EventChannels:
             if done is not None:
                 done(f"the event cannot cross nodes: {exc}")
             return
-        reply = None if done is None else accepted(done, 3 if publication.retain else 1)
         push = self.outbox.push
-        push(("PUBLISH", keys.event_channel(realm, topic), data), reply)
+        channel = keys.event_channel(realm, topic)
+        rule = None if self.history is None else self.history.rule(realm, publication)
+        if rule is None or self.history is None:
+            writes = [("PUBLISH", channel, data)]
+        else:
+            writes = self.history.commands(realm, topic, channel, data, rule)
+        count = len(writes) + (2 if publication.retain else 0)
+        reply = None if done is None else accepted(done, count)
+        for command in writes:
+            push(command, reply)
         if publication.retain:
             self.owned_retained[(realm, topic)] = data
             push(("HSET", keys.retained_key(realm), topic, data), reply)
@@ -118,6 +136,9 @@ class EventChannels:
 
     def receive(self, env: EventEnvelope) -> None:
         """Deliver an event from another node to local subscribers, once."""
+        if env.offset is not None and self.repair is not None:
+            self.repair.admit(env, self.deliver)
+            return
         if env.node == self.node:
             return  # our own echo: delivered locally already
         publication = env.publication
@@ -127,6 +148,10 @@ class EventChannels:
         self._seen_order.append(publication)
         if len(self._seen_order) > SEEN:
             self._seen.discard(self._seen_order.popleft())
+        self.deliver(env)
+
+    def deliver(self, env: EventEnvelope) -> None:
+        """Deliver an event envelope to the local subscribers of its realm."""
         realm = self.host.realms.get(env.realm)
         if realm is not None:
             realm.broker.deliver_remote(publication_of(env))

@@ -14,6 +14,8 @@ Roles, one module each::
     directory  Directory: this node's state in Redis, heartbeat, liveness, reaping
     claims     Claim: registration claim/release script calls
     mirror     Mirror: control and inbox envelopes applied to the local core
+    history    RedisHistory: topics with history published through one script, get_events
+    repair     GapRepair: per-topic offsets delivered here, the catch-up after an outage
 
     state      LinkState: the link's states and their transition table
 
@@ -67,6 +69,7 @@ from protocol_spec.cluster import (
     decode_event,
     decode_inboxes,
 )
+from protocol_spec.uri import MATCH_EXACT
 
 from . import keys
 from .claims import Claim, claim_reply, release_command
@@ -79,10 +82,13 @@ from .connect import (
 )
 from .directory import Directory
 from .events import EventChannels
+from .history import RedisHistory
 from .keys import CONTROL
 from .link import ClusterTiming, LinkDeaf, LinkLost, PubSubLink
 from .mirror import Mirror
 from .outbox import Outbox, Tally
+from .repair import GapRepair
+from .scripts import HISTORY_PUBLISH
 from .state import LinkState, LinkStateMachine
 
 if TYPE_CHECKING:
@@ -120,6 +126,10 @@ class RedisCluster(Cluster):
         self.link = PubSubLink(self.node, self.timing)
         self.outbox = Outbox(self.timing.command_timeout)
         self.events = EventChannels(self.node, host, self.outbox)
+        self.history = RedisHistory(host, lambda: self._cmd)
+        self.history.install()
+        self.repair = GapRepair(self.node, host)
+        self.events.history, self.events.repair = self.history, self.repair
         self._malformed = Tally(1000)
         self.directory = Directory(
             self.node,
@@ -249,6 +259,7 @@ class RedisCluster(Cluster):
         tasks: list[asyncio.Task[None]] = []
         try:
             await cmd.ping()
+            await self._history_session(cmd)
             self._cmd = cmd
             self._master = master
             await pubsub.subscribe(CONTROL, keys.inbox(self.node))
@@ -256,6 +267,7 @@ class RedisCluster(Cluster):
             tasks.append(asyncio.create_task(self.link.subscriber(pubsub)))
             self.link.relink()
             await self.link.probe_once(cmd)  # every subscription before it is live
+            await self.repair.run(cmd, self.events.deliver)  # what the outage hid
             if first:
                 await self.directory.reap_previous(cmd)
             self.directory.connected_at = time.monotonic()
@@ -283,6 +295,7 @@ class RedisCluster(Cluster):
             self._lost(exc, first)
             raise
         finally:
+            self.repair.abandon()
             self._cmd = None
             for task in tasks:
                 task.cancel()
@@ -293,6 +306,12 @@ class RedisCluster(Cluster):
                     await asyncio.wait_for(closing, 1.0)
                 except Exception:  # the connection is already broken
                     pass
+
+    async def _history_session(self, cmd: Redis) -> None:
+        """Event history on a new connection: the script loaded, live events held."""
+        await cmd.script_load(HISTORY_PUBLISH)
+        self.history.connected()
+        self.repair.begin()  # until ``repair.run`` has delivered what was missed
 
     # --- envelopes from and to the other nodes ---------------------------------------------
     def _dispatch(self, channel: bytes, data: bytes) -> None:
@@ -350,11 +369,21 @@ class RedisCluster(Cluster):
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """Make sure events of (match, topic) from other nodes reach this node."""
-        self.link.watch(keys.watch_target(realm, match, topic), done)
+        if match != MATCH_EXACT or self.history.rule_for(realm, topic) is None:
+            self.link.watch(keys.watch_target(realm, match, topic), done)
+            return
+
+        def live() -> None:  # an exact topic with history: repaired from here on
+            self.repair.watched(self._cmd, realm, topic)
+            done()
+
+        self.link.watch(keys.watch_target(realm, match, topic), live)
 
     def unwatch(self, realm: str, match: str, topic: str) -> None:
         """Drop the Redis subscription once no local subscription needs it."""
         self.link.unwatch(keys.watch_target(realm, match, topic))
+        if self.repair.delivered:
+            self.repair.forget(realm)  # a later subscription starts from live events
 
     def subscription_changed(self, realm: str, sub: Subscription) -> None:
         """Record the subscription for the cluster-wide meta API (coalesced)."""

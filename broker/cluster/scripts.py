@@ -1,13 +1,13 @@
-"""Lua scripts run atomically on Redis: registration claim and release.
+"""Lua scripts run atomically on Redis: registration claim and release, history publish.
 
-See protocol_spec/cluster.md, "Registration claims".
+See protocol_spec/cluster.md, "Registration claims" and "Event history".
 """
 
 from __future__ import annotations
 
 from protocol_spec.cluster import VERSION
 
-__all__ = ["CLAIM", "RELEASE"]
+__all__ = ["CLAIM", "HISTORY_PUBLISH", "RELEASE"]
 
 CLAIM = """
 -- KEYS: 1 claim hash, 2 the node's regs hash, 3 the sequence counter
@@ -53,4 +53,28 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 return 1
+"""
+
+HISTORY_PUBLISH = """
+-- KEYS: 1 the topic's history hash {o: last offset, e: epoch}, 2 the topic's stream
+-- ARGV: 1 event channel, 2 packed EventEnvelope ending with o=nil, e=nil (6 bytes),
+--       3 limit (MAXLEN ~), 4 stream ttl in seconds (0: none), 5 hash ttl (0: none)
+local now = redis.call('TIME')
+local us = now[1] .. string.format('%06d', tonumber(now[2]))
+local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local epoch = nil
+if off ~= 1 then epoch = redis.call('HGET', KEYS[1], 'e') end
+if not epoch then
+  -- a new history (first event, or Redis lost the hash): a new epoch, no old entries
+  epoch = us
+  redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('DEL', KEYS[2])
+end
+local env = string.sub(ARGV[2], 1, -7) .. '\\161o' .. cmsgpack.pack(off)
+  .. '\\161e' .. cmsgpack.pack(epoch)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '0-' .. off, 'u', us, 'ev', env)
+if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+if ARGV[5] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+redis.call('PUBLISH', ARGV[1], env)
+return off
 """

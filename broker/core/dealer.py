@@ -31,7 +31,14 @@ from protocol_spec.uri import MATCH_EXACT, MATCH_POLICIES, is_reserved, is_valid
 from .cluster import RemoteSession
 from .invocations import UNDELIVERABLE_RESULT, Invocations, delivered
 from .matching import UriMap
-from .registration import INVOKE_POLICIES, InternalError, InternalProcedure, Registration
+from .registration import (
+    INVOKE_POLICIES,
+    Deferred,
+    InternalError,
+    InternalProcedure,
+    InternalReply,
+    Registration,
+)
 from .session import PendingCall, fail
 
 if TYPE_CHECKING:
@@ -335,7 +342,7 @@ class Dealer:
 
     def _call_internal(self, session: Session, msg: Call, proc: InternalProcedure) -> None:
         try:
-            args, kwargs = proc(session, list(msg.args or ()), dict(msg.kwargs or {}))
+            answer = proc(session, list(msg.args or ()), dict(msg.kwargs or {}))
         except InternalError as exc:
             session.peer.send(
                 Error(MessageType.CALL, msg.request, {}, exc.uri, exc.args_list or None)
@@ -345,6 +352,22 @@ class Dealer:
             text = f"invalid arguments for {msg.procedure}: {exc}"
             fail(session, MessageType.CALL, msg.request, errors.INVALID_ARGUMENT, text)
             return
+        if isinstance(answer, Deferred):
+            answer.start(lambda outcome: self._answer_internal(session, msg, outcome))
+            return
+        self._answer_internal(session, msg, answer)
+
+    def _answer_internal(
+        self, session: Session, msg: Call, outcome: InternalReply | InternalError
+    ) -> None:
+        """Answer an internal procedure's caller, unless it left meanwhile (``Deferred``)."""
+        if self.realm.sessions.get(session.id) is not session:
+            return
+        if isinstance(outcome, InternalError):
+            error = Error(MessageType.CALL, msg.request, {}, outcome.uri, outcome.args_list or None)
+            session.peer.send(error)
+            return
+        args, kwargs = outcome
         if not delivered(session.peer, Result(msg.request, {}, args, kwargs)):
             text = UNDELIVERABLE_RESULT
             fail(session, MessageType.CALL, msg.request, errors.INVALID_ARGUMENT, text)

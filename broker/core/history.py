@@ -14,12 +14,13 @@ by count (``limit``) and age (``ttl``), and per realm by an estimate of the byte
 (``max_bytes``; the oldest events of the realm go first). A topic whose history becomes
 empty is forgotten; its offsets then start again at 1 with a new ``epoch``.
 
-A Redis implementation keeps one stream per topic, written by the cross-node publish
-script, and applies the same selection rules to what it reads: anchors, time bounds,
-order and limit are the pure function ``select``, shared by every implementation. Its
-offsets and reads arrive asynchronously, so it will need ``append`` to accept an offset
-known later and ``wamp.subscription.get_events`` to answer later (internal procedures
-answer synchronously today). protocol_spec/wamp.md ("Event history") is the prose.
+A distributed backend may replace the store by a ``HistoryReader`` (``reader``): the
+Redis backend keeps one stream per topic, written by the cross-node publish script
+(broker/cluster/history.py), so ``record`` then keeps nothing here and ``query`` is
+answered later, through a callback on the event loop (``wamp.subscription.get_events``
+returns a ``Deferred``). Every implementation applies the same selection rules to what
+it reads: anchors, time bounds, order and limit are the pure function ``select``.
+protocol_spec/wamp.md ("Event history") is the prose.
 
 Sans-I/O: the clock is injected (``time.time`` by default), nothing here waits.
 """
@@ -46,10 +47,12 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "HistoryPage",
     "HistoryQuery",
+    "HistoryReader",
     "HistoryRule",
     "HistorySettings",
     "HistoryStore",
     "MemoryHistoryStore",
+    "QueryDone",
     "RealmHistory",
     "StoredEvent",
     "estimate_size",
@@ -163,6 +166,23 @@ class HistoryStore(Protocol):
 
     def query(self, query: HistoryQuery, accept: Callable[[StoredEvent], bool]) -> HistoryPage:
         """The subscription's events ``accept`` lets the caller see, selected by ``query``."""
+        ...
+
+
+QueryDone = Callable[[HistoryPage | str], None]
+"""The answer of a ``HistoryReader``: the page, or why the history could not be read."""
+
+
+class HistoryReader(Protocol):
+    """A realm's history kept elsewhere (Redis), read asynchronously.
+
+    ``query`` returns at once and calls ``done`` exactly once, later, on the event loop.
+    """
+
+    def query(
+        self, query: HistoryQuery, accept: Callable[[StoredEvent], bool], done: QueryDone
+    ) -> None:
+        """Select the subscription's events ``accept`` lets the caller see; answer ``done``."""
         ...
 
 
@@ -388,6 +408,8 @@ class RealmHistory:
 
     settings: HistorySettings
     store: HistoryStore
+    reader: HistoryReader | None = None
+    """Set by a backend that keeps the history itself: ``record`` keeps nothing then."""
     _rules: UriMap[HistoryRule] | None = field(default=None, init=False)
     _cache: dict[str, HistoryRule | None] = field(default_factory=dict, init=False)
 
@@ -426,6 +448,13 @@ class RealmHistory:
         A publication black/whitelisted by session ID is never kept (spec: session IDs
         change on every join, so the list means nothing to a later reader).
         """
+        if self._rules is None or self.reader is not None:
+            return None
+        rule = self.keeping(publication)
+        return None if rule is None else self.store.append(rule, publication)
+
+    def keeping(self, publication: Publication) -> HistoryRule | None:
+        """The rule under which ``publication`` is kept; None: it is not kept."""
         if self._rules is None:
             return None
         rule = self.rule_for(publication.topic)
@@ -436,7 +465,7 @@ class RealmHistory:
             delivery_filter.exclude or delivery_filter.eligible is not None
         ):
             return None
-        return self.store.append(rule, publication)
+        return rule
 
     def query(self, query: HistoryQuery, accept: Callable[[StoredEvent], bool]) -> HistoryPage:
         """The events of a subscription a caller may see (see ``HistoryStore.query``)."""

@@ -21,8 +21,8 @@ from protocol_spec import errors
 from protocol_spec import meta as names
 from protocol_spec.uri import MATCH_EXACT, is_valid_uri
 
-from .history import HistoryQuery, StoredEvent
-from .registration import InternalError
+from .history import HistoryPage, HistoryQuery, StoredEvent
+from .registration import Deferred, InternalError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -162,11 +162,36 @@ def _visibility(
     return visible
 
 
-def get_events(realm: Realm, caller: Session, args: list[Any], kwargs: dict[str, Any]) -> Reply:
-    """Answer ``wamp.subscription.get_events([subscription], {...})``."""
+def get_events(
+    realm: Realm, caller: Session, args: list[Any], kwargs: dict[str, Any]
+) -> Reply | Deferred:
+    """Answer ``wamp.subscription.get_events([subscription], {...})``.
+
+    With a backend that keeps the history (``RealmHistory.reader``), the answer is a
+    ``Deferred``: the dealer answers once the backend read it (or ERROR
+    ``wamp.error.unavailable`` when it could not).
+    """
     sub_id, uri, match = _target(realm, args)
     visible = _visibility(realm, caller, sub_id, uri, match)
-    page = realm.context.history.query(parse_query(uri, match, kwargs), visible)
+    history = realm.context.history
+    query = parse_query(uri, match, kwargs)
+    reader = history.reader
+    if reader is None or not history.settings.rules:
+        return _reply(sub_id, match, history.query(query, visible))
+
+    def start(answer: Callable[[Reply | InternalError], None]) -> None:
+        def done(page: HistoryPage | str) -> None:
+            if isinstance(page, str):
+                answer(InternalError(errors.UNAVAILABLE, f"event history unavailable: {page}"))
+            else:
+                answer(_reply(sub_id, match, page))
+
+        reader.query(query, visible, done)
+
+    return Deferred(start)
+
+
+def _reply(sub_id: int, match: str, page: HistoryPage) -> Reply:
     events = [_describe(sub_id, match, stored) for stored in page.events]
     info: dict[str, Any] = {"more": page.more}
     if page.anchor_found is not None:

@@ -50,7 +50,7 @@ def install_meta_api(realm: Realm, kill: KillHook) -> None:
     """Install every meta procedure into ``realm.dealer.internal``."""
     for uri, func in _PROCEDURES.items():
         realm.dealer.internal[uri] = _bind(realm, func)
-    realm.dealer.internal[GET_EVENTS] = _bind(realm, get_events)
+    realm.dealer.internal[GET_EVENTS] = lambda s, a, k: get_events(realm, s, a, k)
     realm.dealer.internal[names.SESSION_KILL] = _bind_kill(realm, kill, _kill_one)
     realm.dealer.internal[names.SESSION_KILL_BY_AUTHID] = _bind_kill(realm, kill, _kill_authid)
     realm.dealer.internal[names.SESSION_KILL_BY_AUTHROLE] = _bind_kill(realm, kill, _kill_authrole)

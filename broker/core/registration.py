@@ -1,7 +1,8 @@
 """Registered procedures: one ``Registration`` per (match, URI) and its callees.
 
-Also what the router answers itself (the meta API): ``InternalProcedure`` and the
-``InternalError`` such a procedure raises to answer with ERROR.
+Also what the router answers itself (the meta API): ``InternalProcedure``, the
+``InternalError`` such a procedure raises to answer with ERROR, and ``Deferred``, what it
+returns to answer later (a backend that must ask Redis first).
 """
 
 from __future__ import annotations
@@ -16,14 +17,25 @@ from .ids import random_id
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["INVOKE_POLICIES", "InternalError", "InternalProcedure", "Registration"]
+__all__ = [
+    "INVOKE_POLICIES",
+    "Deferred",
+    "InternalError",
+    "InternalProcedure",
+    "InternalReply",
+    "Registration",
+]
 
 INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
 
-InternalProcedure = Callable[
-    ["Session", list[Any], dict[str, Any]], tuple[list[Any] | None, dict[str, Any] | None]
-]
-"""A router-implemented procedure (meta API): (caller, args, kwargs) → (args, kwargs)."""
+InternalReply = tuple[list[Any] | None, dict[str, Any] | None]
+"""An internal procedure's answer: RESULT (args, kwargs)."""
+
+InternalProcedure = Callable[["Session", list[Any], dict[str, Any]], "InternalReply | Deferred"]
+"""A router-implemented procedure (meta API): (caller, args, kwargs) → (args, kwargs).
+
+It may return a ``Deferred`` instead: the answer then comes later, on the event loop.
+"""
 
 
 class InternalError(Exception):
@@ -33,6 +45,20 @@ class InternalError(Exception):
         super().__init__(uri, *args)
         self.uri = uri
         self.args_list = list(args)
+
+
+class Deferred:
+    """An internal procedure's answer that comes later (the core stays sans-I/O).
+
+    ``start`` is called once by the dealer with the function that answers the caller:
+    give it the RESULT (args, kwargs) or an ``InternalError``, once, on the event loop.
+    A caller gone meanwhile is not answered.
+    """
+
+    __slots__ = ("start",)
+
+    def __init__(self, start: Callable[[Callable[[InternalReply | InternalError], None]], None]):
+        self.start = start
 
 
 class Registration:

@@ -1,8 +1,7 @@
-"""Event history on cluster nodes with the in-memory store: each node keeps what it saw.
+"""Event history on cluster nodes: kept in Redis, read from any node.
 
-Two real nodes on a real Redis. A node keeps its own publications and the events other
-nodes send it (topics it has a local subscription for); ``get_events`` resolves a
-subscription that lives only on another node.
+Two real nodes on a real Redis. Both nodes answer from the topic's Redis stream;
+``get_events`` resolves a subscription that lives only on another node.
 """
 
 from __future__ import annotations

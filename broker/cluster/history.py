@@ -1,0 +1,244 @@
+"""Event history on the Redis backend: one stream per topic, written by the publish script.
+
+A publication to a topic with a history rule crosses nodes through one Lua script
+(``scripts.HISTORY_PUBLISH``) instead of a plain PUBLISH: it takes the topic's next
+offset, appends the event to the topic's stream (``XADD … MAXLEN ~ limit``), renews
+the TTLs and publishes the envelope carrying offset and epoch, so every node sees the
+events of a topic with the same offsets in the same order. Topics without a rule keep
+the plain PUBLISH.
+
+Keys (protocol_spec/cluster.md, "Event history"), both with the hash tag
+``{realm␟topic}`` so one script touches one slot::
+
+    wamp:h:{realm␟topic}:m   hash {o: last offset, e: epoch}
+    wamp:h:{realm␟topic}:s   stream, entry ID 0-<offset>, fields u (µs), ev (envelope)
+    wamp:h:{realm}:topics    set of the realm's topics with history (pattern queries)
+
+``wamp.subscription.get_events`` reads those streams (``RedisHistoryReader``), so every
+node gives the same answer. A stream may hold more than ``limit`` entries (``~``); a
+read keeps the ``limit`` newest offsets and drops entries older than ``ttl`` by the
+Redis clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from broker.core.history import (
+    HistoryPage,
+    HistoryQuery,
+    HistoryRule,
+    QueryDone,
+    RealmHistory,
+    StoredEvent,
+    select,
+)
+from broker.core.host import ClusterHost
+from broker.core.matching import pattern_matches
+from broker.core.publication import Publication
+from protocol_spec.cluster import HISTORY_SUFFIX, ClusterProtocolError, EventEnvelope, decode_event
+from protocol_spec.uri import MATCH_EXACT
+
+from .events import publication_of
+from .keys import SEP
+from .outbox import Command
+from .scripts import HISTORY_PUBLISH
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = [
+    "HISTORY_SHA",
+    "META_GRACE",
+    "RedisHistory",
+    "RedisHistoryReader",
+    "StreamEntry",
+    "history_meta_key",
+    "history_stream_key",
+    "history_topics_key",
+    "parse_entries",
+]
+
+log = logging.getLogger(__name__)
+
+HISTORY_SHA = hashlib.sha1(HISTORY_PUBLISH.encode()).hexdigest()
+"""EVALSHA of the history publish script (loaded on every new connection)."""
+
+META_GRACE = 86_400
+"""Seconds the offset hash outlives a stream with a ttl, so offsets survive idle topics."""
+
+
+def _tag(realm: str, topic: str) -> str:
+    return f"wamp:h:{{{realm}{SEP}{topic}}}"
+
+
+def history_meta_key(realm: str, topic: str) -> str:
+    """The topic's hash: ``o`` last offset, ``e`` epoch."""
+    return _tag(realm, topic) + ":m"
+
+
+def history_stream_key(realm: str, topic: str) -> str:
+    """The topic's stream of kept events."""
+    return _tag(realm, topic) + ":s"
+
+
+def history_topics_key(realm: str) -> str:
+    """The set of ``realm``'s topics with history (read by pattern queries)."""
+    return f"wamp:h:{{{realm}}}:topics"
+
+
+StreamEntry = tuple[int, int, EventEnvelope]
+"""(offset, timestamp in µs, envelope) of one stream entry."""
+
+
+def parse_entries(raw: list[Any]) -> list[StreamEntry]:
+    """XRANGE's reply as entries, oldest first; malformed entries are skipped (logged)."""
+    out: list[StreamEntry] = []
+    for entry_id, fields in raw:
+        try:
+            offset = int(entry_id.split(b"-", 1)[1])
+            env = decode_event(fields[b"ev"])
+            out.append((offset, int(fields[b"u"]), env))
+        except (ClusterProtocolError, KeyError, ValueError, IndexError) as exc:
+            log.warning("cluster: skipped a malformed history entry %r: %s", entry_id, exc)
+    return out
+
+
+class RedisHistory:
+    """The history side of the Redis backend: the publish command, the readers per realm."""
+
+    def __init__(self, host: ClusterHost, command: Callable[[], Redis | None]) -> None:
+        self.host = host
+        self._command = command
+        self._known: set[tuple[str, str]] = set()
+        """Topics this connection has added to their realm's topic set."""
+
+    def install(self) -> None:
+        """Make every realm with history rules keep it in Redis (before serving)."""
+        for name, realm in self.host.realms.items():
+            history = realm.context.history
+            if history.settings.rules:
+                history.reader = RedisHistoryReader(name, history, self._command)
+
+    def connected(self) -> None:
+        """A new connection: topic sets are written again (Redis may have lost them)."""
+        self._known.clear()
+
+    def rule_for(self, realm: str, topic: str) -> HistoryRule | None:
+        """The rule that keeps ``topic``'s history in Redis, None when none does."""
+        found = self.host.realms.get(realm)
+        if found is None or found.context.history.reader is None:
+            return None
+        return found.context.history.rule_for(topic)
+
+    def rule(self, realm: str, publication: Publication) -> HistoryRule | None:
+        """The rule that keeps ``publication`` in Redis, None when it is not kept."""
+        found = self.host.realms.get(realm)
+        if found is None or found.context.history.reader is None:
+            return None
+        return found.context.history.keeping(publication)
+
+    def commands(
+        self, realm: str, topic: str, channel: bytes, data: bytes, rule: HistoryRule
+    ) -> list[Command]:
+        """The writes of one kept event: the script (and the topic set once per connection)."""
+        if not data.endswith(HISTORY_SUFFIX):
+            raise ValueError("event envelope does not end with the history placeholders")
+        ttl = 0 if rule.ttl is None else max(1, int(rule.ttl + 0.999))
+        meta_ttl = 0 if rule.ttl is None else ttl + META_GRACE
+        keys = (history_meta_key(realm, topic), history_stream_key(realm, topic))
+        script: Command = ("EVALSHA", HISTORY_SHA, 2, *keys, channel, data, rule.limit, ttl)
+        out = [(*script, meta_ttl)]
+        if (realm, topic) not in self._known:
+            self._known.add((realm, topic))
+            out.append(("SADD", history_topics_key(realm), topic))
+        return out
+
+
+class RedisHistoryReader:
+    """``HistoryReader`` of one realm: reads the topic streams on the command client."""
+
+    def __init__(
+        self, realm: str, history: RealmHistory, command: Callable[[], Redis | None]
+    ) -> None:
+        self.realm = realm
+        self.history = history
+        self._command = command
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def query(
+        self, query: HistoryQuery, accept: Callable[[StoredEvent], bool], done: QueryDone
+    ) -> None:
+        """Read the streams of the subscription's topics; answer ``done`` on the loop."""
+        cmd = self._command()
+        if cmd is None:
+            done("the link to Redis is down")
+            return
+        task = asyncio.get_running_loop().create_task(self._run(cmd, query, accept, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self,
+        cmd: Redis,
+        query: HistoryQuery,
+        accept: Callable[[StoredEvent], bool],
+        done: QueryDone,
+    ) -> None:
+        try:
+            page = await self.read(cmd, query, accept)
+        except Exception as exc:  # the link failed: the caller hears it, the link recovers
+            done(str(exc) or type(exc).__name__)
+            return
+        done(page)
+
+    async def _topics(self, cmd: Redis, query: HistoryQuery) -> list[str]:
+        if query.topic is not None or query.match == MATCH_EXACT:
+            topic = query.topic if query.topic is not None else query.uri
+            return [topic] if _matches(query, topic) else []
+        members = await cmd.smembers(history_topics_key(self.realm))
+        names = (m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        return sorted(t for t in names if _matches(query, t))
+
+    async def read(
+        self, cmd: Redis, query: HistoryQuery, accept: Callable[[StoredEvent], bool]
+    ) -> HistoryPage:
+        """The page ``query`` selects from the streams of its topics (same on every node)."""
+        topics = [t for t in await self._topics(cmd, query) if self.history.rule_for(t)]
+        pipe = cmd.pipeline(transaction=False)
+        pipe.time()
+        for topic in topics:
+            pipe.hget(history_meta_key(self.realm, topic), "o")
+            pipe.xrange(history_stream_key(self.realm, topic))
+        replies = await pipe.execute()
+        seconds, micros = replies[0]
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        events: list[tuple[int, str, StoredEvent]] = []
+        for index, topic in enumerate(topics):
+            last, raw = replies[1 + 2 * index], replies[2 + 2 * index]
+            rule = self.history.rule_for(topic)
+            if last is None or rule is None:
+                continue
+            oldest = int(last) - rule.limit
+            for offset, micros_ts, env in parse_entries(raw):
+                stored = _stored(offset, micros_ts, env)
+                if offset > oldest and not _expired(stored.timestamp, rule, now_ms):
+                    events.append((micros_ts, topic, stored))
+        events.sort(key=lambda item: (item[0], item[1], item[2].offset))
+        return select([s for _, _, s in events if accept(s)], query)
+
+
+def _matches(query: HistoryQuery, topic: str) -> bool:
+    return pattern_matches(query.match, query.uri, topic)
+
+
+def _expired(timestamp: int, rule: HistoryRule, now_ms: int) -> bool:
+    return rule.ttl is not None and now_ms - timestamp > rule.ttl * 1000
+
+
+def _stored(offset: int, micros: int, env: EventEnvelope) -> StoredEvent:
+    return StoredEvent(publication_of(env), offset, micros, micros // 1000, 0)
