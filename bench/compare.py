@@ -463,7 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "error" not in record:
                 results[(target, case.name)] = record
     print()
-    print(table(results, [*targets, "ours"] if "ours" not in targets else targets))
+    shown = targets if "ours" in targets or TREES else [*targets, "ours"]
+    print(table(results, shown))
     return 0
 
 
