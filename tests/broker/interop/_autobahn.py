@@ -120,14 +120,11 @@ class Client(ApplicationSession):
             self.tcp.abort()
 
 
-async def connect(
-    url: str,
-    serializer: str = "json",
-    *,
-    realm: str = "realm1",
-    authid: str | None = None,
-) -> Client:
-    """Open a WebSocket to ``url`` with one serializer and join ``realm``."""
+def recording_session(
+    serializer: str, realm: str, authid: str | None = None
+) -> tuple[Any, asyncio.Future[Client], Callable[[], Client]]:
+    """(serializer, joined future, session factory) for one Autobahn client whose
+    received frames are recorded in ``session.frames`` (any transport)."""
     loop = asyncio.get_running_loop()
     ser = SERIALIZERS[serializer]()
     log = FrameLog()
@@ -147,9 +144,22 @@ async def connect(
         session.frames = log
         return session
 
+    return ser, joined, make_session
+
+
+async def connect(
+    url: str,
+    serializer: str = "json",
+    *,
+    realm: str = "realm1",
+    authid: str | None = None,
+) -> Client:
+    """Open a WebSocket to ``url`` with one serializer and join ``realm``."""
+    ser, joined, make_session = recording_session(serializer, realm, authid)
     factory = WampWebSocketClientFactory(make_session, url=url, serializers=[ser])
     parsed = urlparse(url)
     assert parsed.hostname is not None and parsed.port is not None
+    loop = asyncio.get_running_loop()
     transport, _protocol = await loop.create_connection(factory, parsed.hostname, parsed.port)
     try:
         client = await asyncio.wait_for(joined, TIMEOUT)

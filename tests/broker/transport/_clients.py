@@ -16,9 +16,8 @@ import struct
 from typing import Any
 
 from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
-from autobahn.wamp.types import ComponentConfig
 
-from tests.broker.interop._autobahn import SERIALIZERS, TIMEOUT, Client, FrameLog
+from tests.broker.interop._autobahn import TIMEOUT, Client, recording_session
 
 __all__ = ["BareRawSocket", "rawsocket_connect"]
 
@@ -28,24 +27,7 @@ async def rawsocket_connect(
 ) -> Client:
     """Join ``realm`` with Autobahn over RawSocket: ``(host, port)`` or a Unix socket path."""
     loop = asyncio.get_running_loop()
-    ser = SERIALIZERS[serializer]()
-    log = FrameLog()
-    inner = ser._serializer
-    unserialize = inner.unserialize
-
-    def recording(payload: bytes) -> list[Any]:
-        messages: list[Any] = unserialize(payload)
-        log.add(messages)
-        return messages
-
-    inner.unserialize = recording
-    joined: asyncio.Future[Client] = loop.create_future()
-
-    def make_session() -> Client:
-        session = Client(ComponentConfig(realm=realm), None, joined)
-        session.frames = log
-        return session
-
+    ser, joined, make_session = recording_session(serializer, realm)
     factory = WampRawSocketClientFactory(make_session, serializer=ser)
     if isinstance(address, str):
         transport, _ = await loop.create_unix_connection(factory, address)
