@@ -341,23 +341,10 @@ def _tls(table: Any, env: Mapping[str, str]) -> dict[str, Any]:
     return {"tls_cert": cert, "tls_key": key}
 
 
-def settings_from_toml(
-    data: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> Settings:
-    """Build settings from a parsed TOML document; raise ``ConfigError`` when invalid."""
-    env = os.environ if environ is None else environ
-    check_keys("top level", data, _TOP_KEYS)
-    server = data.get("server", {})
-    cluster = data.get("cluster", {})
-    log_table = data.get("log", {})
-    check_keys("server", server, _SERVER_KEYS)
-    check_keys("cluster", cluster, _CLUSTER_KEYS)
-    if (
-        "command_timeout" in cluster
-        and not typed("cluster", "command_timeout", cluster["command_timeout"], (int, float)) > 0
-    ):
-        raise ConfigError("[cluster] command_timeout must be positive")
-    check_keys("log", log_table, {"level", "format"})
+def _transport(
+    data: Mapping[str, Any], server: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[TransportSettings, SessionLimits]:
+    """``[server]``, ``[limits]``, ``[[listener]]`` and ``[tls]``: the transport's settings."""
     updates, session_limits = _limits(data.get("limits", {}))
     for key, kind in (("host", str), ("port", int), ("path", str)):
         if key in server:
@@ -376,6 +363,27 @@ def settings_from_toml(
     updates["listeners"] = _listeners(data.get("listener", []))
     updates.update(_tls(data.get("tls", {}), env))
     transport = replace(TransportSettings(), **updates)
+    return transport, session_limits
+
+
+def settings_from_toml(
+    data: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from a parsed TOML document; raise ``ConfigError`` when invalid."""
+    env = os.environ if environ is None else environ
+    check_keys("top level", data, _TOP_KEYS)
+    server = data.get("server", {})
+    cluster = data.get("cluster", {})
+    log_table = data.get("log", {})
+    check_keys("server", server, _SERVER_KEYS)
+    check_keys("cluster", cluster, _CLUSTER_KEYS)
+    if (
+        "command_timeout" in cluster
+        and not typed("cluster", "command_timeout", cluster["command_timeout"], (int, float)) > 0
+    ):
+        raise ConfigError("[cluster] command_timeout must be positive")
+    check_keys("log", log_table, {"level", "format"})
+    transport, session_limits = _transport(data, server, env)
     realm_tables = data.get("realm", [])
     if not isinstance(realm_tables, list):
         raise ConfigError("[realm] must be an array of tables ([[realm]])")
@@ -440,6 +448,19 @@ def _check_scale(settings: Settings) -> Settings:
     return settings
 
 
+def _from_file(path: str | None, env: Mapping[str, str]) -> Settings:
+    """The settings of the TOML file at ``path``; the defaults when there is none."""
+    if not path:
+        return Settings(transport=replace(TransportSettings(), **_tls({}, env)))
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+    return settings_from_toml(data, env)
+
+
 def load_settings(
     config_path: str | None = None,
     *,
@@ -455,17 +476,7 @@ def load_settings(
 ) -> Settings:
     """Merge file, environment and flags into ``Settings``."""
     env = os.environ if environ is None else environ
-    path = config_path or env.get("BROKER_CONFIG")
-    if path:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"invalid TOML in {path}: {exc}") from None
-        settings = settings_from_toml(data, env)
-    else:
-        settings = Settings(transport=replace(TransportSettings(), **_tls({}, env)))
+    settings = _from_file(config_path or env.get("BROKER_CONFIG"), env)
     transport = settings.transport
     env_port = env.get("BROKER_PORT")
     try:
