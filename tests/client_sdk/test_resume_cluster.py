@@ -15,7 +15,10 @@ import pytest
 
 from client_sdk import Client, Gap, connect
 from tests.client_sdk.test_resume import FAST, Offline, Received, cut, publish_range
-from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
+from tests.support.processes import (
+    BrokerProcess,
+    nodes_on_one_redis,
+)
 
 if shutil.which("redis-server") is None:  # pragma: no cover - the test command installs it
     pytest.skip("redis-server is not installed", allow_module_level=True)
@@ -42,18 +45,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProce
     """Two nodes sharing one Redis, keeping history for ``com.resume.``."""
     path = tmp_path_factory.mktemp("resume-cluster") / "broker.toml"
     path.write_text(CONFIG, encoding="utf-8")
-    redis: RedisProcess = start_redis()
-    started: list[BrokerProcess] = []
-    try:
-        for name in ("r0", "r1"):
-            started.append(
-                start_broker("--redis", redis.url, "--node-id", name, "--config", str(path))
-            )
-        yield started
-    finally:
-        for node in started:
-            node.stop()
-        redis.kill()
+    with nodes_on_one_redis(path, ("r0", "r1")) as nodes:
+        yield nodes
 
 
 async def test_subscriber_resumes_on_the_node_of_the_publisher(

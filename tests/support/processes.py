@@ -6,6 +6,7 @@ the URL from that line instead of guessing a port.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,3 +210,20 @@ def start_redis(port: int | None = None, extra: Sequence[str] = ()) -> RedisProc
         time.sleep(0.05)  # polling a starting process, not synchronising test logic
     proc.kill()
     raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+@contextlib.contextmanager
+def nodes_on_one_redis(config: Path, names: Sequence[str]) -> Iterator[list[BrokerProcess]]:
+    """A fresh redis-server and one broker node per name, all with ``config``; stopped after."""
+    redis = start_redis()
+    nodes: list[BrokerProcess] = []
+    try:
+        for name in names:
+            nodes.append(
+                start_broker("--redis", redis.url, "--node-id", name, "--config", str(config))
+            )
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.kill()

@@ -18,7 +18,10 @@ import pytest
 from broker.auth.secrets import hash_ticket
 from tests.broker.cluster.conftest import TIMING
 from tests.examples.cdp import Chromium, PageSession, find_chromium
-from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
+from tests.support.processes import (
+    BrokerProcess,
+    nodes_on_one_redis,
+)
 
 if shutil.which("redis-server") is None:  # pragma: no cover - the test command installs it
     pytest.skip("redis-server is not installed", allow_module_level=True)
@@ -82,18 +85,8 @@ permissions = [{{ uri = "com.example.", allow = ["call", "publish", "subscribe"]
 def console_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
     """Redis and two broker nodes (n0, n1) with the console on."""
     config = console_config(tmp_path_factory.mktemp("console") / "broker.toml")
-    redis: RedisProcess = start_redis()
-    nodes: list[BrokerProcess] = []
-    try:
-        for name in ("n0", "n1"):
-            nodes.append(
-                start_broker("--redis", redis.url, "--node-id", name, "--config", str(config))
-            )
+    with nodes_on_one_redis(config, ("n0", "n1")) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.kill()
 
 
 @pytest.fixture

@@ -25,7 +25,10 @@ from autobahn.wamp.types import PublishOptions, RegisterOptions, SubscribeOption
 
 from broker.auth.secrets import hash_ticket
 from tests.broker.security._wire import Aborted, autobahn_join
-from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
+from tests.support.processes import (
+    BrokerProcess,
+    nodes_on_one_redis,
+)
 
 if shutil.which("redis-server") is None:  # pragma: no cover - the test command installs it
     pytest.skip("redis-server is not installed", allow_module_level=True)
@@ -83,18 +86,8 @@ permissions = [{{ uri = "com.", allow = ["publish", "subscribe", "call", "regist
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
     config: Path = tmp_path_factory.mktemp("cluster-sec") / "broker.toml"
     config.write_text(cluster_config())
-    redis: RedisProcess = start_redis()
-    nodes: list[BrokerProcess] = []
-    try:
-        for name in ("a", "b"):
-            nodes.append(
-                start_broker("--redis", redis.url, "--node-id", name, "--config", str(config))
-            )
+    with nodes_on_one_redis(config, ("a", "b")) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.kill()
 
 
 Join = Callable[[BrokerProcess, str], Awaitable[Any]]

@@ -21,7 +21,7 @@ from autobahn.wamp.exception import ApplicationError
 
 from protocol_spec import errors
 from tests.broker.interop._autobahn import ClientPool
-from tests.support.processes import BrokerProcess, start_broker, start_redis
+from tests.support.processes import BrokerProcess, nodes_on_one_redis
 
 from ._unicode_client import ERROR, INVOCATION, RawPeer
 
@@ -43,18 +43,8 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerP
     """Nodes ``ua`` and ``ub`` on one redis-server of their own."""
     config: Path = tmp_path_factory.mktemp("unicode") / "broker.toml"
     config.write_text(TIMING, encoding="utf-8")
-    redis = start_redis()
-    nodes: list[BrokerProcess] = []
-    try:
-        for name in ("ua", "ub"):
-            nodes.append(
-                start_broker("--redis", redis.url, "--node-id", name, "--config", str(config))
-            )
+    with nodes_on_one_redis(config, ("ua", "ub")) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.kill()
 
 
 @pytest.fixture
