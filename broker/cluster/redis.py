@@ -299,7 +299,12 @@ class RedisCluster(Cluster):
             self._cmd = None
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                # bounded: a task stuck in a client call that swallowed the cancellation
+                # must not keep this session (and the reconnect) from ending
+                _done, stuck = await asyncio.wait(tasks, timeout=2.0)
+                if stuck:
+                    log.warning("cluster: %d task(s) did not stop when cancelled", len(stuck))
             closers = (pubsub.aclose(), cmd.aclose(), sub_client.aclose())  # type: ignore[no-untyped-call]
             for closing in closers:
                 try:
