@@ -66,6 +66,7 @@ __all__ = [
     "KillSessions",
     "NodeGone",
     "NodeHello",
+    "PatternsChanged",
     "Probe",
     "Record",
     "RetainedChanged",
@@ -114,6 +115,21 @@ def _testaments(value: Any) -> list[dict[str, Any]]:
         if type(item) is not dict or type(item.get("topic")) is not str:
             raise fail("must be a list of testaments (maps with a string 'topic')")
     return value
+
+
+def _patterns(value: Any) -> tuple[tuple[str, str], ...]:
+    if type(value) is not list:
+        raise fail("must be a list of [match, uri] pairs")
+    out = []
+    for item in value:
+        if type(item) is not list or len(item) != 2 or not all(type(x) is str for x in item):
+            raise fail("must be a list of [match, uri] pairs of strings")
+        out.append((item[0], item[1]))
+    return tuple(out)
+
+
+def _pattern_list(value: tuple[tuple[str, str], ...]) -> list[list[str]]:
+    return [list(pair) for pair in value]
 
 
 # --- records -------------------------------------------------------------------------------
@@ -319,6 +335,21 @@ class KillSessions(ControlMessage):
     message: str | None = field(default=None, metadata=wire("message", opt_text))
 
 
+@dataclass(frozen=True, slots=True)
+class PatternsChanged(ControlMessage):
+    """``pat`` (Redis Cluster only): every prefix/wildcard subscription node ``n`` has in ``r``.
+
+    ``p`` is the whole set, ``[[match, uri], …]`` (empty: none any more); a publisher
+    that knows a pattern matching its topic also sends the event on the realm's
+    pattern channel (protocol_spec/cluster.md, "Redis Cluster").
+    """
+
+    OP: ClassVar[str] = "pat"
+    node: str = field(metadata=wire("n", text))
+    realm: str = field(metadata=wire("r", text))
+    patterns: tuple[tuple[str, str], ...] = field(metadata=wire("p", _patterns, _pattern_list))
+
+
 CONTROL_TYPES: Final[dict[str, type[ControlMessage]]] = {
     cls.OP: cls
     for cls in (
@@ -331,6 +362,7 @@ CONTROL_TYPES: Final[dict[str, type[ControlMessage]]] = {
         CalleeRemoved,
         RetainedChanged,
         KillSessions,
+        PatternsChanged,
     )
 }
 """``op`` → class of every control envelope."""

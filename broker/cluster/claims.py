@@ -47,8 +47,11 @@ class Claim:
         """The claim of a callee already in ``reg`` (to write it again)."""
         return cls(realm, callee, reg.procedure, reg.match, reg.invoke, reg.disclose_caller)
 
-    def command(self, node: str, candidate: int, reclaim: bool) -> Command:
-        """The claim script call; ``candidate`` is the ID used if the key is new."""
+    def command(self, node: str, candidate: int, reclaim: bool, pub: str) -> Command:
+        """The claim script call; ``candidate`` is the ID used if the key is new.
+
+        ``pub`` is the publish command (``PUBLISH``, ``SPUBLISH`` on a Redis Cluster).
+        """
         session = self.session
         callee = session.client_roles.get("callee")
         features = callee.get("features") if isinstance(callee, dict) else None
@@ -80,16 +83,19 @@ class Claim:
             node,
             f"{self.realm}{SEP}",
             str(session.id),
+            pub,
         )
 
-    def release(self, node: str, reg_id: int) -> Command:
+    def release(self, node: str, reg_id: int, pub: str) -> Command:
         """The release script call for this claim, granted as ``reg_id``."""
         return release_command(
-            node, self.realm, reg_id, self.procedure, self.match, self.session.id
+            node, self.realm, reg_id, self.procedure, self.match, self.session.id, pub
         )
 
 
-def claim_reply(claim: Claim, node: str, host: ClusterHost, done: ClaimDone, push: Push) -> Reply:
+def claim_reply(
+    claim: Claim, node: str, host: ClusterHost, done: ClaimDone, push: Push, pub: str
+) -> Reply:
     """Answer ``done`` from the script's result.
 
     A grant whose callee left the registration meanwhile is released at once.
@@ -117,13 +123,13 @@ def claim_reply(claim: Claim, node: str, host: ClusterHost, done: ClaimDone, pus
             realm = host.realms.get(claim.realm)
             reg = realm.dealer.registration(reg_id) if realm is not None else None
             if reg is None or claim.session not in reg.callees:
-                push(claim.release(node, reg_id))
+                push(claim.release(node, reg_id, pub))
 
     return reply
 
 
 def release_command(
-    node: str, realm: str, reg_id: int, procedure: str, match: str, sid: int
+    node: str, realm: str, reg_id: int, procedure: str, match: str, sid: int, pub: str
 ) -> Command:
     """The release script call for callee ``sid`` of ``node``."""
     env = CalleeRemoved(node, realm, reg_id, sid)
@@ -137,13 +143,14 @@ def release_command(
         f"{realm}{SEP}{reg_id}{SEP}{sid}",
         CONTROL,
         env.pack(),
+        pub,
     )
 
 
-def release_entry(entry: CalleeRecord) -> Command:
+def release_entry(entry: CalleeRecord, pub: str) -> Command:
     """The release script call for a callee entry read back from a ``:regs`` hash."""
     return release_command(
-        entry.node, entry.realm, entry.reg, entry.uri, entry.match, entry.session
+        entry.node, entry.realm, entry.reg, entry.uri, entry.match, entry.session, pub
     )
 
 

@@ -6,6 +6,9 @@ Accepted ``--redis`` URLs::
     rediss://[[user]:password@]host[:port][/db]       one server over TLS
     unix:///path/to/redis.sock[?db=N]                 one server on a Unix socket
     redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]
+    redis+cluster://[:password@]host:port[,host:port...]     Redis Cluster seed nodes
+
+A Redis Cluster (``redis+cluster://``) is reached through ``broker.cluster.shards``.
 
 With Sentinel, the password (if any) is the data nodes' password; the sentinels
 themselves are reached without one. Each cluster session (``RedisCluster._session``)
@@ -33,6 +36,7 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
@@ -40,10 +44,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
+    "CLUSTER_SCHEME",
     "SENTINEL_SCHEME",
+    "Client",
     "Endpoint",
     "MasterMoved",
     "RedisTarget",
+    "cluster_client",
     "connect_clients",
     "parse_redis_url",
     "shared_client",
@@ -52,7 +59,11 @@ __all__ = [
 ]
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 _SINGLE_SCHEMES = ("redis", "rediss", "unix")
+
+Client = Redis | RedisCluster
+"""A command client: one server (or Sentinel's master), or a Redis Cluster."""
 
 
 class MasterMoved(RedisConnectionError):
@@ -77,6 +88,13 @@ class RedisTarget:
     service: str = ""
     db: int = 0
     password: str | None = None
+    seeds: tuple[Endpoint, ...] = ()
+    """Redis Cluster: the seed nodes (``redis+cluster://``)."""
+
+    @property
+    def cluster(self) -> bool:
+        """Whether this is a Redis Cluster (sharded pub/sub, hash slots)."""
+        return bool(self.seeds)
 
     @property
     def sentinel(self) -> bool:
@@ -86,6 +104,8 @@ class RedisTarget:
     @property
     def display(self) -> str:
         """The target for logs, without the password."""
+        if self.cluster:
+            return f"{CLUSTER_SCHEME}://" + ",".join(f"{e.host}:{e.port}" for e in self.seeds)
         if not self.sentinel:
             parts = urlsplit(self.url)
             host = parts.hostname or ""
@@ -95,10 +115,10 @@ class RedisTarget:
         return f"{SENTINEL_SCHEME}://{hosts}/{self.service}/{self.db}"
 
 
-def _endpoint(text: str, url: str) -> Endpoint:
+def _endpoint(text: str, url: str, what: str = "sentinel") -> Endpoint:
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"{url!r}: sentinel address {text!r} is not host:port")
+        raise ValueError(f"{url!r}: {what} address {text!r} is not host:port")
     return Endpoint(host.strip("[]"), int(port))
 
 
@@ -112,15 +132,18 @@ def parse_redis_url(url: str) -> RedisTarget:
     scheme = scheme.lower()
     if scheme in _SINGLE_SCHEMES:
         return RedisTarget(url)
-    if scheme != SENTINEL_SCHEME:
+    if scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
         raise ValueError(
-            f"{url!r}: unsupported scheme {scheme!r} (redis, rediss, unix or {SENTINEL_SCHEME})"
+            f"{url!r}: unsupported scheme {scheme!r} "
+            f"(redis, rediss, unix, {SENTINEL_SCHEME} or {CLUSTER_SCHEME})"
         )
     netloc, _, path = rest.partition("/")
     password: str | None = None
     if "@" in netloc:
         auth, _, netloc = netloc.rpartition("@")
         password = unquote(auth.partition(":")[2] if ":" in auth else auth) or None
+    if scheme == CLUSTER_SCHEME:
+        return _cluster_target(url, netloc, path, password)
     sentinels = tuple(_endpoint(part, url) for part in netloc.split(",") if part.strip())
     if not sentinels:
         raise ValueError(f"{url!r}: no sentinel host:port given")
@@ -135,20 +158,48 @@ def parse_redis_url(url: str) -> RedisTarget:
     return RedisTarget(url, sentinels, unquote(segments[0]), db, password)
 
 
+def _cluster_target(url: str, netloc: str, path: str, password: str | None) -> RedisTarget:
+    seeds = tuple(_endpoint(part, url, "seed node") for part in netloc.split(",") if part.strip())
+    if not seeds:
+        raise ValueError(f"{url!r}: no seed node host:port given")
+    if path.split("?", 1)[0].strip("/"):
+        raise ValueError(f"{url!r}: a Redis Cluster has no database number or service name")
+    return RedisTarget(url, password=password, seeds=seeds)
+
+
 def _sentinel(target: RedisTarget, timeout: float) -> Sentinel:
     sentinels = [(e.host, e.port) for e in target.sentinels]
     options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     return Sentinel(sentinels, sentinel_kwargs=options)  # type: ignore[no-untyped-call]
 
 
-def shared_client(url: str, timeout: float = 2.0) -> Redis:
+def cluster_client(target: RedisTarget, timeout: float) -> RedisCluster:
+    """redis-py's Redis Cluster client from the seed nodes (not yet connected).
+
+    It routes each command, and each command of a pipeline, to the master serving its
+    key's (or sharded channel's) slot and follows MOVED/ASK redirections; one retry
+    on a connection error, so a dead master ends the caller's attempt quickly.
+    """
+    return RedisCluster(
+        startup_nodes=[ClusterNode(e.host, e.port) for e in target.seeds],
+        password=target.password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+def shared_client(url: str, timeout: float = 2.0) -> Client:
     """A plain command client (with its own pool) for occasional writes outside the link.
 
     For ``redis+sentinel://`` it is redis-py's Sentinel-managed master client, which finds
-    the master again after a failover; for a single server, ``Redis.from_url``. Used by
-    the HTTP API for its nonce and webhook claims.
+    the master again after a failover; for ``redis+cluster://`` redis-py's cluster client;
+    for a single server, ``Redis.from_url``. Used by the HTTP API for its nonce and
+    webhook claims.
     """
     target = parse_redis_url(url)
+    if target.cluster:
+        return cluster_client(target, timeout)
     if not target.sentinel:
         return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     master: Redis = _sentinel(target, timeout).master_for(

@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.asyncio import Redis
-
 from broker.core.host import ClusterHost
 from broker.core.session import Session
 from protocol_spec.cluster import (
@@ -37,6 +35,7 @@ from protocol_spec.cluster import (
 
 from . import keys
 from .claims import Claim, reclaim_reply, release_entry
+from .connect import Client
 from .events import EventChannels, publication_of
 from .keys import CONTROL, NODES, SEP, text
 from .link import ClusterTiming
@@ -103,7 +102,7 @@ class Directory:
         info = session.info()
         self.outbox.push(self._session_write(realm, session.id, info))
         env = SessionJoined(self.node, realm, info)
-        self.outbox.push(("PUBLISH", CONTROL, env.pack()))
+        self.outbox.push((self.outbox.pub, CONTROL, env.pack()))
 
     def session_left(self, realm: str, session: Session) -> None:
         """Remove the session (and its testaments) from the directory and announce it."""
@@ -111,7 +110,7 @@ class Directory:
         push(("HDEL", self._hash("sessions"), str(session.id)))
         push(("HDEL", self._hash("testaments"), str(session.id)))
         env = SessionLeft(self.node, realm, session.id, session.authid, session.authrole)
-        push(("PUBLISH", CONTROL, env.pack()))
+        push((self.outbox.pub, CONTROL, env.pack()))
 
     def subscription_changed(self, realm: str, sub: Subscription) -> None:
         """Write the subscription and announce it with the next batch (coalesced)."""
@@ -145,7 +144,7 @@ class Directory:
     def _sub_commands(self, realm: str, sub: Subscription) -> Iterator[Command]:
         entry = _sub_entry(realm, sub)
         yield self._sub_write(realm, sub, entry)
-        yield ("PUBLISH", CONTROL, SubscriptionChanged(self.node, realm, entry).pack())
+        yield (self.outbox.pub, CONTROL, SubscriptionChanged(self.node, realm, entry).pack())
 
     def _testaments_write(self, realm: str, session: Session) -> Command:
         sid = str(session.id)
@@ -155,7 +154,7 @@ class Directory:
         return ("HDEL", self._hash("testaments"), sid)
 
     # --- the whole snapshot --------------------------------------------------------------
-    async def republish(self, cmd: Redis) -> None:
+    async def republish(self, cmd: Client) -> None:
         """Write this node's whole state (connect, reconnect, Redis emptied).
 
         Everything goes through the outbox, built without awaiting after the one read,
@@ -170,7 +169,7 @@ class Directory:
         fields = {f"{c.realm}{SEP}{reg_id}{SEP}{c.session.id}".encode() for c, reg_id, _ in held}
         stale = [value for field, value in old_regs.items() if field not in fields]
         for entry in records(CalleeRecord.unpack, stale, "this node's registrations"):
-            push(release_entry(entry))
+            push(release_entry(entry, self.outbox.pub))
         push(("DEL", *keys.node_hashes(self.node, ("sessions", "subs", "testaments"))))
         self.outbox.cancel_all()
         for realm in self.host.realms.values():
@@ -183,8 +182,8 @@ class Directory:
         for (realm_name, topic), env in self.events.owned_retained.items():
             push(("HSET", keys.retained_key(realm_name), topic, env))
         for claim, reg_id, reply in held:
-            push(claim.command(self.node, reg_id, True), reply)
-        push(("PUBLISH", CONTROL, NodeHello(self.node).pack()))
+            push(claim.command(self.node, reg_id, True, self.outbox.pub), reply)
+        push((self.outbox.pub, CONTROL, NodeHello(self.node).pack()))
 
     def _held_claims(self) -> list[tuple[Claim, int, Any]]:
         """Every registration a local session holds: (claim, registration ID, reply)."""
@@ -197,16 +196,16 @@ class Directory:
                         held.append((claim, reg.id, reclaim_reply(callee, reg)))
         return held
 
-    async def withdraw(self, cmd: Redis) -> None:
+    async def withdraw(self, cmd: Client) -> None:
         """Remove this node's state from Redis and say ``gone`` (graceful shutdown)."""
         pipe = cmd.pipeline(transaction=False)
         pipe.delete(*keys.node_hashes(self.node), keys.node_key(self.node))
         pipe.srem(NODES, self.node)
-        pipe.publish(CONTROL, NodeGone(self.node).pack())
+        pipe.execute_command(self.outbox.pub, CONTROL, NodeGone(self.node).pack())
         await pipe.execute()
 
     # --- the other nodes -----------------------------------------------------------------
-    async def load_all(self, cmd: Redis) -> None:
+    async def load_all(self, cmd: Client) -> None:
         """Load the retained events and every other node's state."""
         for realm in self.host.realms.values():
             where = f"the retained events of {realm.name!r}"
@@ -219,7 +218,7 @@ class Directory:
             if node != self.node:
                 await self._load_node(cmd, node)
 
-    def load_later(self, cmd: Redis, node: str) -> None:
+    def load_later(self, cmd: Client, node: str) -> None:
         """(Re)load ``node``'s state in the background (it said ``hello``)."""
         if node in self._loading:
             return
@@ -235,7 +234,7 @@ class Directory:
         buffered.append(msg)
         return True
 
-    async def _load_node(self, cmd: Redis, node: str) -> None:
+    async def _load_node(self, cmd: Client, node: str) -> None:
         self._loading[node] = []
         try:
             pipe = cmd.pipeline(transaction=False)
@@ -254,7 +253,7 @@ class Directory:
                 self.mirror.control(msg)
 
     # --- liveness ------------------------------------------------------------------------
-    async def heartbeat(self, cmd: Redis) -> None:
+    async def heartbeat(self, cmd: Client) -> None:
         """Refresh this node's heartbeat and check the others' (runs for the connection)."""
         ttl = int(self.timing.node_timeout * 1000)
         while True:
@@ -266,7 +265,7 @@ class Directory:
                 await self.republish(cmd)
             await self._check_nodes(cmd)
 
-    async def _check_nodes(self, cmd: Redis) -> None:
+    async def _check_nodes(self, cmd: Client) -> None:
         listed = {text(raw) for raw in await cmd.smembers(NODES)} - {self.node}
         known = set(self.mirror.nodes) | listed
         if not known:
@@ -287,26 +286,26 @@ class Directory:
                 if await cmd.set(keys.reap_key(node), self.node, nx=True, px=REAP_LOCK_MS):
                     await self._reap(cmd, node)
 
-    async def reap_previous(self, cmd: Redis) -> None:
+    async def reap_previous(self, cmd: Client) -> None:
         """A node restarting under the same ID reaps its previous incarnation first."""
         if await cmd.exists(*keys.node_hashes(self.node, ("sessions", "regs", "testaments"))):
             await self._reap(cmd, self.node)
 
-    async def _reap(self, cmd: Redis, node: str) -> None:
+    async def _reap(self, cmd: Client, node: str) -> None:
         """Publish a dead node's testaments and remove its state from Redis."""
         pipe = cmd.pipeline(transaction=False)
         where = f"the state of node {node!r}"
         testaments = await cmd.hvals(keys.node_hash(node, "testaments"))
         for record in records(TestamentsRecord.unpack, testaments, where):
             for channel, data in self.events.testaments(record):
-                pipe.publish(channel, data)
+                pipe.execute_command(self.outbox.pub, channel, data)
         regs = await cmd.hvals(keys.node_hash(node, "regs"))
         for entry in records(CalleeRecord.unpack, regs, where):
-            pipe.execute_command(*release_entry(entry))
+            pipe.execute_command(*release_entry(entry, self.outbox.pub))
         pipe.delete(*keys.node_hashes(node))
         pipe.srem(NODES, node)
         if node != self.node:
-            pipe.publish(CONTROL, NodeGone(node).pack())
+            pipe.execute_command(self.outbox.pub, CONTROL, NodeGone(node).pack())
         await pipe.execute()
         log.info("cluster: reaped node %s", node)
 

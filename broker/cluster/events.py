@@ -1,8 +1,10 @@
 """Events crossing nodes: event envelopes out, deduplicated delivery in.
 
-An event goes to the channel ``wamp:ev:{realm}:{topic}``; nodes whose local
-subscriptions need it listen on that channel or on a pattern matching it
-(protocol_spec/cluster.md, "Channels" and "Envelopes"). An event of a topic with
+An event goes to its topic's channel (``keys.event_channel``); nodes whose local
+subscriptions need it listen on that channel or on a pattern matching it; on a Redis
+Cluster, where no sharded pattern subscription exists, it also goes to the realm's
+pattern channel when another node may have a pattern matching it (``patterns``)
+(protocol_spec/cluster.md, "Channels", "Envelopes" and "Redis Cluster"). An event of a topic with
 history goes through the history publish script instead (``history``), and arrives
 with its topic's offset: ``repair`` then delivers it once, in offset order.
 """
@@ -26,6 +28,7 @@ from .outbox import Outbox, Reply
 
 if TYPE_CHECKING:
     from .history import RedisHistory
+    from .patterns import Patterns
     from .repair import GapRepair
 
 __all__ = ["EventChannels", "accepted", "event_envelope", "publication_of"]
@@ -100,6 +103,8 @@ class EventChannels:
         """Writes events of topics with history through the history script (when set)."""
         self.repair: GapRepair | None = None
         """Admits events carrying an offset once, in order (when set)."""
+        self.patterns: Patterns | None = None
+        """Redis Cluster: the pattern subscriptions an event may have to reach (when set)."""
 
     def publish(
         self, realm: str, publication: Publication, done: PublishDone | None = None
@@ -117,22 +122,45 @@ class EventChannels:
             if done is not None:
                 done(f"the event cannot cross nodes: {exc}")
             return
-        push = self.outbox.push
+        push, pub = self.outbox.push, self.outbox.pub
         channel = keys.event_channel(realm, topic)
+        pattern = self._pattern_copy(realm, topic)
         rule = None if self.history is None else self.history.rule(realm, publication)
         if rule is None or self.history is None:
-            writes = [("PUBLISH", channel, data)]
+            writes = [(pub, channel, data)]
+            if pattern is not None:
+                writes.append((pub, pattern, data))
+            echo = None
         else:
-            writes = self.history.commands(realm, topic, channel, data, rule)
-        count = len(writes) + (2 if publication.retain else 0)
+            echo = pattern
+            writes = self.history.commands(realm, topic, channel, data, rule, pub, echo is not None)
+        count = len(writes) + (2 if publication.retain else 0) + (1 if echo else 0)
         reply = None if done is None else accepted(done, count)
-        for command in writes:
+        push(writes[0], reply if echo is None else self._echo(echo, reply))
+        for command in writes[1:]:
             push(command, reply)
         if publication.retain:
             self.owned_retained[(realm, topic)] = data
             push(("HSET", keys.retained_key(realm), topic, data), reply)
             changed = RetainedChanged(self.node, realm, topic, env).pack()
-            push(("PUBLISH", CONTROL, changed), reply)
+            push((pub, CONTROL, changed), reply)
+
+    def _pattern_copy(self, realm: str, topic: str) -> bytes | None:
+        """Redis Cluster: the realm's pattern channel when another node's pattern may match."""
+        if self.patterns is None or not self.patterns.reaches(realm, topic):
+            return None
+        return keys.pattern_channel(realm)
+
+    def _echo(self, pattern: bytes, reply: Reply | None) -> Reply:
+        """The history script's reply: send the envelope it returned on ``pattern`` too."""
+
+        def echoed(result: Any) -> None:
+            if not isinstance(result, Exception):
+                self.outbox.push((self.outbox.pub, pattern, result[1]), reply)
+            if reply is not None:
+                reply(result)
+
+        return echoed
 
     def receive(self, env: EventEnvelope) -> None:
         """Deliver an event from another node to local subscribers, once."""
@@ -171,4 +199,8 @@ class EventChannels:
             )
             realm.broker.deliver_local(publication)
             env = event_envelope(self.node, realm.name, publication)
-            yield keys.event_channel(realm.name, publication.topic), env.pack()
+            data = env.pack()
+            yield keys.event_channel(realm.name, publication.topic), data
+            pattern = self._pattern_copy(realm.name, publication.topic)
+            if pattern is not None:
+                yield pattern, data

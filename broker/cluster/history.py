@@ -7,12 +7,13 @@ the TTLs and publishes the envelope carrying offset and epoch, so every node see
 events of a topic with the same offsets in the same order. Topics without a rule keep
 the plain PUBLISH.
 
-Keys (protocol_spec/cluster.md, "Event history"), both with the hash tag
-``{realm␟topic}`` so one script touches one slot::
+Keys (protocol_spec/cluster.md, "Event history"), both with the topic's hash tag
+``{t}`` (``keys.topic_tag``), the tag of its event channel, so the script (which
+also publishes on that channel) touches one slot::
 
-    wamp:h:{realm␟topic}:m   hash {o: last offset, e: epoch}
-    wamp:h:{realm␟topic}:s   stream, entry ID 0-<offset>, fields u (µs), ev (envelope)
-    wamp:h:{realm}:topics    set of the realm's topics with history (pattern queries)
+    wamp:{t}:h:{realm}␟{topic}:m   hash {o: last offset, e: epoch}
+    wamp:{t}:h:{realm}␟{topic}:s   stream, entry ID 0-<offset>, fields u (µs), ev (envelope)
+    wamp:{ctl}:h:{realm}:topics    set of the realm's topics with history (pattern queries)
 
 ``wamp.subscription.get_events`` reads those streams (``RedisHistoryReader``), so every
 node gives the same answer. A stream may hold more than ``limit`` entries (``~``); a
@@ -44,12 +45,12 @@ from protocol_spec.cluster import HISTORY_SUFFIX, ClusterProtocolError, EventEnv
 from protocol_spec.uri import MATCH_EXACT
 
 from .events import publication_of
-from .keys import SEP
+from .keys import CTL, SEP, topic_tag
 from .outbox import Command
 from .scripts import HISTORY_PUBLISH
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from .connect import Client
 
 __all__ = [
     "HISTORY_SHA",
@@ -73,7 +74,7 @@ META_GRACE = 86_400
 
 
 def _tag(realm: str, topic: str) -> str:
-    return f"wamp:h:{{{realm}{SEP}{topic}}}"
+    return f"wamp:{{{topic_tag(realm, topic)}}}:h:{realm}{SEP}{topic}"
 
 
 def history_meta_key(realm: str, topic: str) -> str:
@@ -88,7 +89,7 @@ def history_stream_key(realm: str, topic: str) -> str:
 
 def history_topics_key(realm: str) -> str:
     """The set of ``realm``'s topics with history (read by pattern queries)."""
-    return f"wamp:h:{{{realm}}}:topics"
+    return f"{CTL}h:{realm}:topics"
 
 
 StreamEntry = tuple[int, int, EventEnvelope]
@@ -111,7 +112,7 @@ def parse_entries(raw: list[Any]) -> list[StreamEntry]:
 class RedisHistory:
     """The history side of the Redis backend: the publish command, the readers per realm."""
 
-    def __init__(self, host: ClusterHost, command: Callable[[], Redis | None]) -> None:
+    def __init__(self, host: ClusterHost, command: Callable[[], Client | None]) -> None:
         self.host = host
         self._command = command
         self._known: set[tuple[str, str]] = set()
@@ -143,16 +144,27 @@ class RedisHistory:
         return found.context.history.keeping(publication)
 
     def commands(
-        self, realm: str, topic: str, channel: bytes, data: bytes, rule: HistoryRule
+        self,
+        realm: str,
+        topic: str,
+        channel: bytes,
+        data: bytes,
+        rule: HistoryRule,
+        pub: str = "PUBLISH",
+        echo: bool = False,
     ) -> list[Command]:
-        """The writes of one kept event: the script (and the topic set once per connection)."""
+        """The writes of one kept event: the script (and the topic set once per connection).
+
+        ``pub`` is the script's publish command; ``echo``: the script also returns the
+        envelope it published (``[offset, envelope]``), for the realm's pattern channel.
+        """
         if not data.endswith(HISTORY_SUFFIX):
             raise ValueError("event envelope does not end with the history placeholders")
         ttl = 0 if rule.ttl is None else max(1, int(rule.ttl + 0.999))
         meta_ttl = 0 if rule.ttl is None else ttl + META_GRACE
         keys = (history_meta_key(realm, topic), history_stream_key(realm, topic))
         script: Command = ("EVALSHA", HISTORY_SHA, 2, *keys, channel, data, rule.limit, ttl)
-        out = [(*script, meta_ttl)]
+        out = [(*script, meta_ttl, pub, "1" if echo else "0")]
         if (realm, topic) not in self._known:
             self._known.add((realm, topic))
             out.append(("SADD", history_topics_key(realm), topic))
@@ -163,7 +175,7 @@ class RedisHistoryReader:
     """``HistoryReader`` of one realm: reads the topic streams on the command client."""
 
     def __init__(
-        self, realm: str, history: RealmHistory, command: Callable[[], Redis | None]
+        self, realm: str, history: RealmHistory, command: Callable[[], Client | None]
     ) -> None:
         self.realm = realm
         self.history = history
@@ -184,7 +196,7 @@ class RedisHistoryReader:
 
     async def _run(
         self,
-        cmd: Redis,
+        cmd: Client,
         query: HistoryQuery,
         accept: Callable[[StoredEvent], bool],
         done: QueryDone,
@@ -196,7 +208,7 @@ class RedisHistoryReader:
             return
         done(page)
 
-    async def _topics(self, cmd: Redis, query: HistoryQuery) -> list[str]:
+    async def _topics(self, cmd: Client, query: HistoryQuery) -> list[str]:
         if query.topic is not None or query.match == MATCH_EXACT:
             topic = query.topic if query.topic is not None else query.uri
             return [topic] if _matches(query, topic) else []
@@ -205,7 +217,7 @@ class RedisHistoryReader:
         return sorted(t for t in names if _matches(query, t))
 
     async def read(
-        self, cmd: Redis, query: HistoryQuery, accept: Callable[[StoredEvent], bool]
+        self, cmd: Client, query: HistoryQuery, accept: Callable[[StoredEvent], bool]
     ) -> HistoryPage:
         """The page ``query`` selects from the streams of its topics (same on every node)."""
         topics = [t for t in await self._topics(cmd, query) if self.history.rule_for(t)]

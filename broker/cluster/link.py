@@ -1,11 +1,16 @@
 """The pub/sub link to Redis: the channels this node needs, and the probes that check it.
 
-Local subscriptions are counted per Redis channel or pattern (``watch``/``unwatch``);
-one subscriber task applies (P)SUBSCRIBE and (P)UNSUBSCRIBE in order, and the reader
-marks a target live when Redis confirms it. A probe is a random token this node
-publishes to its own probe channel: it must come back on the pub/sub connection
-within ``probe_timeout``, or the link is deaf. The probe's round trip is kept as
-``rtt`` (protocol_spec/cluster.md, "Redis outage and recovery").
+The link is one or more *lanes*, each a pub/sub connection: one on a single Redis or
+Sentinel, one per shard master on a Redis Cluster, where every channel is sharded
+(SSUBSCRIBE) and routed to the lane of the master serving its slot. Local
+subscriptions are counted per Redis channel or pattern (``watch``/``unwatch``); one
+subscriber task per lane applies (S/P)SUBSCRIBE and (S/P)UNSUBSCRIBE in order, and the
+lane's reader marks a target live when Redis confirms it. A probe is a random token
+this node publishes to its own probe channel, one per lane (on a Redis Cluster its
+name hashes into that lane's shard): every one must come back on its lane within
+``probe_timeout``, or the link is deaf. The slowest probe's round trip is kept as
+``rtt`` (protocol_spec/cluster.md, "Redis outage and recovery"). A sharded channel
+Redis unsubscribes on its own (its slot moved to another shard) ends the link.
 """
 
 from __future__ import annotations
@@ -19,14 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from protocol_spec.cluster import Probe
 
-from . import keys
+from .connect import Client
 
-__all__ = ["ClusterTiming", "LinkDeaf", "LinkLost", "PubSubLink", "Target"]
+__all__ = ["ClusterTiming", "Lane", "LinkDeaf", "LinkLost", "PubSubLink", "Route", "Target"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ Target = tuple[bool, bytes]
 
 Dispatch = Callable[[bytes, bytes], None]
 """Handle one message from a channel other than the probe's: (channel, data)."""
+
+Route = Callable[[bytes], int]
+"""The index of the lane a channel is subscribed on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +65,50 @@ class LinkDeaf(LinkLost):
     """The pub/sub link answers nothing: this node's own probe did not come back."""
 
 
+class Lane:
+    """One pub/sub connection: its ordered (un)subscriptions and its probe."""
+
+    __slots__ = ("back", "ops", "probe", "probe_channel", "pubsub", "rtt", "sent")
+
+    def __init__(self, pubsub: PubSub, probe_channel: bytes) -> None:
+        self.pubsub = pubsub
+        self.probe_channel = probe_channel
+        self.ops: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.probe = Probe(b"")
+        self.sent = 0.0
+        self.back = asyncio.Event()
+        self.rtt: float | None = None
+
+    def new_probe(self) -> None:
+        self.probe = Probe(secrets.token_bytes(Probe.SIZE))
+        self.back.clear()
+
+
 class PubSubLink:
     """The Redis channels and patterns this node listens to, and the link's probes."""
 
     def __init__(self, node: str, timing: ClusterTiming) -> None:
         self.timing = timing
-        self.probe_channel = keys.probe(node)
+        self.node = node
         self.linked = False
-        self.rtt: float | None = None
-        """Seconds the last probe took to come back; None while unknown."""
+        self.lanes: list[Lane] = []
+        self.sharded = False
+        """Redis Cluster: sharded channels (SSUBSCRIBE, SPUBLISH), one lane per master."""
         # Redis channel/pattern → how many local subscriptions need it
         self._targets: dict[Target, int] = {}
+        self._base: tuple[bytes, ...] = ()
+        self._route: Route = lambda channel: 0
         self._live: set[Target] = set()
         self._waiters: dict[Target, list[Callable[[], None]]] = {}
-        self._ops: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-        self._probe = Probe(b"")
-        self._probe_sent = 0.0
-        self._probe_back = asyncio.Event()
+        self._leaving: set[bytes] = set()
+
+    @property
+    def rtt(self) -> float | None:
+        """Seconds the last probe (the slowest lane's) took to come back; None while unknown."""
+        rtts = [lane.rtt for lane in self.lanes]
+        if not rtts or any(rtt is None for rtt in rtts):
+            return None
+        return max(rtt for rtt in rtts if rtt is not None)
 
     # --- subscriptions -----------------------------------------------------------------
     def watch(self, target: Target, done: Callable[[], None]) -> None:
@@ -86,7 +120,7 @@ class PubSubLink:
             return
         self._waiters.setdefault(target, []).append(done)
         if count == 0:
-            self._queue("psubscribe" if target[0] else "subscribe", target[1])
+            self._queue(True, target)
 
     def unwatch(self, target: Target) -> None:
         """Count one less; unsubscribe once nothing local needs ``target``."""
@@ -96,43 +130,64 @@ class PubSubLink:
             return
         self._targets.pop(target, None)
         if self.linked:
-            self._queue("punsubscribe" if target[0] else "unsubscribe", target[1])
+            self._queue(False, target)
 
-    def relink(self) -> None:
-        """A new pub/sub connection: subscribe everything needed, and the probe channel."""
+    def relink(
+        self,
+        lanes: list[Lane],
+        base: tuple[bytes, ...],
+        route: Route | None = None,
+        sharded: bool = False,
+    ) -> None:
+        """New pub/sub connections: subscribe ``base`` channels, everything needed, the probes."""
+        self.lanes = lanes
+        self._base = base
+        self._route = route or (lambda channel: 0)
+        self.sharded = sharded
+        self._leaving.clear()
         self.linked = True
+        for channel in base:
+            self._queue(True, (False, channel))
         for target in self._targets:
-            self._queue("psubscribe" if target[0] else "subscribe", target[1])
-        self._queue("subscribe", self.probe_channel)
+            self._queue(True, target)
+        for lane in lanes:
+            lane.ops.put_nowait((self._op(True, False), lane.probe_channel))
 
     def unlink(self) -> None:
         """The connection is gone: nothing is live, pending watchers are answered."""
         self.linked = False
-        self.rtt = None
+        self.lanes = []
         self._live.clear()
-        while not self._ops.empty():
-            self._ops.get_nowait()
         for waiters in self._waiters.values():
             for done in waiters:
                 done()
         self._waiters.clear()
 
-    def _queue(self, op: str, target: bytes) -> None:
-        self._ops.put_nowait((op, target))
+    def _op(self, on: bool, pattern: bool) -> str:
+        kind = "p" if pattern else ("s" if self.sharded else "")
+        return f"{kind}subscribe" if on else f"{kind}unsubscribe"
 
-    async def subscriber(self, pubsub: PubSub) -> None:
-        """Apply queued (un)subscriptions in order (runs for the connection's life)."""
+    def _queue(self, on: bool, target: Target) -> None:
+        pattern, channel = target
+        lane = self.lanes[0 if pattern else self._route(channel)]
+        if not on and self.sharded:
+            self._leaving.add(channel)
+        lane.ops.put_nowait((self._op(on, pattern), channel))
+
+    async def subscriber(self, lane: Lane) -> None:
+        """Apply the lane's queued (un)subscriptions in order (runs for the connection's life)."""
         while True:
-            op, target = await self._ops.get()
-            await getattr(pubsub, op)(target)
+            op, target = await lane.ops.get()
+            await getattr(lane.pubsub, op)(target)
 
-    async def read(self, pubsub: PubSub, dispatch: Dispatch) -> None:
-        """Read the connection: confirmations, probe echoes, and messages for ``dispatch``.
+    async def read(self, lane: Lane, dispatch: Dispatch) -> None:
+        """Read a lane: confirmations, probe echoes, and messages for ``dispatch``.
 
         Messages (the hot path) are taken from the connection's raw replies; everything
         else goes through redis-py's ``handle_message``, which keeps its subscription
         bookkeeping. A pub/sub object of another kind is read with ``get_message``.
         """
+        pubsub = lane.pubsub
         conn = pubsub.connection if type(pubsub) is PubSub else None
         while True:
             if conn is None:
@@ -143,34 +198,44 @@ class PubSubLink:
                 )
                 if type(raw) is list:
                     kind = raw[0]
-                    if kind == b"message" and len(raw) == 3:
-                        self._receive(raw[1], raw[2], dispatch)
+                    if (kind == b"message" or kind == b"smessage") and len(raw) == 3:
+                        self._receive(lane, raw[1], raw[2], dispatch)
                         continue
                     if kind == b"pmessage" and len(raw) == 4:
-                        self._receive(raw[2], raw[3], dispatch)
+                        self._receive(lane, raw[2], raw[3], dispatch)
                         continue
                 msg = await pubsub.handle_message(raw, ignore_subscribe_messages=False)
             if msg is not None:
-                self._handle(msg, dispatch)
+                self._handle(lane, msg, dispatch)
 
-    def _handle(self, msg: dict[str, Any], dispatch: Dispatch) -> None:
+    def _handle(self, lane: Lane, msg: dict[str, Any], dispatch: Dispatch) -> None:
         kind = msg["type"]
         channel: bytes = msg["channel"]
-        if kind == "message" or kind == "pmessage":
-            self._receive(channel, msg["data"], dispatch)
-        elif kind == "subscribe" or kind == "psubscribe":
+        if kind in ("message", "pmessage", "smessage"):
+            self._receive(lane, channel, msg["data"], dispatch)
+        elif kind in ("subscribe", "psubscribe", "ssubscribe"):
             target = (kind == "psubscribe", channel)
             self._live.add(target)
             for done in self._waiters.pop(target, ()):
                 done()
-        elif kind == "unsubscribe" or kind == "punsubscribe":
+        elif kind in ("unsubscribe", "punsubscribe", "sunsubscribe"):
             self._live.discard((kind == "punsubscribe", channel))
+            if kind == "sunsubscribe" and not self._left(lane, channel):
+                raise LinkLost(f"Redis moved {channel!r} to another shard")
 
-    def _receive(self, channel: bytes, data: Any, dispatch: Dispatch) -> None:
-        if channel == self.probe_channel:
-            if data == self._probe.token:
-                self.rtt = time.monotonic() - self._probe_sent
-                self._probe_back.set()
+    def _left(self, lane: Lane, channel: bytes) -> bool:
+        """Whether this node asked to leave ``channel`` (else Redis dropped it: slot moved)."""
+        if channel in self._leaving:
+            self._leaving.discard(channel)
+            return True
+        wanted = channel == lane.probe_channel or channel in self._base
+        return not wanted and (False, channel) not in self._targets
+
+    def _receive(self, lane: Lane, channel: bytes, data: Any, dispatch: Dispatch) -> None:
+        if channel == lane.probe_channel:
+            if data == lane.probe.token:
+                lane.rtt = time.monotonic() - lane.sent
+                lane.back.set()
             return
         try:
             dispatch(channel, data)
@@ -178,34 +243,40 @@ class PubSubLink:
             log.exception("cluster: cannot apply a message from %r", channel)
 
     # --- probes ----------------------------------------------------------------------
-    async def _send_probe(self, cmd: Redis) -> None:
-        self._probe_sent = time.monotonic()
-        await cmd.publish(self.probe_channel, self._probe.pack())
+    async def _send_probe(self, cmd: Client, lane: Lane) -> None:
+        lane.sent = time.monotonic()
+        pub = "SPUBLISH" if self.sharded else "PUBLISH"
+        await cmd.execute_command(pub, lane.probe_channel, lane.probe.pack())
 
-    def _new_probe(self) -> None:
-        self._probe = Probe(secrets.token_bytes(Probe.SIZE))
-        self._probe_back.clear()
-
-    async def probe_once(self, cmd: Redis) -> None:
-        """Probe until the echo comes back: every subscription queued before is live."""
-        self._new_probe()
+    async def _probe_lane_once(self, cmd: Client, lane: Lane) -> None:
+        lane.new_probe()
         deadline = time.monotonic() + max(self.timing.probe_timeout, 2.0)
-        while not self._probe_back.is_set():
+        while not lane.back.is_set():
             if time.monotonic() > deadline:
                 raise LinkDeaf("probe not echoed on the pub/sub link")
-            await self._send_probe(cmd)
+            await self._send_probe(cmd, lane)
             try:
-                await asyncio.wait_for(self._probe_back.wait(), 0.2)
+                await asyncio.wait_for(lane.back.wait(), 0.2)
             except TimeoutError:
                 continue
 
-    async def prober(self, cmd: Redis) -> None:
-        """Detect a silently dead pub/sub link: our own probe must come back."""
+    async def probe_once(self, cmd: Client) -> None:
+        """Probe every lane until its echo comes back: every subscription queued before is live."""
+        await asyncio.gather(*(self._probe_lane_once(cmd, lane) for lane in self.lanes))
+
+    async def prober(self, cmd: Client) -> None:
+        """Detect a silently dead pub/sub link: every lane's own probe must come back."""
         while True:
             await asyncio.sleep(self.timing.probe_interval)
-            self._new_probe()
-            await self._send_probe(cmd)
-            try:
-                await asyncio.wait_for(self._probe_back.wait(), self.timing.probe_timeout)
-            except TimeoutError:
-                raise LinkDeaf("pub/sub link is deaf (probe lost)") from None
+            lanes = list(self.lanes)
+            for lane in lanes:
+                lane.new_probe()
+                await self._send_probe(cmd, lane)
+            for lane in lanes:
+                left = lane.sent + self.timing.probe_timeout - time.monotonic()
+                if lane.back.is_set():
+                    continue
+                try:
+                    await asyncio.wait_for(lane.back.wait(), max(left, 0.0))
+                except TimeoutError:
+                    raise LinkDeaf("pub/sub link is deaf (probe lost)") from None

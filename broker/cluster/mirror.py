@@ -33,6 +33,7 @@ from protocol_spec.cluster import (
     KillSessions,
     NodeGone,
     NodeHello,
+    PatternsChanged,
     RetainedChanged,
     SessionJoined,
     SessionLeft,
@@ -45,6 +46,7 @@ from protocol_spec.messages import Error, Interrupt, Invocation, Message, Result
 
 from . import keys
 from .events import publication_of
+from .patterns import Patterns
 
 __all__ = ["Mirror", "NodePeer", "NodeState"]
 
@@ -130,8 +132,11 @@ class Mirror:
         node: str,
         send_to: Send,
         hello: Callable[[str], None] = lambda node: None,
+        patterns: Patterns | None = None,
     ) -> None:
         self.host = host
+        self.patterns = patterns
+        """Redis Cluster: the other nodes' announced pattern subscriptions."""
         self.node = node
         self.send_to = send_to
         self.hello = hello
@@ -158,6 +163,10 @@ class Mirror:
 
     def _gone(self, msg: NodeGone) -> None:
         self.drop_node(msg.node, "callee node left")
+
+    def _patterns(self, msg: PatternsChanged) -> None:
+        if self.patterns is not None:
+            self.patterns.announced(msg)
 
     def _join(self, msg: SessionJoined) -> None:
         realm = self._realm(msg.realm)
@@ -329,6 +338,8 @@ class Mirror:
 
     def drop_node(self, node: str, why: str) -> None:
         """Forget every session, subscription, callee and caller of ``node``."""
+        if self.patterns is not None:
+            self.patterns.drop(node)
         state = self.nodes.pop(node, None)
         if state is None:
             return
@@ -394,6 +405,7 @@ _CONTROL: dict[type[ControlMessage], Callable[[Mirror, Any], None]] = {
     CalleeRemoved: Mirror._unreg,
     RetainedChanged: Mirror._retain,
     KillSessions: Mirror._kill,
+    PatternsChanged: Mirror._patterns,
 }
 """Control envelope class → how this node applies it (one entry per ``CONTROL_TYPES``)."""
 

@@ -25,8 +25,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from redis.asyncio import Redis
-
+from .connect import Client
 from .link import LinkLost
 
 __all__ = ["MAX_OUTBOX", "Build", "Command", "Outbox", "Reply", "Tally"]
@@ -35,16 +34,17 @@ __all__ = ["MAX_OUTBOX", "Build", "Command", "Outbox", "Reply", "Tally"]
 class _Post:
     """Queued inbox envelopes for one channel, sent as one PUBLISH of their concatenation."""
 
-    __slots__ = ("channel", "parts", "size")
+    __slots__ = ("channel", "parts", "pub", "size")
 
-    def __init__(self, channel: bytes, data: bytes) -> None:
+    def __init__(self, pub: str, channel: bytes, data: bytes) -> None:
+        self.pub = pub
         self.channel = channel
         self.parts = [data]
         self.size = len(data)
 
     def command(self) -> Command:
         parts = self.parts
-        return ("PUBLISH", self.channel, parts[0] if len(parts) == 1 else b"".join(parts))
+        return (self.pub, self.channel, parts[0] if len(parts) == 1 else b"".join(parts))
 
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,11 @@ class Tally:
 class Outbox:
     """The queue of commands for Redis, and the task that writes it."""
 
-    def __init__(self, command_timeout: float = 1.0) -> None:
+    def __init__(self, command_timeout: float = 1.0, pub: str = "PUBLISH") -> None:
         self.command_timeout = command_timeout
         """Seconds a batch may take before Redis counts as hung."""
+        self.pub = pub
+        """The publish command: ``PUBLISH``, or ``SPUBLISH`` (sharded) on a Redis Cluster."""
         self._queue: deque[tuple[Command | _Post, Reply | None]] = deque()
         self._inflight: list[tuple[Command | _Post, Reply | None]] = []
         self._deferred: dict[Hashable, Build] = {}
@@ -135,7 +137,7 @@ class Outbox:
             tail.parts.append(data)
             tail.size += len(data)
             return
-        post = _Post(channel, data)
+        post = _Post(self.pub, channel, data)
         if self._enqueue(post, None):
             self._post = post
 
@@ -173,7 +175,7 @@ class Outbox:
             self._wake.set()
             await asyncio.sleep(0.01)  # polling the writer's queue during shutdown only
 
-    async def write(self, cmd: Redis) -> None:
+    async def write(self, cmd: Client) -> None:
         """Send batches on ``cmd`` for the connection's life; raise ``LinkLost`` on failure."""
         queue = self._queue
         while True:

@@ -2,13 +2,18 @@
 
 Connections: one pub/sub connection (control channel, this node's inbox and probe
 channel, the event channels local subscriptions need) and one command client whose
-single writer task pipelines every PUBLISH and state write in order. The wire
-format, keys and guarantees are in protocol_spec/cluster.md.
+single writer task pipelines every PUBLISH and state write in order. On a Redis
+Cluster (``redis+cluster://``, ``shards``) the pub/sub side is one connection per
+shard master, every channel sharded (SSUBSCRIBE/SPUBLISH) and pattern subscriptions
+go through the realm's pattern channel (``patterns``). The wire format, keys and
+guarantees are in protocol_spec/cluster.md.
 
 Roles, one module each::
 
     redis      RedisCluster: the core's hooks, the connection life cycle, dispatch
-    link       PubSubLink: channels and patterns needed, probes and their RTT
+    link       PubSubLink: channels and patterns needed, per lane; probes and their RTT
+    shards     Redis Cluster: slot map, one pub/sub lane per master
+    patterns   Redis Cluster: pattern subscriptions announced, the pattern channel
     outbox     Outbox: the single writer (ordered, pipelined, coalesced writes)
     events     EventChannels: event envelopes out, deduplicated delivery in
     directory  Directory: this node's state in Redis, heartbeat, liveness, reaping
@@ -46,6 +51,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -74,6 +80,7 @@ from protocol_spec.uri import MATCH_EXACT
 from . import keys
 from .claims import Claim, claim_reply, release_command
 from .connect import (
+    Client,
     Endpoint,
     connect_clients,
     parse_redis_url,
@@ -84,11 +91,13 @@ from .directory import Directory
 from .events import EventChannels
 from .history import RedisHistory
 from .keys import CONTROL
-from .link import ClusterTiming, LinkDeaf, LinkLost, PubSubLink
+from .link import ClusterTiming, Lane, LinkDeaf, LinkLost, PubSubLink, Route
 from .mirror import Mirror
-from .outbox import Outbox, Tally
+from .outbox import Command, Outbox, Tally
+from .patterns import Patterns
 from .repair import GapRepair
 from .scripts import HISTORY_PUBLISH
+from .shards import connect_cluster, lanes_for
 from .state import LinkState, LinkStateMachine
 
 if TYPE_CHECKING:
@@ -98,6 +107,26 @@ if TYPE_CHECKING:
 __all__ = ["ClusterTiming", "RedisCluster", "default_node_id"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Connection:
+    """One session's clients: commands, pub/sub lanes (and their clients), Sentinel's master."""
+
+    cmd: Client
+    clients: list[Redis]
+    master: Endpoint | None = None
+    route: Route | None = None
+    lanes: list[Lane] = field(default_factory=list)
+
+    async def close(self) -> None:
+        closers = [lane.pubsub.aclose() for lane in self.lanes]  # type: ignore[no-untyped-call]
+        closers += [self.cmd.aclose(), *(client.aclose() for client in self.clients)]
+        for closing in closers:
+            try:
+                await asyncio.wait_for(closing, 1.0)
+            except Exception:  # the connection is already broken
+                pass
 
 
 def default_node_id() -> str:
@@ -115,17 +144,21 @@ class RedisCluster(Cluster):
     ) -> None:
         self.url = url
         self.target = parse_redis_url(url)
-        """Single server or Sentinel (``broker.cluster.connect``)."""
+        """Single server, Sentinel or Redis Cluster (``broker.cluster.connect``)."""
         self.node = node or default_node_id()
         self.host = host
         self.timing = timing or ClusterTiming()
         self.backoff = Backoff(initial=0.1, maximum=self.timing.backoff_max, jitter=0.5)
         """Reconnection delays (0.1 s doubling up to ``backoff_max``, jittered)."""
         self.link_state = LinkStateMachine()
-        self.mirror = Mirror(host, self.node, self._send_inbox, self._hello)
+        self.patterns = Patterns(self.node, host) if self.target.cluster else None
+        """Redis Cluster only: pattern subscriptions through the realms' pattern channels."""
+        self.mirror = Mirror(host, self.node, self._send_inbox, self._hello, self.patterns)
         self.link = PubSubLink(self.node, self.timing)
-        self.outbox = Outbox(self.timing.command_timeout)
+        pub = "SPUBLISH" if self.target.cluster else "PUBLISH"
+        self.outbox = Outbox(self.timing.command_timeout, pub)
         self.events = EventChannels(self.node, host, self.outbox)
+        self.events.patterns = self.patterns
         self.history = RedisHistory(host, lambda: self._cmd)
         self.history.install()
         self.repair = GapRepair(self.node, host)
@@ -143,7 +176,7 @@ class RedisCluster(Cluster):
         self._closing = False
         self._ever_connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._cmd: Redis | None = None
+        self._cmd: Client | None = None
         self._master: Endpoint | None = None
         """Sentinel: the master of the last session that connected."""
         self._inbox = keys.inbox(self.node)
@@ -238,7 +271,7 @@ class RedisCluster(Cluster):
 
     async def _pause(self, delay: float) -> None:
         """The backoff step; with Sentinel it ends early once another master is named."""
-        if self.target.sentinel:
+        if self.target.sentinel and not self.target.cluster:
             await wait_for_new_master(self.target, self._master, delay)
         else:
             await asyncio.sleep(delay)
@@ -251,21 +284,42 @@ class RedisCluster(Cluster):
         if was:
             self.mirror.abandon_calls(errors.UNAVAILABLE, "the link to the other nodes was lost")
 
+    async def _connect(self) -> _Connection:
+        """This session's clients; on a Redis Cluster one connected lane per master."""
+        timeout = self.timing.command_timeout
+        if self.target.cluster:
+            cmd, found, subs = await connect_cluster(self.target, timeout)
+            conn = _Connection(cmd, subs, None, found.route)
+            try:
+                conn.lanes = await lanes_for(self.node, found, subs)
+            except BaseException:
+                await conn.close()
+                raise
+            return conn
+        single, sub_client, master = await connect_clients(self.target, timeout)
+        conn = _Connection(single, [sub_client], master)
+        conn.lanes = [Lane(sub_client.pubsub(), keys.probe(self.node))]
+        try:
+            await conn.lanes[0].pubsub.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
     async def _session(self, first: bool) -> None:
         """One connection to Redis, from connect to the first failure."""
-        timeout = self.timing.command_timeout
-        cmd, sub_client, master = await connect_clients(self.target, timeout)
-        pubsub = sub_client.pubsub()
+        conn = await self._connect()
+        cmd, master = conn.cmd, conn.master
         tasks: list[asyncio.Task[None]] = []
         try:
             await cmd.ping()
             await self._history_session(cmd)
             self._cmd = cmd
             self._master = master
-            await pubsub.subscribe(CONTROL, keys.inbox(self.node))
-            tasks.append(asyncio.create_task(self.link.read(pubsub, self._dispatch)))
-            tasks.append(asyncio.create_task(self.link.subscriber(pubsub)))
-            self.link.relink()
+            self.link.relink(conn.lanes, (CONTROL, self._inbox), conn.route, self.target.cluster)
+            for lane in conn.lanes:
+                tasks.append(asyncio.create_task(self.link.read(lane, self._dispatch)))
+                tasks.append(asyncio.create_task(self.link.subscriber(lane)))
             await self.link.probe_once(cmd)  # every subscription before it is live
             await self.repair.run(cmd, self.events.deliver)  # what the outage hid
             if first:
@@ -274,6 +328,7 @@ class RedisCluster(Cluster):
             tasks.append(asyncio.create_task(self.outbox.write(cmd)))
             self.link_state.move(LinkState.UP)
             await self.directory.republish(cmd)
+            self._announce_all()
             self._ever_connected.set()
             where = self.target.display + (
                 f" (master {master.host}:{master.port})" if master else ""
@@ -295,24 +350,22 @@ class RedisCluster(Cluster):
             self._lost(exc, first)
             raise
         finally:
-            self.repair.abandon()
-            self._cmd = None
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                # bounded: a task stuck in a client call that swallowed the cancellation
-                # must not keep this session (and the reconnect) from ending
-                _done, stuck = await asyncio.wait(tasks, timeout=2.0)
-                if stuck:
-                    log.warning("cluster: %d task(s) did not stop when cancelled", len(stuck))
-            closers = (pubsub.aclose(), cmd.aclose(), sub_client.aclose())  # type: ignore[no-untyped-call]
-            for closing in closers:
-                try:
-                    await asyncio.wait_for(closing, 1.0)
-                except Exception:  # the connection is already broken
-                    pass
+            await self._end_session(tasks, conn)
 
-    async def _history_session(self, cmd: Redis) -> None:
+    async def _end_session(self, tasks: list[asyncio.Task[None]], conn: _Connection) -> None:
+        self.repair.abandon()
+        self._cmd = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # bounded: a task stuck in a client call that swallowed the cancellation
+            # must not keep this session (and the reconnect) from ending
+            _done, stuck = await asyncio.wait(tasks, timeout=2.0)
+            if stuck:
+                log.warning("cluster: %d task(s) did not stop when cancelled", len(stuck))
+        await conn.close()
+
+    async def _history_session(self, cmd: Client) -> None:
         """Event history on a new connection: the script loaded, live events held."""
         await cmd.script_load(HISTORY_PUBLISH)
         self.history.connected()
@@ -374,6 +427,9 @@ class RedisCluster(Cluster):
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """Make sure events of (match, topic) from other nodes reach this node."""
+        if match != MATCH_EXACT and self.patterns is not None:
+            self._watch_pattern(self.patterns, realm, match, topic, done)
+            return
         if match != MATCH_EXACT or self.history.rule_for(realm, topic) is None:
             self.link.watch(keys.watch_target(realm, match, topic), done)
             return
@@ -386,9 +442,45 @@ class RedisCluster(Cluster):
 
     def unwatch(self, realm: str, match: str, topic: str) -> None:
         """Drop the Redis subscription once no local subscription needs it."""
-        self.link.unwatch(keys.watch_target(realm, match, topic))
+        if match != MATCH_EXACT and self.patterns is not None:
+            self.link.unwatch((False, keys.pattern_channel(realm)))
+            if self.patterns.remove(realm, match, topic) and self.available:
+                self.outbox.push(self._announcement(self.patterns, realm))
+        else:
+            self.link.unwatch(keys.watch_target(realm, match, topic))
         if self.repair.delivered:
             self.repair.forget(realm)  # a later subscription starts from live events
+
+    def _watch_pattern(
+        self, patterns: Patterns, realm: str, match: str, topic: str, done: Callable[[], None]
+    ) -> None:
+        """Redis Cluster: listen on the realm's pattern channel and announce the pattern.
+
+        ``done`` once both the channel is live and Redis ran the announcement (it is
+        then on its way to every node), so publishers elsewhere copy matching events
+        to the pattern channel before the subscriber hears SUBSCRIBED.
+        """
+        grew = patterns.add(realm, match, topic)
+        waits = 2 if grew and self.available else 1
+
+        def part(_result: Any = None) -> None:
+            nonlocal waits
+            waits -= 1
+            if waits == 0:
+                done()
+
+        self.link.watch((False, keys.pattern_channel(realm)), part)
+        if grew and self.available:
+            self.outbox.push(self._announcement(patterns, realm), part)
+
+    def _announcement(self, patterns: Patterns, realm: str) -> Command:
+        return (self.outbox.pub, CONTROL, patterns.announcement(realm).pack())
+
+    def _announce_all(self) -> None:
+        """After a (re)connect: this node's patterns in every realm, to every node."""
+        if self.patterns is not None:
+            for msg in self.patterns.announcements():
+                self.outbox.push((self.outbox.pub, CONTROL, msg.pack()))
 
     def subscription_changed(self, realm: str, sub: Subscription) -> None:
         """Record the subscription for the cluster-wide meta API (coalesced)."""
@@ -424,8 +516,9 @@ class RedisCluster(Cluster):
     ) -> None:
         """Run the claim script (in the writer's order); answer through ``done``."""
         claim = Claim(realm, session, procedure, match, invoke, disclose)
-        reply = claim_reply(claim, self.node, self.host, done, self.outbox.push)
-        self.outbox.push(claim.command(self.node, random_id(), False), reply)
+        pub = self.outbox.pub
+        reply = claim_reply(claim, self.node, self.host, done, self.outbox.push, pub)
+        self.outbox.push(claim.command(self.node, random_id(), False, pub), reply)
 
     def release(
         self,
@@ -443,7 +536,9 @@ class RedisCluster(Cluster):
             if done is not None:
                 done()
             return
-        command = release_command(self.node, realm, reg.id, reg.procedure, reg.match, session.id)
+        command = release_command(
+            self.node, realm, reg.id, reg.procedure, reg.match, session.id, self.outbox.pub
+        )
         self.outbox.push(command, None if done is None else (lambda _result: done()))
 
     def kill(
@@ -459,4 +554,4 @@ class RedisCluster(Cluster):
         if not self.available:
             return
         env = KillSessions(self.node, realm, selector, value, except_session, reason, message)
-        self.outbox.push(("PUBLISH", CONTROL, env.pack()))
+        self.outbox.push((self.outbox.pub, CONTROL, env.pack()))

@@ -33,7 +33,7 @@ from protocol_spec.uri import is_reserved
 from .history import StreamEntry, history_meta_key, history_stream_key, parse_entries
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from .connect import Client
 
 __all__ = ["HISTORY_GAP", "NEW", "GapRepair", "Position"]
 
@@ -88,7 +88,7 @@ class GapRepair:
             deliver(env)
 
     # --- where a subscription starts --------------------------------------------------
-    def watched(self, cmd: Redis | None, realm: str, topic: str) -> None:
+    def watched(self, cmd: Client | None, realm: str, topic: str) -> None:
         """An exact subscription with history is live: note the topic's offset now.
 
         So an outage before its first event is repaired from there (read in the background;
@@ -100,7 +100,7 @@ class GapRepair:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _note_start(self, cmd: Redis, realm: str, topic: str) -> None:
+    async def _note_start(self, cmd: Client, realm: str, topic: str) -> None:
         try:
             epoch, offset = await cmd.hmget(history_meta_key(realm, topic), ["e", "o"])
         except Exception:  # the link failed: the next session starts it again
@@ -129,7 +129,7 @@ class GapRepair:
         """The link failed before the catch-up ended: the next one reads the held events."""
         self._held = {}
 
-    async def run(self, cmd: Redis, deliver: Callable[[EventEnvelope], None]) -> None:
+    async def run(self, cmd: Client, deliver: Callable[[EventEnvelope], None]) -> None:
         """Deliver what each held topic missed, then its held live events; release them."""
         keys = [key for key in self._held if self._wanted(key)]
         for key in set(self._held) - set(keys):
@@ -169,7 +169,7 @@ class GapRepair:
                 time.monotonic() - started,
             )
 
-    async def _read(self, cmd: Redis, keys: list[Key], full: bool) -> list[tuple[Any, Any]]:
+    async def _read(self, cmd: Client, keys: list[Key], full: bool) -> list[tuple[Any, Any]]:
         """(hash [epoch, offset], stream entries after the delivered offset) of each topic."""
         if not keys:
             return []

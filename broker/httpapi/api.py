@@ -183,7 +183,7 @@ class HttpApi:
         settings: HttpApiSettings,
         gate: HttpGate,
         offload: Offload | None = None,
-        shared: aioredis.Redis | None = None,
+        shared: aioredis.Redis | aioredis.RedisCluster | None = None,
     ) -> None:
         self.settings = settings
         self.credentials = Credentials(settings, offload, shared)

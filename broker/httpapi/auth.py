@@ -106,7 +106,7 @@ class Credentials:
         self,
         settings: HttpApiSettings,
         offload: Offload | None = None,
-        shared: aioredis.Redis | None = None,
+        shared: aioredis.Redis | aioredis.RedisCluster | None = None,
     ) -> None:
         self.settings = settings
         self.offload = offload

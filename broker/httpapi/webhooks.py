@@ -114,7 +114,7 @@ class Webhook:
     def __init__(
         self,
         settings: WebhookSettings,
-        claims: aioredis.Redis | None,
+        claims: aioredis.Redis | aioredis.RedisCluster | None,
         node: str,
         counters: WebhookCounters,
     ) -> None:

@@ -34,11 +34,11 @@ def test_every_envelope_class_of_the_code_is_in_the_prose_on_its_channel() -> No
     rows = _envelope_rows()
     for op, cls in cluster.CONTROL_TYPES.items():
         assert rows[cls.__name__][1] == op
-        assert "wamp:ctl" in rows[cls.__name__][0]
+        assert "wamp:{ctl}:ctl" in rows[cls.__name__][0]
     for op, cls in cluster.INBOX_TYPES.items():
         assert rows[cls.__name__][1] == op
-        assert "wamp:inbox:" in rows[cls.__name__][0]
-    assert "wamp:ev:" in rows["EventEnvelope"][0]
+        assert "wamp:{ctl}:inbox:" in rows[cls.__name__][0]
+    assert ":ev:" in rows["EventEnvelope"][0]
     expected = {*(c.__name__ for c in cluster.CONTROL_TYPES.values())}
     expected |= {c.__name__ for c in cluster.INBOX_TYPES.values()} | {"EventEnvelope"}
     assert set(rows) == expected

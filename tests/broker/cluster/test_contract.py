@@ -1,6 +1,7 @@
 """One contract, both backends: ``local`` (one node) and ``redis`` (two nodes), the
-latter on a single Redis and on Redis Sentinel (``redis+sentinel://``: 1 master,
-1 replica, 3 sentinels).
+latter on a single Redis, on Redis Sentinel (``redis+sentinel://``: 1 master,
+1 replica, 3 sentinels) and on a Redis Cluster (``redis+cluster://``: 6 servers,
+3 masters with a replica each).
 
 Every test gets two URLs: where the "A" clients connect and where the "B" clients
 connect. On the local backend both are the same node; on the Redis backend they
@@ -19,6 +20,7 @@ import pytest
 import client_sdk
 from client_sdk import ApplicationError, CallResult, Event, PublishOptions
 from tests.support.processes import BrokerProcess, RedisProcess, start_broker
+from tests.support.redis_cluster import start_redis_cluster
 from tests.support.sentinel import start_sentinel_set
 
 from .conftest import call_until, eventually, start_node
@@ -67,7 +69,31 @@ def sentinel_pair(
         deployment.stop()
 
 
-@pytest.fixture(params=["local", "redis", "sentinel"])
+@pytest.fixture(scope="module")
+def cluster_pair(
+    tmp_path_factory: pytest.TempPathFactory, cluster_config: Path
+) -> Iterator[list[BrokerProcess]]:
+    deployment = start_redis_cluster(tmp_path_factory.mktemp("rcluster"))
+    started: list[BrokerProcess] = []
+    try:
+        for i in range(2):
+            args = (
+                "--redis",
+                deployment.url,
+                "--node-id",
+                f"k{i}",
+                "--config",
+                str(cluster_config),
+            )
+            started.append(start_broker(*args))
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+        deployment.stop()
+
+
+@pytest.fixture(params=["local", "redis", "sentinel", "cluster"])
 def urls(request: pytest.FixtureRequest) -> Urls:
     if request.param == "local":
         node: BrokerProcess = request.getfixturevalue("local_node")

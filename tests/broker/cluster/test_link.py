@@ -12,6 +12,7 @@ import msgpack
 import pytest
 from redis.asyncio import Redis
 
+from broker.cluster.keys import CONTROL, inbox
 from broker.cluster.link import ClusterTiming
 from broker.cluster.outbox import MAX_OUTBOX, Outbox
 from broker.cluster.redis import RedisCluster
@@ -76,12 +77,12 @@ async def test_malformed_envelopes_are_dropped_with_a_reason_and_the_node_keeps_
     client = Redis.from_url(own_redis.url)
     try:
         caplog.set_level(logging.WARNING, logger="broker.cluster.redis")
-        await client.publish("wamp:ctl", b"\xc1 not msgpack")
+        await client.publish(CONTROL, b"\xc1 not msgpack")
         bad_leave = {"v": 1, "op": "leave", "n": "x", "r": "realm1", "s": "not-an-int"}
-        await client.publish("wamp:ctl", msgpack.packb(bad_leave))
-        await client.publish("wamp:inbox:strict-a", b"\x81\xa1v\x01")  # {v: 1}, no op
+        await client.publish(CONTROL, msgpack.packb(bad_leave))
+        await client.publish(inbox("strict-a"), b"\x81\xa1v\x01")  # {v: 1}, no op
         joined = wire.SessionJoined("other", "realm1", {"session": 77, "authid": "z"})
-        await client.publish("wamp:ctl", joined.pack())
+        await client.publish(CONTROL, joined.pack())
 
         async def applied() -> bool:
             return 77 in router.realms["realm1"].remote.sessions

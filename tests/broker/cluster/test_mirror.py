@@ -37,7 +37,7 @@ def test_a_call_to_a_remote_callee_leaves_as_an_invocation_envelope_to_its_node(
     caller = world.client()
     caller.send(Call(1, {}, "com.remote.add", [1, 2]))
     [(channel, msg)] = shipped
-    assert channel == b"wamp:inbox:b"
+    assert channel == b"wamp:{ctl}:inbox:b"
     assert isinstance(msg, wire.InboxInvocation)
     assert (msg.node, msg.realm, msg.session, msg.registration) == ("a", "realm1", 4242, 777)
     assert msg.args == [1, 2]
