@@ -92,6 +92,59 @@ class RedisClusterSet:
     def server(self, port: int) -> RedisProcess:
         return next(s for s in self.servers if s.port == port)
 
+    def node_id(self, port: int) -> str:
+        """The cluster node ID of the server on ``port``."""
+        client = redis.Redis(port=port, socket_timeout=2)
+        try:
+            return str(client.execute_command("CLUSTER", "MYID").decode())
+        finally:
+            client.close()
+
+    def replica_of(self, master: int) -> int:
+        """The port of a live replica of the master on ``master``."""
+        wanted = self.node_id(master)
+        for server in self.alive():
+            client = redis.Redis(port=server.port, socket_timeout=2)
+            try:
+                info = client.info("replication")
+                if info.get("role") != "slave" or int(info.get("master_port", 0)) != master:
+                    continue
+                mine = client.execute_command("CLUSTER", "MYID").decode()
+                lines = client.execute_command("CLUSTER", "NODES").decode().splitlines()
+            finally:
+                client.close()
+            for line in lines:
+                if line.startswith(mine) and wanted in line:
+                    return server.port
+        raise AssertionError(f"no replica of {master}")
+
+    def manual_failover(self, master: int) -> int:
+        """``CLUSTER FAILOVER`` on a replica of ``master`` (both stay up); the new master's port."""
+        replica = self.replica_of(master)
+        client = redis.Redis(port=replica, socket_timeout=5)
+        try:
+            client.execute_command("CLUSTER", "FAILOVER")
+        finally:
+            client.close()
+        return replica
+
+    def move_empty_slot(self, slot: int, to: int) -> None:
+        """Move ``slot`` (holding no keys) to the master on ``to`` (``CLUSTER SETSLOT``)."""
+        source = self.master_of_slot(slot)
+        source_id, target_id = self.node_id(source), self.node_id(to)
+        steps = [
+            (to, ("IMPORTING", source_id)),
+            (source, ("MIGRATING", target_id)),
+            (to, ("NODE", target_id)),
+            (source, ("NODE", target_id)),
+        ]
+        for port, args in steps:
+            client = redis.Redis(port=port, socket_timeout=5)
+            try:
+                client.execute_command("CLUSTER", "SETSLOT", slot, *args)
+            finally:
+                client.close()
+
     def wait_ok(self, timeout: float = 30.0, without: int | None = None) -> float:
         """Wait until every live server says ``cluster_state:ok`` and no master is ``without``.
 

@@ -1,0 +1,210 @@
+"""Broker nodes on a real Redis Cluster (6 servers: 3 masters, each with a replica).
+
+Events whose channels live on different shards cross nodes through sharded pub/sub
+(each event reaches only the shard owning its channel); calls cross nodes through the
+control slot; a killed shard master is replaced by its replica and traffic resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+import client_sdk
+from broker.cluster import keys
+from client_sdk import ApplicationError, Event, PublishOptions
+from tests.support.processes import BrokerProcess, start_broker
+from tests.support.redis_cluster import RedisClusterSet, start_redis_cluster
+
+from .conftest import call_until
+
+REALM = "realm1"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterSet]:
+    found = start_redis_cluster(tmp_path_factory.mktemp("rcluster"))
+    yield found
+    found.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(deployment: RedisClusterSet, cluster_config: Path) -> Iterator[list[BrokerProcess]]:
+    started: list[BrokerProcess] = []
+    try:
+        for name in ("ra", "rb"):
+            args = ("--redis", deployment.url, "--node-id", name, "--config", str(cluster_config))
+            started.append(start_broker(*args))
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+def topics_per_master(deployment: RedisClusterSet, prefix: str) -> dict[int, str]:
+    """One topic per master port, each topic's event channel in that master's slots."""
+    found: dict[int, str] = {}
+    masters = deployment.masters()
+    for n in range(10_000):
+        topic = f"{prefix}.t{n}"
+        slot = key_slot(keys.event_channel(REALM, topic))
+        owner = next(p for p, ranges in masters.items() if any(a <= slot <= b for a, b in ranges))
+        found.setdefault(owner, topic)
+        if len(found) == len(masters):
+            return found
+    raise AssertionError("no topic for every master")
+
+
+def spublish_calls(port: int) -> int:
+    client = redis.Redis(port=port, socket_timeout=2)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_spublish", {}).get("calls", 0))
+
+
+async def test_events_across_shards_reach_only_their_shard_and_calls_cross_nodes(
+    deployment: RedisClusterSet, pair: list[BrokerProcess]
+) -> None:
+    topics = topics_per_master(deployment, "rc.shard")
+    sub = await client_sdk.connect(pair[1].url, REALM)
+    pub = await client_sdk.connect(pair[0].url, REALM)
+    try:
+        got: asyncio.Queue[Event] = asyncio.Queue()
+        for topic in topics.values():
+            await sub.subscribe(topic, got.put_nowait)
+        before = {port: spublish_calls(port) for port in topics}
+        count = 200
+        loud_port, loud = next(iter(topics.items()))
+        for i in range(count):
+            await pub.publish(loud, i)
+        for topic in topics.values():
+            await pub.publish(topic, "last", options=PublishOptions(acknowledge=True))
+        seen: dict[str, list[object]] = {topic: [] for topic in topics.values()}
+        for _ in range(count + len(topics)):
+            event = await asyncio.wait_for(got.get(), 10)
+            seen[event.topic].append(event.args[0])
+        assert seen[loud] == [*range(count), "last"]
+        assert all(seen[t] == ["last"] for t in topics.values() if t != loud)
+        grew = {port: spublish_calls(port) - before[port] for port in topics}
+        # the loud topic's events went to its shard only (others: probes, control, 1 event)
+        assert grew[loud_port] >= count
+        assert all(grew[port] < count // 2 for port in grew if port != loud_port), grew
+
+        await pub.register("rc.shard.echo", lambda x: x)
+        assert (await call_until(sub, "rc.shard.echo", 41)).args == [41]
+    finally:
+        await sub.leave()
+        await pub.leave()
+
+
+async def _resumed(
+    pub: client_sdk.Session,
+    caller: client_sdk.Session,
+    got: asyncio.Queue[Event],
+    topics: list[str],
+    procedure: str,
+) -> None:
+    """Publish (acknowledged) and call until both work again; events of every topic arrive."""
+    pending = set(topics)
+    marker = 0
+    while pending:
+        marker += 1
+        for topic in sorted(pending):
+            try:
+                await pub.publish(topic, marker, options=PublishOptions(acknowledge=True))
+            except ApplicationError:
+                pass  # wamp.error.unavailable while the link reconnects
+        try:
+            while True:
+                event = await asyncio.wait_for(got.get(), 0.2)
+                pending.discard(event.topic)
+        except TimeoutError:
+            pass
+    while True:
+        try:
+            assert (await caller.call(procedure, "x")).args == ["x"]
+            return
+        except ApplicationError as exc:
+            if exc.uri not in ("wamp.error.unavailable", "wamp.error.no_such_procedure"):
+                raise
+        await asyncio.sleep(0.1)  # between round trips while the link reconnects
+
+
+async def _wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
+    """Poll the deployment until ``check()``; ``time.monotonic()`` when it was first true."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout} s")
+        await asyncio.sleep(0.05)  # polling external processes, not synchronising test logic
+    return time.monotonic()
+
+
+async def test_a_slot_migration_and_a_manual_failover_are_survived(
+    deployment: RedisClusterSet, pair: list[BrokerProcess]
+) -> None:
+    by_master = topics_per_master(deployment, "rc.move")
+    ports, topics = list(by_master), list(by_master.values())
+    sub = await client_sdk.connect(pair[1].url, REALM)
+    pub = await client_sdk.connect(pair[0].url, REALM)
+    try:
+        got: asyncio.Queue[Event] = asyncio.Queue()
+        for topic in topics:
+            await sub.subscribe(topic, got.put_nowait)
+        await pub.register("rc.move.echo", lambda x: x)
+        await asyncio.wait_for(_resumed(pub, sub, got, topics, "rc.move.echo"), 10)
+        # the slot of the first topic's channel moves to the second master: Redis
+        # unsubscribes the shard channel there, the subscriber's node reconnects
+        slot = key_slot(keys.event_channel(REALM, topics[0]))
+        assert slot != key_slot(keys.CONTROL)
+        mark = len(pair[1].lines)
+        deployment.move_empty_slot(slot, ports[1])
+        await _wait_for(lambda: deployment.master_of_slot(slot) == ports[1], "the slot moved")
+        await asyncio.wait_for(_resumed(pub, sub, got, topics, "rc.move.echo"), 30)
+        # the third master hands over to its replica (both stay up)
+        pair[1].wait_for_output(r"Redis moved .*rc\.move\.t\d+.* to another shard", start=mark)
+        mark = len(pair[1].lines)
+        new = deployment.manual_failover(ports[2])
+        await _wait_for(lambda: new in deployment.masters(), "the replica promoted")
+        await asyncio.wait_for(_resumed(pub, sub, got, topics, "rc.move.echo"), 30)
+        pair[1].wait_for_output("link to Redis lost", start=mark)  # it did notice
+    finally:
+        await sub.leave()
+        await pub.leave()
+
+
+async def test_a_killed_shard_master_is_replaced_by_its_replica_and_traffic_resumes(
+    deployment: RedisClusterSet, pair: list[BrokerProcess]
+) -> None:
+    topics = list(topics_per_master(deployment, "rc.fail").values())
+    sub = await client_sdk.connect(pair[1].url, REALM)
+    pub = await client_sdk.connect(pair[0].url, REALM)
+    try:
+        got: asyncio.Queue[Event] = asyncio.Queue()
+        for topic in topics:
+            await sub.subscribe(topic, got.put_nowait)
+        await pub.register("rc.fail.echo", lambda x: x)
+        await asyncio.wait_for(_resumed(pub, sub, got, topics, "rc.fail.echo"), 10)
+        # the master of the control slot: control, inboxes and node state all move
+        victim = deployment.master_of_slot(key_slot(keys.CONTROL))
+        killed = time.monotonic()
+        deployment.server(victim).kill()
+        promoted = deployment.wait_ok(timeout=30, without=victim)
+        await asyncio.wait_for(_resumed(pub, sub, got, topics, "rc.fail.echo"), 30)
+        resumed = time.monotonic()
+        print(
+            f"\nfailover: replica promoted {promoted - killed:.2f} s after the kill, "
+            f"events and calls across nodes again after {resumed - killed:.2f} s"
+        )
+        assert victim not in deployment.masters()
+    finally:
+        await sub.leave()
+        await pub.leave()
