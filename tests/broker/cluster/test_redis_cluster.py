@@ -22,9 +22,18 @@ from client_sdk import ApplicationError, Event, PublishOptions
 from tests.support.processes import BrokerProcess, start_broker
 from tests.support.redis_cluster import RedisClusterSet, start_redis_cluster
 
-from .conftest import call_until
+from .conftest import TIMING, call_until
 
 REALM = "realm1"
+HISTORY = """
+[[realm]]
+name = "realm1"
+
+[[realm.history]]
+uri = "hist."
+match = "prefix"
+limit = 10
+"""
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +44,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluste
 
 
 @pytest.fixture(scope="module")
-def pair(deployment: RedisClusterSet, cluster_config: Path) -> Iterator[list[BrokerProcess]]:
+def pair(
+    deployment: RedisClusterSet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[BrokerProcess]]:
+    config: Path = tmp_path_factory.mktemp("rcluster-config") / "broker.toml"
+    config.write_text(TIMING + HISTORY, encoding="utf-8")
     started: list[BrokerProcess] = []
     try:
         for name in ("ra", "rb"):
-            args = ("--redis", deployment.url, "--node-id", name, "--config", str(cluster_config))
+            args = ("--redis", deployment.url, "--node-id", name, "--config", str(config))
             started.append(start_broker(*args))
         yield started
     finally:
@@ -100,6 +113,55 @@ async def test_events_across_shards_reach_only_their_shard_and_calls_cross_nodes
 
         await pub.register("rc.shard.echo", lambda x: x)
         assert (await call_until(sub, "rc.shard.echo", 41)).args == [41]
+    finally:
+        await sub.leave()
+        await pub.leave()
+
+
+async def test_pattern_subscriptions_get_every_matching_event_once_on_every_shard(
+    deployment: RedisClusterSet, pair: list[BrokerProcess]
+) -> None:
+    spread = list(topics_per_master(deployment, "rc.pat").values())
+    sub = await client_sdk.connect(pair[1].url, REALM)
+    pub = await client_sdk.connect(pair[0].url, REALM)
+    try:
+        got: dict[str, asyncio.Queue[Event]] = {}
+        wanted = [
+            ("rc.pat", "prefix"),
+            ("rc..w", "wildcard"),
+            (spread[0], "exact"),  # also reached by the prefix: one copy each
+            ("hist.pat", "prefix"),  # a topic with history: the script's copy
+        ]
+        for uri, match in wanted:
+            got[uri] = asyncio.Queue()
+            await sub.subscribe(uri, got[uri].put_nowait, match=match)
+        ack = PublishOptions(acknowledge=True)
+        published = [*spread, "rc.x.w", "hist.pat.a", "rc.nobody"]
+        for topic in published:
+            for n in range(3):
+                await pub.publish(topic, n, options=ack)
+        await pub.publish("rc.pat.end", "end", options=ack)
+        await pub.publish("hist.pat.end", "end", options=ack)
+        await pub.publish("rc.w.w", "end", options=ack)
+
+        async def drain(uri: str) -> list[tuple[str, object]]:
+            seen = []
+            while not seen or seen[-1][1] != "end":
+                event = await asyncio.wait_for(got[uri].get(), 10)
+                seen.append((event.topic, event.args[0]))
+            return seen
+
+        assert await drain("rc.pat") == [
+            *((t, n) for t in spread for n in range(3)),
+            ("rc.pat.end", "end"),
+        ]
+        assert await drain("rc..w") == [*(("rc.x.w", n) for n in range(3)), ("rc.w.w", "end")]
+        assert await drain("hist.pat") == [
+            *(("hist.pat.a", n) for n in range(3)),
+            ("hist.pat.end", "end"),
+        ]
+        assert [(await got[spread[0]].get()).args[0] for _ in range(3)] == [0, 1, 2]
+        assert all(q.empty() for q in got.values())
     finally:
         await sub.leave()
         await pub.leave()
