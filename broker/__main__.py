@@ -1,8 +1,8 @@
 """The ``broker`` command: ``broker [--host H] [--port P] [--config FILE] [--redis URL]``.
 
-With ``--redis redis://HOST:PORT/DB`` (or ``redis+sentinel://…``, see
-``broker.cluster.connect``; optionally ``--node-id NAME``) the process joins a cluster
-of nodes sharing its realms (protocol_spec/cluster.md). ``--workers N`` (N > 1, or
+With ``--redis redis://HOST:PORT/DB`` (or ``redis+sentinel://…`` or
+``redis+cluster://…``, see ``broker.cluster.connect``; optionally ``--node-id NAME``)
+the process joins a cluster of nodes sharing its realms (protocol_spec/cluster.md). ``--workers N`` (N > 1, or
 ``auto``) makes this process the supervisor of N worker processes on one port
 (``broker.supervisor``); a worker is started by the supervisor with the same flags.
 """
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--redis",
         help="redis://HOST:PORT/DB or redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]"
-        "/SERVICE[/DB] to join a cluster",
+        "/SERVICE[/DB] or redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...] to join a cluster",
     )
     parser.add_argument(
         "--workers",

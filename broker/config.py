@@ -48,6 +48,7 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     [cluster]
     redis = "redis://127.0.0.1:6379/0"   # or rediss://, unix://, or Sentinel:
     # redis = "redis+sentinel://:password@host1:26379,host2:26379/mymaster/0"
+    # redis = "redis+cluster://:password@host1:6379,host2:6379,host3:6379"  # Redis Cluster
     node_id = "node-a"
     heartbeat_interval = 1.0    # seconds between heartbeats / liveness checks
     node_timeout = 5.0          # heartbeat TTL: a silent node is dead after this
