@@ -18,6 +18,7 @@ import time
 
 from bench.compare import free_port
 from bench.xnode import redis_cpu, start_redis
+from broker.cluster.keys import event_channel
 
 
 def _subscriber(port: int, channel: str, ready: threading.Event, stop: threading.Event) -> None:
@@ -36,7 +37,7 @@ def _subscriber(port: int, channel: str, ready: threading.Event, stop: threading
 
 def measure(port: int, nodes: int, count: int, payload: int) -> float:
     """Redis CPU µs per PUBLISH with ``nodes`` subscribed connections."""
-    channel = f"wamp:ev:realm1:bench.{nodes}"
+    channel = event_channel("realm1", f"bench.{nodes}").decode()
     stop = threading.Event()
     threads = []
     for _ in range(nodes):
