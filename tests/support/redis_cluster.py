@@ -41,14 +41,16 @@ def _free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def _info(port: int, section: str) -> dict[str, str]:
+def _cluster_state(port: int) -> str | None:
+    """``cluster_state`` as the server on ``port`` says (``CLUSTER INFO``)."""
     client = redis.Redis(port=port, socket_timeout=1)
     try:
-        raw = client.execute_command("CLUSTER", "INFO") if section == "cluster" else ""
+        raw = client.execute_command("CLUSTER", "INFO")
     finally:
         client.close()
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    return dict(line.split(":", 1) for line in text.split() if ":" in line)
+    fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    return fields.get("cluster_state")
 
 
 @dataclass
@@ -153,7 +155,7 @@ class RedisClusterSet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                states = [_info(s.port, "cluster").get("cluster_state") for s in self.alive()]
+                states = [_cluster_state(s.port) for s in self.alive()]
                 masters = self.masters()
             except redis.RedisError:
                 states, masters = [], {}
