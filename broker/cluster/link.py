@@ -20,6 +20,7 @@ import logging
 import math
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,8 @@ class PubSubLink:
         self._route: Route = lambda channel: 0
         self._live: set[Target] = set()
         self._waiters: dict[Target, list[Callable[[], None]]] = {}
-        self._leaving: set[bytes] = set()
+        self._leaving: Counter[bytes] = Counter()
+        """Sharded channels this node unsubscribed, by confirmations still to come."""
 
     @property
     def rtt(self) -> float | None:
@@ -171,7 +173,7 @@ class PubSubLink:
         pattern, channel = target
         lane = self.lanes[0 if pattern else self._route(channel)]
         if not on and self.sharded:
-            self._leaving.add(channel)
+            self._leaving[channel] += 1
         lane.ops.put_nowait((self._op(on, pattern), channel))
 
     async def subscriber(self, lane: Lane) -> None:
@@ -225,8 +227,10 @@ class PubSubLink:
 
     def _left(self, lane: Lane, channel: bytes) -> bool:
         """Whether this node asked to leave ``channel`` (else Redis dropped it: slot moved)."""
-        if channel in self._leaving:
-            self._leaving.discard(channel)
+        if self._leaving[channel] > 0:
+            self._leaving[channel] -= 1
+            if not self._leaving[channel]:
+                del self._leaving[channel]
             return True
         wanted = channel == lane.probe_channel or channel in self._base
         return not wanted and (False, channel) not in self._targets

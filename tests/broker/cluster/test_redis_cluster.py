@@ -167,6 +167,26 @@ async def test_pattern_subscriptions_get_every_matching_event_once_on_every_shar
         await pub.leave()
 
 
+async def test_subscribing_and_unsubscribing_in_quick_turns_keeps_the_link(
+    pair: list[BrokerProcess],
+) -> None:
+    mark = len(pair[1].lines)
+    sub = await client_sdk.connect(pair[1].url, REALM)
+    pub = await client_sdk.connect(pair[0].url, REALM)
+    try:
+        got: asyncio.Queue[Event] = asyncio.Queue()
+        for _ in range(20):  # SSUBSCRIBE/SUNSUBSCRIBE of one channel, back to back
+            subscription = await sub.subscribe("rc.turns", got.put_nowait)
+            await subscription.unsubscribe()
+        await sub.subscribe("rc.turns", got.put_nowait)
+        await pub.publish("rc.turns", "x", options=PublishOptions(acknowledge=True))
+        assert (await asyncio.wait_for(got.get(), 5)).args == ["x"]
+        assert not [line for line in pair[1].lines[mark:] if "link to Redis lost" in line]
+    finally:
+        await sub.leave()
+        await pub.leave()
+
+
 async def _resumed(
     pub: client_sdk.Session,
     caller: client_sdk.Session,
