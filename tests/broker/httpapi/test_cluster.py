@@ -1,4 +1,7 @@
-"""The HTTP API on a 2-node cluster through a real Redis: fan-out, remote calls, webhooks once."""
+"""The HTTP API on a 2-node cluster through a real Redis: fan-out, remote calls, webhooks once.
+
+The shared tests run on a single Redis and on a Redis Cluster (6 servers).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +18,8 @@ import pytest
 
 from broker.httpapi.auth import sign_request
 from tests.broker.interop._autobahn import ClientPool
-from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
+from tests.support.processes import BrokerProcess, start_broker, start_redis
+from tests.support.redis_cluster import start_redis_cluster
 
 from ._support import SIGNER_SECRET, Api, Receiver, config_text, metric, write_config
 
@@ -33,13 +37,15 @@ probe_timeout = 1.0
 
 @dataclass
 class Cluster:
-    redis: RedisProcess
+    stop_redis: Callable[[], None]
     nodes: list[BrokerProcess]
     receiver: Receiver
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["single", "redis-cluster"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     receiver = Receiver()
     hook = f"""
 [[realm.webhook]]
@@ -50,15 +56,20 @@ url = "{receiver.start()}"
 queue = 10000
 """
     path = write_config(tmp_path_factory.mktemp("cluster"), TIMING + config_text(webhooks=hook))
-    redis = start_redis()
+    if request.param == "single":
+        single = start_redis()
+        url, stop_redis = single.url, single.kill
+    else:
+        deployment = start_redis_cluster(tmp_path_factory.mktemp("rcluster"))
+        url, stop_redis = deployment.url, deployment.stop
     nodes = [
-        start_broker("--redis", redis.url, "--node-id", name, "--config", str(path))
+        start_broker("--redis", url, "--node-id", name, "--config", str(path))
         for name in ("a", "b")
     ]
-    yield Cluster(redis, nodes, receiver)
+    yield Cluster(stop_redis, nodes, receiver)
     for node in nodes:
         node.stop()
-    redis.kill()
+    stop_redis()
     receiver.stop()
 
 
