@@ -173,15 +173,20 @@ def _sentinel(target: RedisTarget, timeout: float) -> Sentinel:
     return Sentinel(sentinels, sentinel_kwargs=options)  # type: ignore[no-untyped-call]
 
 
-def cluster_client(target: RedisTarget, timeout: float) -> RedisCluster:
+def cluster_client(
+    target: RedisTarget, timeout: float, known: tuple[Endpoint, ...] = ()
+) -> RedisCluster:
     """redis-py's Redis Cluster client from the seed nodes (not yet connected).
 
-    It routes each command, and each command of a pipeline, to the master serving its
-    key's (or sharded channel's) slot and follows MOVED/ASK redirections; one retry
-    on a connection error, so a dead master ends the caller's attempt quickly.
+    ``known``: servers seen in the cluster before, tried after the seeds (so a node
+    finds the cluster again when the seeds it was given are gone). It routes each
+    command, and each command of a pipeline, to the master serving its key's (or
+    sharded channel's) slot and follows MOVED/ASK redirections; one retry on a
+    connection error, so a dead master ends the caller's attempt quickly.
     """
+    nodes = dict.fromkeys((*target.seeds, *known))
     return RedisCluster(
-        startup_nodes=[ClusterNode(e.host, e.port) for e in target.seeds],
+        startup_nodes=[ClusterNode(e.host, e.port) for e in nodes],
         password=target.password,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,

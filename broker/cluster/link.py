@@ -131,6 +131,9 @@ class PubSubLink:
             self._targets[target] = count
             return
         self._targets.pop(target, None)
+        # not live from now on: a watch before Redis confirms the unsubscribe must
+        # subscribe again (the confirmation will drop it)
+        self._live.discard(target)
         if self.linked:
             self._queue(False, target)
 

@@ -97,7 +97,7 @@ from .outbox import Command, Outbox, Tally
 from .patterns import Patterns
 from .repair import GapRepair
 from .scripts import HISTORY_PUBLISH
-from .shards import connect_cluster, lanes_for
+from .shards import connect_cluster, lanes_for, servers
 from .state import LinkState, LinkStateMachine
 
 if TYPE_CHECKING:
@@ -179,6 +179,8 @@ class RedisCluster(Cluster):
         self._cmd: Client | None = None
         self._master: Endpoint | None = None
         """Sentinel: the master of the last session that connected."""
+        self._servers: tuple[Endpoint, ...] = ()
+        """Redis Cluster: the servers the last session saw (seeds for the next, after --redis's)."""
         self._inbox = keys.inbox(self.node)
 
     @property
@@ -288,7 +290,8 @@ class RedisCluster(Cluster):
         """This session's clients; on a Redis Cluster one connected lane per master."""
         timeout = self.timing.command_timeout
         if self.target.cluster:
-            cmd, found, subs = await connect_cluster(self.target, timeout)
+            cmd, found, subs = await connect_cluster(self.target, timeout, self._servers)
+            self._servers = servers(cmd)
             conn = _Connection(cmd, subs, None, found.route)
             try:
                 conn.lanes = await lanes_for(self.node, found, subs)

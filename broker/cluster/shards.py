@@ -26,7 +26,7 @@ from . import keys
 from .connect import Endpoint, RedisTarget, cluster_client
 from .link import Lane
 
-__all__ = ["ShardMap", "connect_cluster", "lanes_for"]
+__all__ = ["ShardMap", "connect_cluster", "lanes_for", "servers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +64,20 @@ def shard_map(cmd: RedisCluster) -> ShardMap:
     return ShardMap(tuple(masters), tuple(slots))
 
 
+def servers(cmd: RedisCluster) -> tuple[Endpoint, ...]:
+    """Every server (masters and replicas) the cluster client knows of."""
+    return tuple(Endpoint(node.host, int(node.port)) for node in cmd.get_nodes())
+
+
 async def connect_cluster(
-    target: RedisTarget, timeout: float
+    target: RedisTarget, timeout: float, known: tuple[Endpoint, ...] = ()
 ) -> tuple[RedisCluster, ShardMap, list[Redis]]:
     """The session's cluster command client (connected), its slot map, a pub/sub client per master.
 
-    The pub/sub clients never retry on their own and have no read timeout.
+    ``known`` servers (from an earlier session) are tried after the seeds. The pub/sub
+    clients never retry on their own and have no read timeout.
     """
-    cmd = cluster_client(target, timeout)
+    cmd = cluster_client(target, timeout, known)
     try:
         await cmd.initialize()
         found = shard_map(cmd)

@@ -211,3 +211,15 @@ async def test_session_meta_sees_both_sessions(urls: Urls, sessions: Open) -> No
     await eventually(both, what="both sessions listed")
     info = (await a.call("wamp.session.get", b.id)).args[0]
     assert info["session"] == b.id
+
+
+async def test_resubscribing_in_quick_turns_still_gets_events(urls: Urls, sessions: Open) -> None:
+    sub = await sessions(urls[1])
+    got: asyncio.Queue[Event] = asyncio.Queue()
+    for _ in range(20):  # subscribe and unsubscribe back to back, then subscribe again
+        subscription = await sub.subscribe("contract.turns", got.put_nowait)
+        await subscription.unsubscribe()
+    await sub.subscribe("contract.turns", got.put_nowait)
+    pub = await sessions(urls[0])
+    await pub.publish("contract.turns", "x", options=PublishOptions(acknowledge=True))
+    assert (await asyncio.wait_for(got.get(), 5)).args == ["x"]
