@@ -267,7 +267,7 @@ class RedisCluster(Cluster):
             tasks.append(asyncio.create_task(self.link.subscriber(pubsub)))
             self.link.relink()
             await self.link.probe_once(cmd)  # every subscription before it is live
-            await self.repair.run(cmd, self.events.deliver)  # what the outage hid
+            await self.repair.run(cmd, self.events.deliver, self.events.deliver_many)  # missed
             if first:
                 await self.directory.reap_previous(cmd)
             self.directory.connected_at = time.monotonic()
@@ -374,15 +374,12 @@ class RedisCluster(Cluster):
 
     def watch(self, realm: str, match: str, topic: str, done: Callable[[], None]) -> None:
         """Make sure events of (match, topic) from other nodes reach this node."""
+        target = keys.watch_target(realm, match, topic)
         if match != MATCH_EXACT or self.history.rule_for(realm, topic) is None:
-            self.link.watch(keys.watch_target(realm, match, topic), done)
+            self.link.watch(target, done)
             return
-
-        def live() -> None:  # an exact topic with history: repaired from here on
-            self.repair.watched(self._cmd, realm, topic)
-            done()
-
-        self.link.watch(keys.watch_target(realm, match, topic), live)
+        # an exact topic with history: its offset is noted first, then it goes live
+        self.repair.watch_from(self._cmd, realm, topic, lambda: self.link.watch(target, done))
 
     def unwatch(self, realm: str, match: str, topic: str) -> None:
         """Drop the Redis subscription once no local subscription needs it."""
