@@ -126,6 +126,7 @@ def _kill_connections(url: str, pid: int) -> int:
 async def repair_case(config: Path, events: int, subscribers: int) -> dict[str, Any]:
     """Node B misses ``events`` events entirely; time until its subscribers have them all."""
     import client_sdk
+    from bench import procstat
     from tests.support.processes import start_broker, start_redis
 
     server = start_redis()
@@ -146,12 +147,15 @@ async def repair_case(config: Path, events: int, subscribers: int) -> dict[str, 
         try:
             killed = _kill_connections(server.url, nodes[1].proc.pid)
             await _publish(publisher, events)
+            cpu = procstat.sample([nodes[1].proc.pid]).cpu_s, time.process_time()
         finally:
             nodes[1].signal(signal.SIGCONT)
         started = time.perf_counter()
         for counter in counters:
             await counter.until(events + 1)
         total = time.perf_counter() - started
+        node_cpu = procstat.sample([nodes[1].proc.pid]).cpu_s - cpu[0]
+        client_cpu = time.process_time() - cpu[1]
         first = min(counter.second_at for counter in counters) - started
         for session in [*sessions, publisher]:
             await session.leave()
@@ -160,6 +164,8 @@ async def repair_case(config: Path, events: int, subscribers: int) -> dict[str, 
         return {
             "total_s": round(total, 3),
             "first_s": round(first, 3),
+            "node_cpu_s": round(node_cpu, 3),
+            "client_cpu_s": round(client_cpu, 3),
             "catchup_s": float(catchup),
             "read_s": float(read),
             "recovered": int(recovered),
@@ -174,6 +180,7 @@ async def repair_case(config: Path, events: int, subscribers: int) -> dict[str, 
 async def sdk_case(config: Path, events: int, cluster: bool) -> dict[str, Any]:
     """A fresh session recovers ``events`` kept events through ``Resumer.recover``."""
     import client_sdk
+    from bench import procstat
     from client_sdk.resume import Resumer
     from tests.support.processes import start_broker, start_redis
 
@@ -194,14 +201,23 @@ async def sdk_case(config: Path, events: int, cluster: bool) -> dict[str, Any]:
         sub = await session.subscribe(TOPIC, resumer.deliver)
         resumer.last_publication = anchor
         resumer.begin()
+        cpu = procstat.sample([nodes[-1].proc.pid]).cpu_s, time.process_time()
         started = time.perf_counter()
         await resumer.recover(session, sub.id)
         await counter.until(events)
         total = time.perf_counter() - started
+        node_cpu = procstat.sample([nodes[-1].proc.pid]).cpu_s - cpu[0]
+        client_cpu = time.process_time() - cpu[1]
         gaps = [gap.reason for gap in resumer.gaps]
         for each in (session, publisher):
             await each.leave()
-        return {"total_s": round(total, 3), "replayed": resumer.replayed, "gaps": gaps}
+        return {
+            "total_s": round(total, 3),
+            "node_cpu_s": round(node_cpu, 3),
+            "client_cpu_s": round(client_cpu, 3),
+            "replayed": resumer.replayed,
+            "gaps": gaps,
+        }
     finally:
         for node in nodes:
             node.stop()
@@ -238,7 +254,7 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]], trees: list[str]
         runs = {tree: results.get((case, tree), []) for tree in trees}
         figures = [
             k
-            for k in ("total_s", "first_s", "catchup_s", "read_s")
+            for k in ("total_s", "first_s", "catchup_s", "read_s", "node_cpu_s", "client_cpu_s")
             if any(k in r for r in runs.get(trees[0], []))
         ]
         for figure in figures:

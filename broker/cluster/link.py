@@ -187,17 +187,22 @@ class PubSubLink:
         self._probe_back.clear()
 
     async def probe_once(self, cmd: Redis) -> None:
-        """Probe until the echo comes back: every subscription queued before is live."""
+        """Probe until the echo comes back: every subscription queued before is live.
+
+        The first probe usually beats the queued subscriptions (the probe channel's too),
+        so probes are repeated after 10 ms, then twice as long each time up to 0.2 s.
+        """
         self._new_probe()
         deadline = time.monotonic() + max(self.timing.probe_timeout, 2.0)
+        wait = 0.01
         while not self._probe_back.is_set():
             if time.monotonic() > deadline:
                 raise LinkDeaf("probe not echoed on the pub/sub link")
             await self._send_probe(cmd)
             try:
-                await asyncio.wait_for(self._probe_back.wait(), 0.2)
+                await asyncio.wait_for(self._probe_back.wait(), wait)
             except TimeoutError:
-                continue
+                wait = min(wait * 2, 0.2)
 
     async def prober(self, cmd: Redis) -> None:
         """Detect a silently dead pub/sub link: our own probe must come back."""

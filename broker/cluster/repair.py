@@ -292,6 +292,8 @@ async def _chunks(
             after = b"(" + raw[-1][0]
             pending = asyncio.ensure_future(cmd.xrange(stream, after, "+", count=CHUNK))
         try:
+            if pending is not None:
+                await asyncio.sleep(0)  # the read is sent before this chunk is handled
             yield parse_entries(raw)
         except BaseException:  # closed early (or failed): the read in flight is not wanted
             if pending is not None:
