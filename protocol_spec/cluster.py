@@ -24,6 +24,7 @@ from .cluster_codec import (
     ClusterProtocolError,
     Envelope,
     Record,
+    _dump,
     anything,
     as_map,
     boolean,
@@ -80,6 +81,7 @@ __all__ = [
     "decode_event",
     "decode_inbox",
     "decode_inboxes",
+    "publication_marker",
     "wire_keys",
 ]
 
@@ -212,6 +214,15 @@ class EventEnvelope(Envelope):
 
 HISTORY_SUFFIX: Final = b"\xa1o\xc0\xa1e\xc0"
 """How a packed ``EventEnvelope`` without offset and epoch ends (``o`` nil, ``e`` nil)."""
+
+
+def publication_marker(publication: int) -> bytes:
+    """Bytes every packed ``EventEnvelope`` of ``publication`` contains (its ``p`` pair).
+
+    A cheap first test when looking for one publication among many packed envelopes
+    (other bytes may match too: decode to be sure).
+    """
+    return _dump({"p": publication})[1:]  # without the one-entry map header
 
 
 def _event(value: Any) -> EventEnvelope:

@@ -127,7 +127,7 @@ def _parse_finite_float(text: str) -> float:
     return value
 
 
-_PLAIN_LEAVES: Final = (type(None), bool, int, float, str, bytes)
+_PLAIN_LEAVES: Final = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def _check_plain(value: Any) -> Any:
@@ -135,25 +135,36 @@ def _check_plain(value: Any) -> Any:
 
     CBOR decoders build datetimes, sets, tags, ``undefined`` and even cyclic lists
     (shared references); msgpack allows bytes map keys. None of them can be forwarded
-    to a session using another serializer, so they are refused at the door.
+    to a session using another serializer, so they are refused at the door. Leaves are
+    checked where they are met; only containers go on the stack (the hot path: every
+    message a peer sends).
     """
-    seen: set[int] = set()
+    kind = type(value)
+    if kind is not list and kind is not dict:
+        if kind not in _PLAIN_LEAVES:
+            raise DecodeError(f"values of type {kind.__name__} are not allowed")
+        return value
+    leaves = _PLAIN_LEAVES
+    seen = {id(value)}
     stack = [value]
     while stack:
         item = stack.pop()
-        kind = type(item)
-        if kind is list or kind is dict:
-            if id(item) in seen:
-                raise DecodeError("shared or cyclic containers are not allowed")
-            seen.add(id(item))
-            if kind is dict:
-                if not all(type(key) is str for key in item):
+        children: Any = item
+        if type(item) is dict:
+            for key in item:
+                if type(key) is not str:
                     raise DecodeError("map keys must be strings")
-                stack.extend(item.values())
-            else:
-                stack.extend(item)
-        elif kind not in _PLAIN_LEAVES:
-            raise DecodeError(f"values of type {kind.__name__} are not allowed")
+            children = item.values()
+        for child in children:
+            kind = type(child)
+            if kind in leaves:
+                continue
+            if kind is not list and kind is not dict:
+                raise DecodeError(f"values of type {kind.__name__} are not allowed")
+            if id(child) in seen:
+                raise DecodeError("shared or cyclic containers are not allowed")
+            seen.add(id(child))
+            stack.append(child)
     return value
 
 

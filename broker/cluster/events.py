@@ -184,6 +184,12 @@ class EventChannels:
         if realm is not None:
             realm.broker.deliver_remote(publication_of(env))
 
+    def deliver_many(self, envs: list[EventEnvelope]) -> None:
+        """Deliver envelopes of one realm and topic, in order (a catch-up's chunk)."""
+        realm = self.host.realms.get(envs[0].realm) if envs else None
+        if realm is not None:
+            realm.broker.deliver_remote_batch([publication_of(env) for env in envs])
+
     def testaments(self, record: TestamentsRecord) -> Iterator[tuple[bytes, bytes]]:
         """Deliver a dead session's testaments locally; yield (channel, envelope) for the rest."""
         realm = self.host.realms.get(record.realm)

@@ -36,12 +36,19 @@ from broker.core.history import (
     QueryDone,
     RealmHistory,
     StoredEvent,
+    in_time,
     select,
 )
 from broker.core.host import ClusterHost
 from broker.core.matching import pattern_matches
 from broker.core.publication import Publication
-from protocol_spec.cluster import HISTORY_SUFFIX, ClusterProtocolError, EventEnvelope, decode_event
+from protocol_spec.cluster import (
+    HISTORY_SUFFIX,
+    ClusterProtocolError,
+    EventEnvelope,
+    decode_event,
+    publication_marker,
+)
 from protocol_spec.uri import MATCH_EXACT
 
 from .events import publication_of
@@ -68,6 +75,9 @@ log = logging.getLogger(__name__)
 
 HISTORY_SHA = hashlib.sha1(HISTORY_PUBLISH.encode()).hexdigest()
 """EVALSHA of the history publish script (loaded on every new connection)."""
+
+SCAN = 1000
+"""Entries the first newest-first read of an anchor search asks for (each next: twice)."""
 
 META_GRACE = 86_400
 """Seconds the offset hash outlives a stream with a ttl, so offsets survive idle topics."""
@@ -221,6 +231,10 @@ class RedisHistoryReader:
     ) -> HistoryPage:
         """The page ``query`` selects from the streams of its topics (same on every node)."""
         topics = [t for t in await self._topics(cmd, query) if self.history.rule_for(t)]
+        if len(topics) == 1 and _after_only(query):
+            page = await self._after_anchor(cmd, topics[0], query, accept)
+            if page is not None:
+                return page
         pipe = cmd.pipeline(transaction=False)
         pipe.time()
         for topic in topics:
@@ -242,6 +256,101 @@ class RedisHistoryReader:
                     events.append((micros_ts, topic, stored))
         events.sort(key=lambda item: (item[0], item[1], item[2].offset))
         return select([s for _, _, s in events if accept(s)], query)
+
+    async def _after_anchor(
+        self, cmd: Client, topic: str, query: HistoryQuery, accept: Callable[[StoredEvent], bool]
+    ) -> HistoryPage | None:
+        """The page after ``query.after_publication`` of one topic, without the whole stream.
+
+        Reads the stream newest first (``XREVRANGE``, ``SCAN`` entries, then twice as
+        many each time) until the anchor, found by its packed bytes; decodes only the
+        entries after it, and those only until the page is full. None when this cannot
+        answer exactly as ``read`` would (the anchor is not kept or not visible, the
+        entries are not in time order): the caller reads the whole stream.
+        """
+        rule = self.history.rule_for(topic)
+        anchor = query.after_publication
+        if rule is None or anchor is None:
+            return None
+        marker = publication_marker(anchor)
+        stream = history_stream_key(self.realm, topic)
+        count = max(SCAN, (query.limit or 0) + 1)
+        pipe = cmd.pipeline(transaction=False)
+        pipe.time()
+        pipe.hget(history_meta_key(self.realm, topic), "o")
+        pipe.xrevrange(stream, "+", "-", count=count)
+        (seconds, micros), last, raw = await pipe.execute()
+        if last is None:
+            return None
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        oldest = int(last) - rule.limit
+        newer: list[Any] = []  # raw entries after the anchor, newest first
+        while True:
+            for entry in raw:
+                if marker in entry[1].get(b"ev", b""):
+                    found = parse_entries([entry])
+                    if found and found[0][2].publication == anchor:
+                        newer.reverse()
+                        found_at = _stored(*found[0])
+                        return _page_after(found_at, newer, query, accept, rule, oldest, now_ms)
+                newer.append(entry)
+            if len(raw) < count or _offset(raw[-1][0]) <= oldest:
+                return None  # not in what is kept: the whole read says so
+            count *= 2
+            raw = await cmd.xrevrange(stream, b"(" + raw[-1][0], "-", count=count)
+
+
+def _after_only(query: HistoryQuery) -> bool:
+    """A forward query whose only publication anchor is ``after_publication`` (resume)."""
+    return (
+        query.after_publication is not None
+        and not query.reverse
+        and query.from_publication is None
+        and query.before_publication is None
+        and query.until_publication is None
+    )
+
+
+def _offset(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[1])
+
+
+def _page_after(
+    anchor: StoredEvent,
+    raw: list[Any],
+    query: HistoryQuery,
+    accept: Callable[[StoredEvent], bool],
+    rule: HistoryRule,
+    oldest: int,
+    now_ms: int,
+) -> HistoryPage | None:
+    """``select``'s page after a found ``anchor`` from the raw entries after it (oldest first).
+
+    None unless the anchor is kept and visible and the entries are in Redis time order
+    (as ``read`` sorts them): then nothing after the anchor is expired either.
+    """
+    if anchor.offset <= oldest or _expired(anchor.timestamp, rule, now_ms) or not accept(anchor):
+        return None
+    previous = anchor.order
+    try:
+        for _entry_id, fields in raw:
+            stamp = int(fields[b"u"])
+            if stamp < previous:
+                return None
+            previous = stamp
+    except (KeyError, ValueError):
+        return None
+    chosen: list[StoredEvent] = []
+    limit = query.limit
+    for start in range(0, len(raw), 256):
+        for offset, micros, env in parse_entries(raw[start : start + 256]):
+            stored = _stored(offset, micros, env)
+            if in_time(stored.timestamp, query) and accept(stored):
+                chosen.append(stored)
+        if limit is not None and len(chosen) > limit:
+            break
+    more = limit is not None and len(chosen) > limit
+    return HistoryPage(tuple(chosen[:limit] if more else chosen), True, more)
 
 
 def _matches(query: HistoryQuery, topic: str) -> bool:

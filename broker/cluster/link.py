@@ -258,14 +258,15 @@ class PubSubLink:
     async def _probe_lane_once(self, cmd: Client, lane: Lane) -> None:
         lane.new_probe()
         deadline = time.monotonic() + max(self.timing.probe_timeout, 2.0)
+        wait = 0.01  # the first probe usually beats the queued subscriptions
         while not lane.back.is_set():
             if time.monotonic() > deadline:
                 raise LinkDeaf("probe not echoed on the pub/sub link")
             await self._send_probe(cmd, lane)
             try:
-                await asyncio.wait_for(lane.back.wait(), 0.2)
+                await asyncio.wait_for(lane.back.wait(), wait)
             except TimeoutError:
-                continue
+                wait = min(wait * 2, 0.2)
 
     async def probe_once(self, cmd: Client) -> None:
         """Probe every lane until its echo comes back: every subscription queued before is live."""

@@ -324,7 +324,7 @@ class RedisCluster(Cluster):
                 tasks.append(asyncio.create_task(self.link.read(lane, self._dispatch)))
                 tasks.append(asyncio.create_task(self.link.subscriber(lane)))
             await self.link.probe_once(cmd)  # every subscription before it is live
-            await self.repair.run(cmd, self.events.deliver)  # what the outage hid
+            await self.repair.run(cmd, self.events.deliver, self.events.deliver_many)  # missed
             if first:
                 await self.directory.reap_previous(cmd)
             self.directory.connected_at = time.monotonic()
@@ -433,15 +433,12 @@ class RedisCluster(Cluster):
         if match != MATCH_EXACT and self.patterns is not None:
             self._watch_pattern(self.patterns, realm, match, topic, done)
             return
+        target = keys.watch_target(realm, match, topic)
         if match != MATCH_EXACT or self.history.rule_for(realm, topic) is None:
-            self.link.watch(keys.watch_target(realm, match, topic), done)
+            self.link.watch(target, done)
             return
-
-        def live() -> None:  # an exact topic with history: repaired from here on
-            self.repair.watched(self._cmd, realm, topic)
-            done()
-
-        self.link.watch(keys.watch_target(realm, match, topic), live)
+        # an exact topic with history: its offset is noted first, then it goes live
+        self.repair.watch_from(self._cmd, realm, topic, lambda: self.link.watch(target, done))
 
     def unwatch(self, realm: str, match: str, topic: str) -> None:
         """Drop the Redis subscription once no local subscription needs it."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 from broker.core.host import ClusterHost
@@ -49,6 +49,11 @@ NEW = ""
 """The epoch of a position taken before the topic had any history (no gap to report)."""
 
 Key = tuple[str, str]
+Deliver = Callable[[EventEnvelope], None]
+DeliverMany = Callable[[list[EventEnvelope]], None]
+
+CHUNK = 2000
+"""Stream entries a catch-up reads per XRANGE (the next is read while one is delivered)."""
 
 
 class GapRepair:
@@ -68,7 +73,7 @@ class GapRepair:
         """Events delivered by catch-ups so far."""
 
     # --- live events -----------------------------------------------------------------------
-    def admit(self, env: EventEnvelope, deliver: Callable[[EventEnvelope], None]) -> None:
+    def admit(self, env: EventEnvelope, deliver: Deliver) -> None:
         """Deliver a live event of a topic with history once, in offset order (or hold it)."""
         key = (env.realm, env.topic)
         held = self._held.get(key)
@@ -77,7 +82,7 @@ class GapRepair:
             return
         self._take(key, env, deliver)
 
-    def _take(self, key: Key, env: EventEnvelope, deliver: Callable[[EventEnvelope], None]) -> None:
+    def _take(self, key: Key, env: EventEnvelope, deliver: Deliver) -> None:
         assert env.offset is not None and env.epoch is not None
         position = self.delivered.get(key)
         if position is not None and position[0] == env.epoch and env.offset <= position[1]:
@@ -88,27 +93,39 @@ class GapRepair:
             deliver(env)
 
     # --- where a subscription starts --------------------------------------------------
-    def watched(self, cmd: Client | None, realm: str, topic: str) -> None:
-        """An exact subscription with history is live: note the topic's offset now.
+    def watch_from(
+        self, cmd: Client | None, realm: str, topic: str, then: Callable[[], None]
+    ) -> None:
+        """Note the topic's offset, then ``then()`` (which makes an exact subscription live).
 
-        So an outage before its first event is repaired from there (read in the background;
-        ignored once an event was delivered).
+        The offset is read *before* the subscription goes live, so every event it receives
+        live has a later one: an outage before its first event is repaired from there
+        without missing any (it may deliver an event published while it went live, never
+        skip one). Not read when an event of the topic was delivered already.
         """
         if cmd is None or (realm, topic) in self.delivered:
+            then()
             return
-        task = asyncio.get_running_loop().create_task(self._note_start(cmd, realm, topic))
+        task = asyncio.get_running_loop().create_task(self._note_start(cmd, realm, topic, then))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _note_start(self, cmd: Client, realm: str, topic: str) -> None:
+    async def _note_start(
+        self, cmd: Client, realm: str, topic: str, then: Callable[[], None]
+    ) -> None:
         try:
             epoch, offset = await cmd.hmget(history_meta_key(realm, topic), ["e", "o"])
-        except Exception:  # the link failed: the next session starts it again
+        except Exception:  # the link failed: the subscription starts from live events
+            then()
             return
         key = (realm, topic)
         if key not in self.delivered:
             text = epoch.decode() if isinstance(epoch, bytes) else epoch
-            self.start[key] = (text or NEW, int(offset or 0))
+            position = (text or NEW, int(offset or 0))
+            noted = self.start.get(key)
+            if noted is None or noted[0] != position[0]:  # else keep the earlier one
+                self.start[key] = position
+        then()
 
     # --- catch-up ------------------------------------------------------------------------
     def begin(self) -> None:
@@ -129,20 +146,27 @@ class GapRepair:
         """The link failed before the catch-up ended: the next one reads the held events."""
         self._held = {}
 
-    async def run(self, cmd: Client, deliver: Callable[[EventEnvelope], None]) -> None:
-        """Deliver what each held topic missed, then its held live events; release them."""
+    async def run(
+        self, cmd: Client, deliver: Deliver, deliver_many: DeliverMany | None = None
+    ) -> None:
+        """Deliver what each held topic missed, then its held live events; release them.
+
+        ``deliver_many`` delivers one chunk of a topic's missed events at once (in order);
+        without it each goes through ``deliver``.
+        """
+        many = deliver_many or _one_by_one(deliver)
         keys = [key for key in self._held if self._wanted(key)]
         for key in set(self._held) - set(keys):
             self.delivered.pop(key, None)
         started, recovered = time.monotonic(), self.recovered
-        replies = await self._read(cmd, keys, full=False)
+        firsts = await self._read(cmd, keys, full=False)
         read = time.monotonic() - started
         renewed: list[Key] = []
-        for key, (meta, raw) in zip(keys, replies, strict=True):
+        for key, (meta, raw) in zip(keys, firsts, strict=True):
             epoch, offset = self.delivered[key]
             stored = meta[0].decode() if meta[0] is not None else None
             if stored == epoch:
-                self._catch_up(key, stored, int(meta[1] or 0), parse_entries(raw), deliver)
+                await self._catch_up(cmd, key, stored, int(meta[1] or 0), raw, many)
                 continue
             if epoch != NEW:  # Redis lost the topic's history
                 self._gap(key, "lost", None, offset)
@@ -154,8 +178,7 @@ class GapRepair:
             if meta[0] is not None:
                 epoch = meta[0].decode()
                 self.delivered[key] = (epoch, 0)
-                entries = [e for e in parse_entries(raw) if e[2].epoch == epoch]
-                self._catch_up(key, epoch, int(meta[1] or 0), entries, deliver)
+                await self._catch_up(cmd, key, epoch, int(meta[1] or 0), raw, many)
         held, self._held = self._held, {}
         for key, envs in held.items():
             for env in envs:
@@ -170,14 +193,14 @@ class GapRepair:
             )
 
     async def _read(self, cmd: Client, keys: list[Key], full: bool) -> list[tuple[Any, Any]]:
-        """(hash [epoch, offset], stream entries after the delivered offset) of each topic."""
+        """(hash [epoch, offset], first chunk of entries after the delivered offset) per topic."""
         if not keys:
             return []
         pipe = cmd.pipeline(transaction=False)
         for realm, topic in keys:
             start = "-" if full else f"(0-{self.delivered[(realm, topic)][1]}"
             pipe.hmget(history_meta_key(realm, topic), "e", "o")
-            pipe.xrange(history_stream_key(realm, topic), start, "+")
+            pipe.xrange(history_stream_key(realm, topic), start, "+", count=CHUNK)
         replies = await pipe.execute()
         return list(zip(replies[0::2], replies[1::2], strict=True))
 
@@ -185,25 +208,56 @@ class GapRepair:
         realm = self.host.realms.get(key[0])
         return realm is not None and bool(realm.broker.matching(key[1]))
 
-    def _catch_up(
-        self,
-        key: Key,
-        epoch: str,
-        last: int,
-        entries: list[StreamEntry],
-        deliver: Callable[[EventEnvelope], None],
+    async def _catch_up(
+        self, cmd: Client, key: Key, epoch: str, last: int, raw: list[Any], many: DeliverMany
     ) -> None:
-        """Deliver ``entries`` after the delivered offset; a hole before them is a gap."""
+        """Deliver the topic's entries after the delivered offset, chunk by chunk, in order.
+
+        ``raw`` is the first chunk; while one chunk is decoded and delivered the next is
+        read. Each chunk goes out in one loop iteration (one write per subscriber). A
+        hole before the first entry is a gap.
+        """
+        chunks = _chunks(cmd, history_stream_key(*key), raw)
+        try:
+            first = True
+            async for entries in chunks:
+                if key not in self.delivered:
+                    return  # no local subscription wants the topic any more
+                if first:
+                    ours = (number for number, _micros, env in entries if env.epoch == epoch)
+                    self._trimmed(key, epoch, next(ours, last + 1))
+                    first = False
+                self._deliver_chunk(key, epoch, entries, many)
+        finally:
+            await chunks.aclose()
+
+    def _trimmed(self, key: Key, epoch: str, first: int) -> None:
         offset = self.delivered[key][1]
-        first = entries[0][0] if entries else last + 1
         if first > offset + 1:
             self._gap(key, "trimmed", first - offset - 1, offset)
             self.delivered[key] = (epoch, first - 1)
-        for _offset, _micros, env in entries:
-            before = self.delivered[key]
-            self._take(key, env, deliver)
-            if self.delivered[key] != before and env.node != self.node:
-                self.recovered += 1
+
+    def _deliver_chunk(
+        self, key: Key, epoch: str, entries: list[StreamEntry], deliver_many: DeliverMany
+    ) -> None:
+        """Deliver the entries of ``epoch`` after the delivered offset (one batch)."""
+        position = self.delivered[key]
+        if position[0] != epoch:
+            return
+        offset = position[1]
+        batch = [
+            env
+            for number, _micros, env in entries
+            if number > offset and env.epoch == epoch and env.node != self.node
+        ]
+        if entries:
+            newest = entries[-1][0]
+            if newest > offset:
+                self.delivered[key] = (epoch, newest)
+                self.start.pop(key, None)
+        if batch:
+            self.recovered += len(batch)
+            deliver_many(batch)
 
     def _gap(self, key: Key, reason: str, missed: int | None, offset: int) -> None:
         realm_name, topic = key
@@ -222,3 +276,37 @@ class GapRepair:
         info = {"topic": topic, "reason": reason, "missed": missed}
         for sub in realm.broker.matching(topic):
             realm.broker.publish_meta(HISTORY_GAP, [sub.id], info)
+
+
+async def _chunks(
+    cmd: Client, stream: str, raw: list[Any]
+) -> AsyncGenerator[list[StreamEntry], None]:
+    """The parsed entries of ``raw`` (a first XRANGE reply), then of each next chunk.
+
+    The next chunk (``COUNT CHUNK`` after the last raw entry) is asked for before the
+    current one is handed out, so Redis and the network work while it is delivered.
+    """
+    while True:
+        pending: asyncio.Future[Any] | None = None
+        if len(raw) >= CHUNK:
+            after = b"(" + raw[-1][0]
+            pending = asyncio.ensure_future(cmd.xrange(stream, after, "+", count=CHUNK))
+        try:
+            if pending is not None:
+                await asyncio.sleep(0)  # the read is sent before this chunk is handled
+            yield parse_entries(raw)
+        except BaseException:  # closed early (or failed): the read in flight is not wanted
+            if pending is not None:
+                pending.cancel()
+            raise
+        if pending is None:
+            return
+        raw = await pending
+
+
+def _one_by_one(deliver: Deliver) -> DeliverMany:
+    def many(envs: list[EventEnvelope]) -> None:
+        for env in envs:
+            deliver(env)
+
+    return many

@@ -56,6 +56,7 @@ __all__ = [
     "RealmHistory",
     "StoredEvent",
     "estimate_size",
+    "in_time",
     "select",
 ]
 
@@ -219,7 +220,7 @@ def select(events: Sequence[StoredEvent], query: HistoryQuery) -> HistoryPage:
                 start = max(start, index + shift)
         else:
             end = min(end, index + shift) if index is not None else 0
-    chosen = [stored for stored in events[start:end] if _in_time(stored.timestamp, query)]
+    chosen = [stored for stored in events[start:end] if in_time(stored.timestamp, query)]
     if query.reverse:
         chosen.reverse()
     more = query.limit is not None and len(chosen) > query.limit
@@ -228,7 +229,8 @@ def select(events: Sequence[StoredEvent], query: HistoryQuery) -> HistoryPage:
     return HistoryPage(tuple(chosen), found, more)
 
 
-def _in_time(ts: int, q: HistoryQuery) -> bool:
+def in_time(ts: int, q: HistoryQuery) -> bool:
+    """Whether a timestamp (ms) is within the query's time bounds."""
     return not (
         (q.from_time is not None and ts < q.from_time)
         or (q.after_time is not None and ts <= q.after_time)

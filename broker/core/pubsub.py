@@ -274,6 +274,18 @@ class Broker:
         """Deliver an event published on another node to the local subscribers."""
         return self.deliver_local(publication)
 
+    def deliver_remote_batch(self, publications: list[Publication]) -> int:
+        """Deliver events of one topic published on other nodes, in order (one lookup)."""
+        if not publications:
+            return 0
+        subs = self._subs.matching(publications[0].topic)
+        record = self.realm.history.record
+        sent = 0
+        for publication in publications:
+            record(publication)
+            sent += self._fan_out(subs, publication, None)
+        return sent
+
     def retain_remote(self, publication: Publication) -> None:
         """Record the retained event of its topic, published on another node."""
         self.retained[publication.topic] = publication
