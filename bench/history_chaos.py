@@ -36,6 +36,13 @@ def main() -> None:
         "--stop-seconds", type=float, default=plan.stop_seconds, help="SIGSTOP of Redis"
     )
     parser.add_argument("--converge", type=float, default=plan.converge)
+    parser.add_argument(
+        "--haproxy",
+        choices=("healthz", "docker"),
+        default=plan.haproxy,
+        help="healthz: sessions live as long as their node; docker: docker/haproxy.cfg as shipped",
+    )
+    parser.add_argument("--dump", help="write every arrival sequence and acked set (JSON) here")
     args = parser.parse_args()
     plan = Plan(
         sdk=args.sdk,
@@ -44,11 +51,16 @@ def main() -> None:
         between=args.between,
         stop_seconds=args.stop_seconds,
         converge=args.converge,
+        haproxy=args.haproxy,
     )
     result = asyncio.run(run(plan))
     for line in result.lines():
         print(line)
+    if args.dump:
+        with open(args.dump, "w", encoding="utf-8") as out:
+            json.dump({"arrivals": result.arrivals, "acked": result.acked}, out)
     summary = {"plan": asdict(plan), **asdict(result)}
+    del summary["arrivals"], summary["acked"]
     print(json.dumps(summary, default=str))
     sys.exit(1 if result.broken else 0)
 

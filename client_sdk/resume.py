@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol
 
-from protocol_spec import meta
+from protocol_spec import errors, meta
 
 from .errors import ApplicationError, SessionClosed
 from .pubsub import EventHandler, event_from_history
@@ -106,6 +106,9 @@ class HistoryFetcher:
     events each; the next page starts after the last event of the previous one.
     ``complete`` is True after the iteration when no gap was yielded.
     ``SessionClosed`` (and ``TransportLost``) propagate: the session is gone.
+    A call answered ``wamp.error.unavailable`` (the router cannot reach its history
+    store for a moment, e.g. a cluster node reconnecting to Redis) is repeated, for at
+    most ``retry_for`` seconds, before it counts as a failed call.
     """
 
     def __init__(
@@ -117,9 +120,11 @@ class HistoryFetcher:
         *,
         limit: int = 1000,
         max_pages: int = 100,
+        retry_for: float = 10.0,
     ) -> None:
         if limit < 1 or max_pages < 1:
             raise ValueError("limit and max_pages must be at least 1")
+        self.retry_for = retry_for
         self.session = session
         self.topic = topic
         self.subscription = subscription
@@ -137,7 +142,7 @@ class HistoryFetcher:
             if anchor is not None:
                 kwargs["after_publication"] = anchor
             try:
-                result = await self.session.call(GET_EVENTS, self.subscription, **kwargs)
+                result = await self._call(kwargs)
                 self.pages += 1
                 events, more, anchor_found = self._parse(result)
             except ApplicationError as exc:
@@ -158,6 +163,20 @@ class HistoryFetcher:
                 self.complete = not gapped
                 return
         yield GAP_PAGE_LIMIT
+
+    async def _call(self, kwargs: dict[str, Any]) -> CallResult:
+        """One ``get_events`` call, repeated while the router answers unavailable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        delay = 0.1
+        while True:
+            try:
+                return await self.session.call(GET_EVENTS, self.subscription, **kwargs)
+            except ApplicationError as exc:
+                if exc.uri != errors.UNAVAILABLE or loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)  # the router's Redis link is coming back
+            delay = min(2 * delay, 1.0)
 
     def _anchor_gap(self, anchor: int | None, found: bool | None, events: bool) -> str | None:
         """The gap reason a page's anchor answer implies, if any."""

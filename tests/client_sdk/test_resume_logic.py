@@ -172,6 +172,37 @@ async def test_fetcher_reports_a_failed_call_and_a_malformed_answer() -> None:
     assert isinstance(reason, str) and reason.startswith(GAP_MALFORMED)
 
 
+class Flaky(FakeHistory):
+    """Answers ``wamp.error.unavailable`` to the first ``refusals`` calls."""
+
+    def __init__(self, kept: list[int], refusals: int) -> None:
+        super().__init__(kept)
+        self.refusals = refusals
+
+    async def call(self, procedure: str, *args: Any, **kwargs: Any) -> CallResult:
+        if self.refusals:
+            self.refusals -= 1
+            self.calls.append(kwargs)
+            raise ApplicationError("wamp.error.unavailable")
+        return await super().call(procedure, *args, **kwargs)
+
+
+async def test_fetcher_repeats_a_call_the_router_answered_unavailable() -> None:
+    kept = ids(5)
+    session = Flaky(kept, refusals=2)  # then the router has its history back
+    fetcher = HistoryFetcher(session, TOPIC, SUB, kept[1], retry_for=5.0)
+    assert await steps(fetcher) == [kept[2:]]
+    assert fetcher.complete and len(session.calls) == 3
+
+
+async def test_fetcher_reports_unavailable_after_retry_for() -> None:
+    session = FakeHistory(ids(3))
+    session.fail = ApplicationError("wamp.error.unavailable")
+    got = await steps(HistoryFetcher(session, TOPIC, SUB, 5, retry_for=0.25))
+    assert got == [f"{GAP_CALL_FAILED}: wamp.error.unavailable"]
+    assert 2 <= len(session.calls) <= 4
+
+
 async def test_fetcher_lets_the_end_of_the_session_through() -> None:
     session = FakeHistory(ids(3))
     session.fail = SessionClosed("wamp.close.normal", "gone")

@@ -48,7 +48,9 @@ import redis
 import client_sdk
 from client_sdk import ApplicationError, Backoff, ClientError, Gap, PublishOptions
 from protocol_spec.meta import SUBSCRIPTION_ON_HISTORY_GAP as HISTORY_GAP
+from tests.docker.topology import native_haproxy_cfg
 from tests.support.processes import (
+    ROOT,
     BrokerProcess,
     RedisProcess,
     free_port,
@@ -57,6 +59,7 @@ from tests.support.processes import (
     start_redis,
 )
 
+SHIPPED_HAPROXY = ROOT / "docker" / "haproxy.cfg"
 TOPIC = "com.chaos.numbers"
 ACK = PublishOptions(acknowledge=True)
 FAST = Backoff(initial=0.05, maximum=0.5, jitter=0.5)
@@ -115,6 +118,10 @@ class Plan:
     """Seconds one step (a restart, the nodes ready again, ``between`` events) may take."""
     max_events: int = 4000
     """At most this many publications per publisher."""
+    haproxy: str = "healthz"
+    """``healthz``: HAProxy checks /healthz, a node's sessions live as long as it does.
+    ``docker``: docker/haproxy.cfg as shipped (checks /readyz and cuts the sessions of a
+    node marked down, e.g. cut off from Redis; /healthz nodes when none is ready)."""
 
 
 # --- subscribers --------------------------------------------------------------------------
@@ -307,8 +314,9 @@ class Publisher:
 class Cluster:
     """Redis (with its AOF), three nodes on fixed ports, and HAProxy in front of them."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, haproxy: str = "healthz") -> None:
         self.workdir = workdir
+        self.haproxy_mode = haproxy
         (workdir / "redis").mkdir()
         self.config = workdir / "broker.toml"
         self.config.write_text(CONFIG, encoding="utf-8")
@@ -335,12 +343,17 @@ class Cluster:
         if exe is None:
             raise RuntimeError("haproxy is not installed")
         port = free_port()
-        servers = "\n".join(
-            f"    server n{i} 127.0.0.1:{node.port} check inter 300 fall 2 rise 1"
-            for i, node in enumerate(self.nodes)
-        )
+        if self.haproxy_mode == "docker":
+            ports = {f"node{i + 1}": node.port for i, node in enumerate(self.nodes)}
+            text = native_haproxy_cfg(SHIPPED_HAPROXY.read_text(encoding="utf-8"), port, ports)
+        else:
+            servers = "\n".join(
+                f"    server n{i} 127.0.0.1:{node.port} check inter 300 fall 2 rise 1"
+                for i, node in enumerate(self.nodes)
+            )
+            text = HAPROXY.format(port=port, servers=servers)
         path = self.workdir / "haproxy.cfg"
-        path.write_text(HAPROXY.format(port=port, servers=servers), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         self.haproxy = subprocess.Popen(
             [exe, "-f", str(path), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -433,6 +446,9 @@ class Result:
     faults: list[str]
     seconds: float
     broken: list[str]
+    arrivals: dict[str, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
+    """Every subscriber's (publisher, n) in arrival order (for a closer look)."""
+    acked: dict[int, list[int]] = field(default_factory=dict, repr=False)
 
     def lines(self) -> list[str]:
         out = [f"faults: {'; '.join(self.faults)}", f"run: {self.seconds:.1f} s"]
@@ -460,7 +476,7 @@ class Run:
 
     def __init__(self, plan: Plan, workdir: Path, log: Callable[[str], None] = print) -> None:
         self.plan = plan
-        self.cluster = Cluster(workdir)
+        self.cluster = Cluster(workdir, plan.haproxy)
         self.log = log
         self.subscribers: list[Subscriber] = []
         self.publishers: list[Publisher] = []
@@ -631,10 +647,12 @@ class Run:
                     "acked_missing": missing,
                     "gaps": len(tally.gaps),
                     "gap_reasons": tally.gaps[:5],
+                    "disorder": disorder_samples(tally.got, acked),
                 }
             )
             if dup or disorder:
                 broken.append(f"{tally.name}: {dup} duplicates, {disorder} out of order")
+                broken += [f"  {sample}" for sample in subs[-1]["disorder"]]
             if missing and not tally.gaps:
                 broken.append(f"{tally.name}: {missing} acknowledged events missing, no gap told")
             if isinstance(sub, SdkSubscriber) and not sub.live:
@@ -659,7 +677,10 @@ class Run:
                 broken.append(f"publisher {p.index}: unexpected errors {p.other[:3]}")
         if not any(t.died for t in (s.tally for s in self.subscribers) if t.kind == "autobahn"):
             broken.append("no Autobahn session died with the killed node: the fault missed")
-        return Result(subs, pubs, self.faults, time.monotonic() - self.started, broken)
+        result = Result(subs, pubs, self.faults, time.monotonic() - self.started, broken)
+        result.arrivals = {s.tally.name: list(s.tally.got) for s in self.subscribers}
+        result.acked = {p.index: list(p.acked) for p in self.publishers}
+        return result
 
     async def close(self) -> None:
         for pub in self.publishers:
@@ -684,6 +705,21 @@ def count(got: list[tuple[int, int]], acked: dict[int, set[int]]) -> tuple[int, 
     seen = set(got)
     missing = sum(1 for pub, ns in acked.items() for n in ns if (pub, n) not in seen)
     return dup, disorder, missing
+
+
+def disorder_samples(
+    got: list[tuple[int, int]], acked: dict[int, set[int]], limit: int = 5
+) -> list[str]:
+    """The first out-of-order arrivals: what came, after which number, acknowledged or not."""
+    last: dict[int, int] = {}
+    out = []
+    for index, (pub, n) in enumerate(got):
+        if n < last.get(pub, -1) and len(out) < limit:
+            state = "acked" if n in acked.get(pub, ()) else "not acked"
+            around = got[max(0, index - 3) : index + 2]
+            out.append(f"#{index} {pub}:{n} ({state}) after {pub}:{last[pub]}, around {around}")
+        last[pub] = max(n, last.get(pub, -1))
+    return out
 
 
 async def run(plan: Plan, log: Callable[[str], None] = print) -> Result:
