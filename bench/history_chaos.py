@@ -16,6 +16,7 @@ import asyncio
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from tests.support.chaos import Plan, run
 
@@ -43,6 +44,7 @@ def main() -> None:
         help="healthz: sessions live as long as their node; docker: docker/haproxy.cfg as shipped",
     )
     parser.add_argument("--dump", help="write every arrival sequence and acked set (JSON) here")
+    parser.add_argument("--logs", help="save every node's output in this directory")
     args = parser.parse_args()
     plan = Plan(
         sdk=args.sdk,
@@ -53,7 +55,7 @@ def main() -> None:
         converge=args.converge,
         haproxy=args.haproxy,
     )
-    result = asyncio.run(run(plan))
+    result = asyncio.run(run(plan, logs=Path(args.logs) if args.logs else None))
     for line in result.lines():
         print(line)
     if args.dump:

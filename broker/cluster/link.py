@@ -78,13 +78,24 @@ class PubSubLink:
 
     # --- subscriptions -----------------------------------------------------------------
     def watch(self, target: Target, done: Callable[[], None]) -> None:
-        """Count one more local need for ``target``; ``done`` once Redis delivers it."""
+        """Count one more local need for ``target``; ``done`` once Redis delivers it.
+
+        A target nothing needed is subscribed again even while still live: its
+        unsubscribe may be queued or unconfirmed, and would otherwise end it silently.
+        """
         count = self._targets.get(target, 0)
         self._targets[target] = count + 1
-        if not self.linked or target in self._live:
+        if not self.linked:
             done()
             return
-        self._waiters.setdefault(target, []).append(done)
+        waiting = self._waiters.get(target)
+        if waiting is not None:  # a subscribe is on its way: live once it is confirmed
+            waiting.append(done)
+            return
+        if count > 0 and target in self._live:
+            done()
+            return
+        self._waiters[target] = [done]
         if count == 0:
             self._queue("psubscribe" if target[0] else "subscribe", target[1])
 

@@ -126,7 +126,7 @@ class RedisCluster(Cluster):
         self.link = PubSubLink(self.node, self.timing)
         self.outbox = Outbox(self.timing.command_timeout)
         self.events = EventChannels(self.node, host, self.outbox)
-        self.history = RedisHistory(host, lambda: self._cmd)
+        self.history = RedisHistory(host, lambda: self._cmd, self.outbox)
         self.history.install()
         self.repair = GapRepair(self.node, host)
         self.events.history, self.events.repair = self.history, self.repair

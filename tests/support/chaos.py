@@ -407,6 +407,13 @@ class Cluster:
                 return node.args[node.args.index("--node-id") + 1]
         return "?"
 
+    def save_logs(self, where: Path) -> None:
+        """Write every node process's output (killed ones too) to ``where``."""
+        where.mkdir(parents=True, exist_ok=True)
+        for index, node in enumerate(self.gone + self.nodes):
+            name = node.args[node.args.index("--node-id") + 1]
+            (where / f"{index}-{name}.log").write_text(node.output, encoding="utf-8")
+
     def stop(self) -> None:
         if self.redis is not None and self.redis.proc.poll() is None:
             os.kill(self.redis.proc.pid, signal.SIGCONT)  # in case a failure left it stopped
@@ -474,8 +481,15 @@ class Result:
 class Run:
     """One chaos run: start everything, publish, inject the faults, check the counts."""
 
-    def __init__(self, plan: Plan, workdir: Path, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        workdir: Path,
+        log: Callable[[str], None] = print,
+        logs: Path | None = None,
+    ) -> None:
         self.plan = plan
+        self.logs = logs
         self.cluster = Cluster(workdir, plan.haproxy)
         self.log = log
         self.subscribers: list[Subscriber] = []
@@ -691,6 +705,8 @@ class Run:
             except Exception:  # the node may be gone already
                 pass
         await asyncio.to_thread(self.cluster.stop)
+        if self.logs is not None:
+            self.cluster.save_logs(self.logs)
 
 
 def count(got: list[tuple[int, int]], acked: dict[int, set[int]]) -> tuple[int, int, int]:
@@ -722,7 +738,7 @@ def disorder_samples(
     return out
 
 
-async def run(plan: Plan, log: Callable[[str], None] = print) -> Result:
-    """One whole run in a fresh temporary directory."""
+async def run(plan: Plan, log: Callable[[str], None] = print, logs: Path | None = None) -> Result:
+    """One whole run in a fresh temporary directory (the nodes' output saved in ``logs``)."""
     with tempfile.TemporaryDirectory(prefix="history-chaos-") as tmp:
-        return await Run(plan, Path(tmp), log).run()
+        return await Run(plan, Path(tmp), log, logs).run()
