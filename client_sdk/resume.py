@@ -209,6 +209,12 @@ class Resumer:
     and then delivers the buffer and goes live. ``window`` publication IDs are
     remembered for de-duplication; at most ``max_buffer`` live events wait during
     a replay (more is a gap). ``on_gap`` runs where a gap sits in the stream.
+
+    A replay starts ``rewind`` publications before the last one handed (``_rewound``)
+    and drops what was handed already: a router may hand its own node's publications
+    before earlier ones from other nodes (a cluster node delivers what its sessions
+    publish at once, Redis orders it a moment later), so events still on their way
+    when the connection dropped can sit before the last one handed in the history.
     """
 
     def __init__(
@@ -221,11 +227,14 @@ class Resumer:
         max_buffer: int = 10_000,
         page_limit: int = 5000,
         max_pages: int = 40,
+        rewind: int = 256,
     ) -> None:
         self.topic = topic
         self.handler = handler
         self.on_gap = on_gap
         self.window = window
+        self.rewind = min(rewind, window - 1)
+        self._start: int | None = None  # the anchor taken at the first subscribe
         self.max_buffer = max_buffer
         self.page_limit = page_limit
         self.max_pages = max_pages
@@ -329,7 +338,16 @@ class Resumer:
             log.info("no history anchor for %s: %s", self.topic, exc)
             return
         if newest is not None and self.last_publication is None:
-            self.last_publication = newest.publication
+            self.last_publication = self._start = newest.publication
+
+    def _rewound(self) -> int | None:
+        """The replay's anchor: ``rewind`` publications before the last one handed."""
+        recent = self._recent
+        if len(recent) > self.rewind:
+            return recent[-1 - self.rewind]
+        if self._start is not None:
+            return self._start
+        return recent[0] if recent else self.last_publication
 
     async def recover(self, session: HistorySession, subscription: int) -> None:
         """Replay what followed ``last_publication``, then the buffer; then go live.
@@ -339,14 +357,14 @@ class Resumer:
         """
         self.recoveries += 1
         self.complete = False
-        after = self.last_publication
+        last, after = self.last_publication, self._rewound()
         replayed = 0
         gapped = False
 
         async def gap(reason: str) -> None:
             nonlocal gapped
             gapped = True
-            await self._report(Gap(self.topic, subscription, after, reason, replayed))
+            await self._report(Gap(self.topic, subscription, last, reason, replayed))
 
         try:
             if EVENT_HISTORY not in session.router_features("broker"):
@@ -364,12 +382,13 @@ class Resumer:
                     if isinstance(step, str):
                         await gap(step)
                         continue
-                    for event in step:
+                    fresh = [e for e in step if e.publication not in self._seen]  # rewound
+                    for event in fresh:
                         if event.publication in self._buffered:
                             self._replayed_buffered.add(event.publication)
                         self._hand_from_task(event, session)
-                    replayed += len(step)
-                    self.replayed += len(step)
+                    replayed += len(fresh)
+                    self.replayed += len(fresh)
         except (SessionClosed, asyncio.CancelledError):
             self.abandon()
             raise

@@ -239,6 +239,18 @@ async def test_resumer_delivers_history_then_buffered_live_events_each_once() ->
     assert r.last_publication == kept[-1]
 
 
+async def test_resumer_replays_events_that_came_before_the_last_one_handed() -> None:
+    """A node hands its own publication before earlier ones from other nodes arrive."""
+    kept = ids(10)
+    r, got, gaps = resumer(rewind=4)
+    for publication in [*kept[:5], kept[7]]:  # kept[5], kept[6] were still on their way
+        r.deliver(live(publication))
+    r.begin()  # the connection dropped; the replay starts 4 handed publications back
+    await r.recover(FakeHistory(kept), SUB)
+    assert [e.publication for e in got] == [*kept[:5], kept[7], kept[5], kept[6], *kept[8:]]
+    assert gaps == [] and r.complete and r.duplicates == 0 and r.replayed == 4
+
+
 async def test_resumer_reports_a_router_without_event_history_and_goes_live() -> None:
     r, got, gaps = resumer()
     r.deliver(live(11))
