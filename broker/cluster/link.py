@@ -71,6 +71,7 @@ class PubSubLink:
         self._targets: dict[Target, int] = {}
         self._live: set[Target] = set()
         self._waiters: dict[Target, list[Callable[[], None]]] = {}
+        self._pending: dict[Target, int] = {}  # SUBSCRIBEs queued, not confirmed yet
         self._ops: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._probe = Probe(b"")
         self._probe_sent = 0.0
@@ -80,24 +81,25 @@ class PubSubLink:
     def watch(self, target: Target, done: Callable[[], None]) -> None:
         """Count one more local need for ``target``; ``done`` once Redis delivers it.
 
-        A target nothing needed is subscribed again even while still live: its
-        unsubscribe may be queued or unconfirmed, and would otherwise end it silently.
+        A target nothing needed is subscribed again even while it looks live: its
+        UNSUBSCRIBE may still be queued or unconfirmed and would end it silently. ``done``
+        waits for the confirmation of the last SUBSCRIBE queued, not an earlier one.
         """
         count = self._targets.get(target, 0)
         self._targets[target] = count + 1
         if not self.linked:
             done()
             return
-        waiting = self._waiters.get(target)
-        if waiting is not None:  # a subscribe is on its way: live once it is confirmed
-            waiting.append(done)
-            return
-        if count > 0 and target in self._live:
+        if count == 0:
+            self._subscribe(target)
+        elif target in self._live and not self._pending.get(target):
             done()
             return
-        self._waiters[target] = [done]
-        if count == 0:
-            self._queue("psubscribe" if target[0] else "subscribe", target[1])
+        self._waiters.setdefault(target, []).append(done)
+
+    def _subscribe(self, target: Target) -> None:
+        self._pending[target] = self._pending.get(target, 0) + 1
+        self._queue("psubscribe" if target[0] else "subscribe", target[1])
 
     def unwatch(self, target: Target) -> None:
         """Count one less; unsubscribe once nothing local needs ``target``."""
@@ -113,7 +115,7 @@ class PubSubLink:
         """A new pub/sub connection: subscribe everything needed, and the probe channel."""
         self.linked = True
         for target in self._targets:
-            self._queue("psubscribe" if target[0] else "subscribe", target[1])
+            self._subscribe(target)
         self._queue("subscribe", self.probe_channel)
 
     def unlink(self) -> None:
@@ -121,6 +123,7 @@ class PubSubLink:
         self.linked = False
         self.rtt = None
         self._live.clear()
+        self._pending.clear()
         while not self._ops.empty():
             self._ops.get_nowait()
         for waiters in self._waiters.values():
@@ -171,6 +174,10 @@ class PubSubLink:
             self._receive(channel, msg["data"], dispatch)
         elif kind == "subscribe" or kind == "psubscribe":
             target = (kind == "psubscribe", channel)
+            left = self._pending.pop(target, 1) - 1
+            if left > 0:  # an UNSUBSCRIBE and another SUBSCRIBE follow: wait for that one
+                self._pending[target] = left
+                return
             self._live.add(target)
             for done in self._waiters.pop(target, ()):
                 done()

@@ -152,10 +152,10 @@ async def test_a_channel_watched_again_before_its_unsubscribe_is_confirmed_stays
     link = PubSubLink("relink-a", TIMING)
     client = Redis.from_url(own_redis.url)
     pubsub = client.pubsub()
-    got: asyncio.Queue[bytes] = asyncio.Queue()
+    got: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
     await pubsub.subscribe(b"unused")  # redis-py reads a pub/sub connection once subscribed
     tasks = [
-        asyncio.create_task(link.read(pubsub, lambda _channel, data: got.put_nowait(data))),
+        asyncio.create_task(link.read(pubsub, lambda *message: got.put_nowait(message))),
         asyncio.create_task(link.subscriber(pubsub)),
     ]
     target = (False, b"wamp:ev:test")
@@ -170,7 +170,19 @@ async def test_a_channel_watched_again_before_its_unsubscribe_is_confirmed_stays
         await asyncio.wait_for(again.wait(), 5)
         for n in range(20):  # whatever Redis applied meanwhile, the channel stays live
             await client.publish(target[1], b"%d" % n)
-        assert await asyncio.wait_for(got.get(), 5) == b"0"
+        assert await asyncio.wait_for(got.get(), 5) == (target[1], b"0")
+        # the same before even the SUBSCRIBE is confirmed: subscribe, leave, subscribe
+        other = (False, b"wamp:ev:test2")
+        link.watch(other, lambda: None)
+        link.unwatch(other)
+        third = asyncio.Event()
+        link.watch(other, third.set)
+        await asyncio.wait_for(third.wait(), 5)
+        await client.publish(other[1], b"live")
+        async with asyncio.timeout(5):
+            while (message := await got.get())[0] != other[1]:
+                pass
+        assert message == (other[1], b"live")
     finally:
         for task in tasks:
             task.cancel()
