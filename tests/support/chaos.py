@@ -7,9 +7,17 @@ and recover through ``wamp.subscription.get_events``), half are plain Autobahn|P
 sessions (no resume, no reconnect). Every subscriber also subscribes to the router's
 ``wamp.subscription.on_history_gap``. One publisher per node (an SDK ``Client`` on that
 node's own address) publishes numbered events ``[publisher, n]`` with ``acknowledge`` at
-a steady rate. While they run, in sequence: SIGKILL one node and restart it on the same
-port, SIGKILL Redis and restart it from its AOF, SIGSTOP Redis for a while then SIGCONT,
-and CLIENT KILL one node's pub/sub connection.
+a steady rate. While they run, in sequence, each after ``Plan.between`` more acknowledged
+events per publisher: SIGKILL node c1 (its SDK subscribers resume on c0/c2) and start it
+again on the same port, SIGKILL Redis and restart it from its AOF, SIGSTOP Redis for
+``Plan.stop_seconds`` then SIGCONT, and CLIENT KILL node c2's pub/sub connection.
+
+HAProxy (``Plan.haproxy``): ``healthz`` (default) checks /healthz, so a session lives as
+long as its node: Autobahn sessions on c0/c2 *stay* through every Redis fault and test
+the router-side repair. ``docker`` runs docker/haproxy.cfg as shipped: it checks /readyz
+and cuts the sessions of a node marked down, so every fault that outlasts two checks
+(the SIGSTOP) cuts every session: SDK clients resume (often on a node still
+reconnecting to Redis), every Autobahn session dies.
 
 What is promised, and checked at the end (``Result.broken``):
 
