@@ -60,9 +60,11 @@ def main() -> None:
         print(line)
     if args.dump:
         with open(args.dump, "w", encoding="utf-8") as out:
-            json.dump({"arrivals": result.arrivals, "acked": result.acked}, out)
+            json.dump(
+                {"arrivals": result.arrivals, "acked": result.acked, "joins": result.joins}, out
+            )
     summary = {"plan": asdict(plan), **asdict(result)}
-    del summary["arrivals"], summary["acked"]
+    del summary["arrivals"], summary["acked"], summary["joins"]
     print(json.dumps(summary, default=str))
     sys.exit(1 if result.broken else 0)
 

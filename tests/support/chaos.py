@@ -146,6 +146,7 @@ class Tally:
     session_ids: list[int] = field(default_factory=list)
     died: bool = False
     warm: set[int] = field(default_factory=set)  # publishers whose WARMUP events arrived
+    joined_at: list[int] = field(default_factory=list)  # len(got) at each join (SDK)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def event(self, publisher: int, n: int) -> None:
@@ -193,6 +194,7 @@ class SdkSubscriber:
 
     def _joined(self, session: client_sdk.Session) -> None:
         self.tally.session_ids.append(session.id)
+        self.tally.joined_at.append(len(self.tally.got))
         self.tally.changed.set()
 
     async def settled(self, joins: int, timeout: float) -> bool:
@@ -415,6 +417,22 @@ class Cluster:
                 return node.args[node.args.index("--node-id") + 1]
         return "?"
 
+    def save_stream(self, where: Path) -> None:
+        """Write the topic's history stream as lines ``offset publisher n`` to ``where``."""
+        from broker.cluster.history import history_stream_key, parse_entries
+
+        assert self.redis is not None
+        where.mkdir(parents=True, exist_ok=True)
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            entries = parse_entries(client.xrange(history_stream_key("realm1", TOPIC)))
+        finally:
+            client.close()
+        lines = [
+            f"{offset} {env.args[0]} {env.args[1]}" for offset, _us, env in entries if env.args
+        ]
+        (where / "stream.txt").write_text("\n".join(lines), encoding="utf-8")
+
     def save_logs(self, where: Path) -> None:
         """Write every node process's output (killed ones too) to ``where``."""
         where.mkdir(parents=True, exist_ok=True)
@@ -464,6 +482,8 @@ class Result:
     arrivals: dict[str, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     """Every subscriber's (publisher, n) in arrival order (for a closer look)."""
     acked: dict[int, list[int]] = field(default_factory=dict, repr=False)
+    joins: dict[str, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
+    """Per SDK subscriber: (arrivals so far, session ID) at each join."""
 
     def lines(self) -> list[str]:
         out = [f"faults: {'; '.join(self.faults)}", f"run: {self.seconds:.1f} s"]
@@ -701,6 +721,10 @@ class Run:
             broken.append("no Autobahn session died with the killed node: the fault missed")
         result = Result(subs, pubs, self.faults, time.monotonic() - self.started, broken)
         result.arrivals = {s.tally.name: list(s.tally.got) for s in self.subscribers}
+        result.joins = {
+            s.tally.name: list(zip(s.tally.joined_at, s.tally.session_ids, strict=False))
+            for s in self.subscribers
+        }
         result.acked = {p.index: list(p.acked) for p in self.publishers}
         return result
 
@@ -712,6 +736,8 @@ class Run:
                 await asyncio.wait_for(sub.stop(), 5)
             except Exception:  # the node may be gone already
                 pass
+        if self.logs is not None:
+            await asyncio.to_thread(self.cluster.save_stream, self.logs)
         await asyncio.to_thread(self.cluster.stop)
         if self.logs is not None:
             self.cluster.save_logs(self.logs)
