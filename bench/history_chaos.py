@@ -61,10 +61,17 @@ def main() -> None:
     if args.dump:
         with open(args.dump, "w", encoding="utf-8") as out:
             json.dump(
-                {"arrivals": result.arrivals, "acked": result.acked, "joins": result.joins}, out
+                {
+                    "arrivals": result.arrivals,
+                    "acked": result.acked,
+                    "joins": result.joins,
+                    "replayed": result.replayed,
+                },
+                out,
             )
     summary = {"plan": asdict(plan), **asdict(result)}
-    del summary["arrivals"], summary["acked"], summary["joins"]
+    for key in ("arrivals", "acked", "joins", "replayed"):
+        del summary[key]
     print(json.dumps(summary, default=str))
     sys.exit(1 if result.broken else 0)
 

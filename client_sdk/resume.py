@@ -251,6 +251,7 @@ class Resumer:
         self._replayed_buffered: set[int] = set()  # … that the history delivered already
         self._overflow = False
         self._idle = asyncio.Event()
+        self._generation = 0  # ``begin`` calls so far
         self._idle.set()
 
     @property
@@ -304,6 +305,7 @@ class Resumer:
 
     def begin(self) -> None:
         """Buffer live events from now on (call before re-subscribing)."""
+        self._generation += 1  # an older recovery still unwinding must not touch this one
         self._buffer = deque()
         self._buffered.clear()
         self._replayed_buffered.clear()
@@ -357,6 +359,7 @@ class Resumer:
         """
         self.recoveries += 1
         self.complete = False
+        generation = self._generation
         last, after = self.last_publication, self._rewound()
         replayed = 0
         gapped = False
@@ -390,7 +393,8 @@ class Resumer:
                     replayed += len(fresh)
                     self.replayed += len(fresh)
         except (SessionClosed, asyncio.CancelledError):
-            self.abandon()
+            if generation == self._generation:  # not replaced by a newer ``begin``
+                self.abandon()
             raise
         except Exception as exc:  # a bug: report it as a gap and go live
             log.exception("recovery of %s failed", self.topic)

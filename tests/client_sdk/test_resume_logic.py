@@ -251,6 +251,38 @@ async def test_resumer_replays_events_that_came_before_the_last_one_handed() -> 
     assert gaps == [] and r.complete and r.duplicates == 0 and r.replayed == 4
 
 
+class Stalled(FakeHistory):
+    """Never answers: a recovery waiting on it is still running when it is replaced."""
+
+    def __init__(self, kept: list[int]) -> None:
+        super().__init__(kept)
+        self.called = asyncio.Event()
+
+    async def call(self, procedure: str, *args: Any, **kwargs: Any) -> CallResult:
+        self.called.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_replaced_recovery_unwinding_late_leaves_the_new_one_buffering() -> None:
+    kept = ids(6)
+    r, got, gaps = resumer()
+    r.deliver(live(kept[0]))
+    r.begin()  # a re-join; its recovery waits on the router …
+    stalled = Stalled(kept)
+    old = asyncio.ensure_future(r.recover(stalled, SUB))
+    await asyncio.wait_for(stalled.called.wait(), 5)
+    old.cancel()  # … when the session dies and the next join starts over (kept.py's order)
+    r.abandon()
+    r.begin()
+    with pytest.raises(asyncio.CancelledError):
+        await old  # the old recovery unwinds only now
+    r.deliver(live(kept[5]))  # live during the new recovery: buffered, not handed
+    assert [e.publication for e in got] == [kept[0]] and r.recovering
+    await r.recover(FakeHistory(kept[:5]), SUB)
+    assert [e.publication for e in got] == kept and gaps == [] and r.complete
+
+
 async def test_resumer_reports_a_router_without_event_history_and_goes_live() -> None:
     r, got, gaps = resumer()
     r.deliver(live(11))

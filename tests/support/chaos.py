@@ -147,6 +147,7 @@ class Tally:
     died: bool = False
     warm: set[int] = field(default_factory=set)  # publishers whose WARMUP events arrived
     joined_at: list[int] = field(default_factory=list)  # len(got) at each join (SDK)
+    replayed: list[int] = field(default_factory=list)  # indexes in got of replayed events
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def event(self, publisher: int, n: int) -> None:
@@ -186,11 +187,16 @@ class SdkSubscriber:
         await self.client.wait_joined()
         self.sub = await self.client.subscribe(
             TOPIC,
-            lambda event: self.tally.event(*event.args),
+            self._event,
             resume=True,
             on_gap=self._on_gap,
         )
         await self.client.subscribe(HISTORY_GAP, lambda e: self.tally.gap(f"router {e.kwargs}"))
+
+    def _event(self, event: client_sdk.Event) -> None:
+        if event.replayed:
+            self.tally.replayed.append(len(self.tally.got))
+        self.tally.event(*event.args)
 
     def _joined(self, session: client_sdk.Session) -> None:
         self.tally.session_ids.append(session.id)
@@ -484,6 +490,8 @@ class Result:
     acked: dict[int, list[int]] = field(default_factory=dict, repr=False)
     joins: dict[str, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     """Per SDK subscriber: (arrivals so far, session ID) at each join."""
+    replayed: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    """Per SDK subscriber: the indexes of its arrivals that came from the history."""
 
     def lines(self) -> list[str]:
         out = [f"faults: {'; '.join(self.faults)}", f"run: {self.seconds:.1f} s"]
@@ -725,6 +733,7 @@ class Run:
             s.tally.name: list(zip(s.tally.joined_at, s.tally.session_ids, strict=False))
             for s in self.subscribers
         }
+        result.replayed = {s.tally.name: s.tally.replayed for s in self.subscribers}
         result.acked = {p.index: list(p.acked) for p in self.publishers}
         return result
 
