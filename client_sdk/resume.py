@@ -352,7 +352,7 @@ class Resumer:
         return recent[0] if recent else self.last_publication
 
     async def recover(self, session: HistorySession, subscription: int) -> None:
-        """Replay what followed ``last_publication``, then the buffer; then go live.
+        """Replay what followed the rewound anchor (not handed yet), then the buffer; go live.
 
         Needs ``begin`` first. If the session ends meanwhile nothing is reported
         (the next join recovers again).
