@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol
 
-from protocol_spec import meta
+from protocol_spec import errors, meta
 
 from .errors import ApplicationError, SessionClosed
 from .pubsub import EventHandler, event_from_history
@@ -106,6 +106,9 @@ class HistoryFetcher:
     events each; the next page starts after the last event of the previous one.
     ``complete`` is True after the iteration when no gap was yielded.
     ``SessionClosed`` (and ``TransportLost``) propagate: the session is gone.
+    A call answered ``wamp.error.unavailable`` (the router cannot reach its history
+    store for a moment, e.g. a cluster node reconnecting to Redis) is repeated, for at
+    most ``retry_for`` seconds, before it counts as a failed call.
     """
 
     def __init__(
@@ -117,9 +120,11 @@ class HistoryFetcher:
         *,
         limit: int = 1000,
         max_pages: int = 100,
+        retry_for: float = 10.0,
     ) -> None:
         if limit < 1 or max_pages < 1:
             raise ValueError("limit and max_pages must be at least 1")
+        self.retry_for = retry_for
         self.session = session
         self.topic = topic
         self.subscription = subscription
@@ -137,7 +142,7 @@ class HistoryFetcher:
             if anchor is not None:
                 kwargs["after_publication"] = anchor
             try:
-                result = await self.session.call(GET_EVENTS, self.subscription, **kwargs)
+                result = await self._call(kwargs)
                 self.pages += 1
                 events, more, anchor_found = self._parse(result)
             except ApplicationError as exc:
@@ -158,6 +163,20 @@ class HistoryFetcher:
                 self.complete = not gapped
                 return
         yield GAP_PAGE_LIMIT
+
+    async def _call(self, kwargs: dict[str, Any]) -> CallResult:
+        """One ``get_events`` call, repeated while the router answers unavailable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        delay = 0.1
+        while True:
+            try:
+                return await self.session.call(GET_EVENTS, self.subscription, **kwargs)
+            except ApplicationError as exc:
+                if exc.uri != errors.UNAVAILABLE or loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)  # the router's Redis link is coming back
+            delay = min(2 * delay, 1.0)
 
     def _anchor_gap(self, anchor: int | None, found: bool | None, events: bool) -> str | None:
         """The gap reason a page's anchor answer implies, if any."""
@@ -190,6 +209,12 @@ class Resumer:
     and then delivers the buffer and goes live. ``window`` publication IDs are
     remembered for de-duplication; at most ``max_buffer`` live events wait during
     a replay (more is a gap). ``on_gap`` runs where a gap sits in the stream.
+
+    A replay starts ``rewind`` publications before the last one handed (``_rewound``)
+    and drops what was handed already: a router may hand its own node's publications
+    before earlier ones from other nodes (a cluster node delivers what its sessions
+    publish at once, Redis orders it a moment later), so events still on their way
+    when the connection dropped can sit before the last one handed in the history.
     """
 
     def __init__(
@@ -202,11 +227,14 @@ class Resumer:
         max_buffer: int = 10_000,
         page_limit: int = 5000,
         max_pages: int = 40,
+        rewind: int = 256,
     ) -> None:
         self.topic = topic
         self.handler = handler
         self.on_gap = on_gap
         self.window = window
+        self.rewind = min(rewind, window - 1)
+        self._start: int | None = None  # the anchor taken at the first subscribe
         self.max_buffer = max_buffer
         self.page_limit = page_limit
         self.max_pages = max_pages
@@ -223,6 +251,7 @@ class Resumer:
         self._replayed_buffered: set[int] = set()  # … that the history delivered already
         self._overflow = False
         self._idle = asyncio.Event()
+        self._generation = 0  # ``begin`` calls so far
         self._idle.set()
 
     @property
@@ -276,6 +305,7 @@ class Resumer:
 
     def begin(self) -> None:
         """Buffer live events from now on (call before re-subscribing)."""
+        self._generation += 1  # an older recovery still unwinding must not touch this one
         self._buffer = deque()
         self._buffered.clear()
         self._replayed_buffered.clear()
@@ -310,24 +340,34 @@ class Resumer:
             log.info("no history anchor for %s: %s", self.topic, exc)
             return
         if newest is not None and self.last_publication is None:
-            self.last_publication = newest.publication
+            self.last_publication = self._start = newest.publication
+
+    def _rewound(self) -> int | None:
+        """The replay's anchor: ``rewind`` publications before the last one handed."""
+        recent = self._recent
+        if len(recent) > self.rewind:
+            return recent[-1 - self.rewind]
+        if self._start is not None:
+            return self._start
+        return recent[0] if recent else self.last_publication
 
     async def recover(self, session: HistorySession, subscription: int) -> None:
-        """Replay what followed ``last_publication``, then the buffer; then go live.
+        """Replay what followed the rewound anchor (not handed yet), then the buffer; go live.
 
         Needs ``begin`` first. If the session ends meanwhile nothing is reported
         (the next join recovers again).
         """
         self.recoveries += 1
         self.complete = False
-        after = self.last_publication
+        generation = self._generation
+        last, after = self.last_publication, self._rewound()
         replayed = 0
         gapped = False
 
         async def gap(reason: str) -> None:
             nonlocal gapped
             gapped = True
-            await self._report(Gap(self.topic, subscription, after, reason, replayed))
+            await self._report(Gap(self.topic, subscription, last, reason, replayed))
 
         try:
             if EVENT_HISTORY not in session.router_features("broker"):
@@ -345,14 +385,16 @@ class Resumer:
                     if isinstance(step, str):
                         await gap(step)
                         continue
-                    for event in step:
+                    fresh = [e for e in step if e.publication not in self._seen]  # rewound
+                    for event in fresh:
                         if event.publication in self._buffered:
                             self._replayed_buffered.add(event.publication)
                         self._hand_from_task(event, session)
-                    replayed += len(step)
-                    self.replayed += len(step)
+                    replayed += len(fresh)
+                    self.replayed += len(fresh)
         except (SessionClosed, asyncio.CancelledError):
-            self.abandon()
+            if generation == self._generation:  # not replaced by a newer ``begin``
+                self.abandon()
             raise
         except Exception as exc:  # a bug: report it as a gap and go live
             log.exception("recovery of %s failed", self.topic)

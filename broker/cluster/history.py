@@ -16,7 +16,10 @@ also publishes on that channel) touches one slot::
     wamp:{ctl}:h:{realm}:topics    set of the realm's topics with history (pattern queries)
 
 ``wamp.subscription.get_events`` reads those streams (``RedisHistoryReader``), so every
-node gives the same answer. A stream may hold more than ``limit`` entries (``~``); a
+node gives the same answer. A read first waits until Redis ran every write this node
+queued before it (``RedisHistory.flushed``: a PING through the single writer), so it
+sees this node's own events published before the query (their local subscribers got
+them at once, so a subscriber resuming here would otherwise miss them). A stream may hold more than ``limit`` entries (``~``); a
 read keeps the ``limit`` newest offsets and drops entries older than ``ttl`` by the
 Redis clock.
 """
@@ -26,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from broker.core.history import (
@@ -53,11 +56,15 @@ from protocol_spec.uri import MATCH_EXACT
 
 from .events import publication_of
 from .keys import CTL, SEP, topic_tag
-from .outbox import Command
+from .outbox import Command, Outbox
 from .scripts import HISTORY_PUBLISH
 
 if TYPE_CHECKING:
     from .connect import Client
+
+FLUSH_TIMEOUT = 5.0
+"""Seconds a history read waits for this node's earlier writes (the writer's own timeout
+fails them sooner when Redis hangs)."""
 
 __all__ = [
     "HISTORY_SHA",
@@ -122,9 +129,12 @@ def parse_entries(raw: list[Any]) -> list[StreamEntry]:
 class RedisHistory:
     """The history side of the Redis backend: the publish command, the readers per realm."""
 
-    def __init__(self, host: ClusterHost, command: Callable[[], Client | None]) -> None:
+    def __init__(
+        self, host: ClusterHost, command: Callable[[], Client | None], outbox: Outbox | None = None
+    ) -> None:
         self.host = host
         self._command = command
+        self._outbox = outbox
         self._known: set[tuple[str, str]] = set()
         """Topics this connection has added to their realm's topic set."""
 
@@ -133,7 +143,25 @@ class RedisHistory:
         for name, realm in self.host.realms.items():
             history = realm.context.history
             if history.settings.rules:
-                history.reader = RedisHistoryReader(name, history, self._command)
+                history.reader = RedisHistoryReader(name, history, self._command, self.flushed)
+
+    async def flushed(self) -> None:
+        """Wait until Redis ran every write this node queued before (``LinkLost`` if not)."""
+        if self._outbox is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def reply(result: Any) -> None:
+            if done.done():
+                return
+            if isinstance(result, Exception):
+                done.set_exception(result)
+            else:
+                done.set_result(None)
+
+        self._outbox.push(("PING",), reply)
+        async with asyncio.timeout(FLUSH_TIMEOUT):
+            await done
 
     def connected(self) -> None:
         """A new connection: topic sets are written again (Redis may have lost them)."""
@@ -185,11 +213,16 @@ class RedisHistoryReader:
     """``HistoryReader`` of one realm: reads the topic streams on the command client."""
 
     def __init__(
-        self, realm: str, history: RealmHistory, command: Callable[[], Client | None]
+        self,
+        realm: str,
+        history: RealmHistory,
+        command: Callable[[], Client | None],
+        flushed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.realm = realm
         self.history = history
         self._command = command
+        self._flushed = flushed
         self._tasks: set[asyncio.Task[None]] = set()
 
     def query(
@@ -212,6 +245,9 @@ class RedisHistoryReader:
         done: QueryDone,
     ) -> None:
         try:
+            if self._flushed is not None:
+                await self._flushed()  # this node's earlier writes are in the streams
+                cmd = self._command() or cmd
             page = await self.read(cmd, query, accept)
         except Exception as exc:  # the link failed: the caller hears it, the link recovers
             done(str(exc) or type(exc).__name__)

@@ -103,6 +103,8 @@ class PubSubLink:
         self._waiters: dict[Target, list[Callable[[], None]]] = {}
         self._leaving: Counter[bytes] = Counter()
         """Sharded channels this node unsubscribed, by confirmations still to come."""
+        self._pending: Counter[Target] = Counter()
+        """SUBSCRIBEs queued and not confirmed yet: watchers wait for the last one's."""
 
     @property
     def rtt(self) -> float | None:
@@ -122,7 +124,11 @@ class PubSubLink:
             return
         self._waiters.setdefault(target, []).append(done)
         if count == 0:
-            self._queue(True, target)
+            self._subscribe(target)
+
+    def _subscribe(self, target: Target) -> None:
+        self._pending[target] += 1
+        self._queue(True, target)
 
     def unwatch(self, target: Target) -> None:
         """Count one less; unsubscribe once nothing local needs ``target``."""
@@ -154,7 +160,7 @@ class PubSubLink:
         for channel in base:
             self._queue(True, (False, channel))
         for target in self._targets:
-            self._queue(True, target)
+            self._subscribe(target)
         for lane in lanes:
             lane.ops.put_nowait((self._op(True, False), lane.probe_channel))
 
@@ -163,6 +169,7 @@ class PubSubLink:
         self.linked = False
         self.lanes = []
         self._live.clear()
+        self._pending.clear()
         for waiters in self._waiters.values():
             for done in waiters:
                 done()
@@ -220,6 +227,10 @@ class PubSubLink:
             self._receive(lane, channel, msg["data"], dispatch)
         elif kind in ("subscribe", "psubscribe", "ssubscribe"):
             target = (kind == "psubscribe", channel)
+            if self._pending[target] > 1:  # an UNSUBSCRIBE and another SUBSCRIBE follow
+                self._pending[target] -= 1
+                return
+            self._pending.pop(target, None)
             self._live.add(target)
             for done in self._waiters.pop(target, ()):
                 done()

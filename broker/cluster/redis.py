@@ -159,7 +159,7 @@ class RedisCluster(Cluster):
         self.outbox = Outbox(self.timing.command_timeout, pub)
         self.events = EventChannels(self.node, host, self.outbox)
         self.events.patterns = self.patterns
-        self.history = RedisHistory(host, lambda: self._cmd)
+        self.history = RedisHistory(host, lambda: self._cmd, self.outbox)
         self.history.install()
         self.repair = GapRepair(self.node, host)
         self.events.history, self.events.repair = self.history, self.repair

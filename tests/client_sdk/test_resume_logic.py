@@ -172,6 +172,37 @@ async def test_fetcher_reports_a_failed_call_and_a_malformed_answer() -> None:
     assert isinstance(reason, str) and reason.startswith(GAP_MALFORMED)
 
 
+class Flaky(FakeHistory):
+    """Answers ``wamp.error.unavailable`` to the first ``refusals`` calls."""
+
+    def __init__(self, kept: list[int], refusals: int) -> None:
+        super().__init__(kept)
+        self.refusals = refusals
+
+    async def call(self, procedure: str, *args: Any, **kwargs: Any) -> CallResult:
+        if self.refusals:
+            self.refusals -= 1
+            self.calls.append(kwargs)
+            raise ApplicationError("wamp.error.unavailable")
+        return await super().call(procedure, *args, **kwargs)
+
+
+async def test_fetcher_repeats_a_call_the_router_answered_unavailable() -> None:
+    kept = ids(5)
+    session = Flaky(kept, refusals=2)  # then the router has its history back
+    fetcher = HistoryFetcher(session, TOPIC, SUB, kept[1], retry_for=5.0)
+    assert await steps(fetcher) == [kept[2:]]
+    assert fetcher.complete and len(session.calls) == 3
+
+
+async def test_fetcher_reports_unavailable_after_retry_for() -> None:
+    session = FakeHistory(ids(3))
+    session.fail = ApplicationError("wamp.error.unavailable")
+    got = await steps(HistoryFetcher(session, TOPIC, SUB, 5, retry_for=0.25))
+    assert got == [f"{GAP_CALL_FAILED}: wamp.error.unavailable"]
+    assert 2 <= len(session.calls) <= 4
+
+
 async def test_fetcher_lets_the_end_of_the_session_through() -> None:
     session = FakeHistory(ids(3))
     session.fail = SessionClosed("wamp.close.normal", "gone")
@@ -206,6 +237,50 @@ async def test_resumer_delivers_history_then_buffered_live_events_each_once() ->
     r.deliver(live(kept[-1]))  # a late duplicate after going live
     assert len(got) == 30 and r.duplicates == 4
     assert r.last_publication == kept[-1]
+
+
+async def test_resumer_replays_events_that_came_before_the_last_one_handed() -> None:
+    """A node hands its own publication before earlier ones from other nodes arrive."""
+    kept = ids(10)
+    r, got, gaps = resumer(rewind=4)
+    for publication in [*kept[:5], kept[7]]:  # kept[5], kept[6] were still on their way
+        r.deliver(live(publication))
+    r.begin()  # the connection dropped; the replay starts 4 handed publications back
+    await r.recover(FakeHistory(kept), SUB)
+    assert [e.publication for e in got] == [*kept[:5], kept[7], kept[5], kept[6], *kept[8:]]
+    assert gaps == [] and r.complete and r.duplicates == 0 and r.replayed == 4
+
+
+class Stalled(FakeHistory):
+    """Never answers: a recovery waiting on it is still running when it is replaced."""
+
+    def __init__(self, kept: list[int]) -> None:
+        super().__init__(kept)
+        self.called = asyncio.Event()
+
+    async def call(self, procedure: str, *args: Any, **kwargs: Any) -> CallResult:
+        self.called.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_replaced_recovery_unwinding_late_leaves_the_new_one_buffering() -> None:
+    kept = ids(6)
+    r, got, gaps = resumer()
+    r.deliver(live(kept[0]))
+    r.begin()  # a re-join; its recovery waits on the router …
+    stalled = Stalled(kept)
+    old = asyncio.ensure_future(r.recover(stalled, SUB))
+    await asyncio.wait_for(stalled.called.wait(), 5)
+    old.cancel()  # … when the session dies and the next join starts over (kept.py's order)
+    r.abandon()
+    r.begin()
+    with pytest.raises(asyncio.CancelledError):
+        await old  # the old recovery unwinds only now
+    r.deliver(live(kept[5]))  # live during the new recovery: buffered, not handed
+    assert [e.publication for e in got] == [kept[0]] and r.recovering
+    await r.recover(FakeHistory(kept[:5]), SUB)
+    assert [e.publication for e in got] == kept and gaps == [] and r.complete
 
 
 async def test_resumer_reports_a_router_without_event_history_and_goes_live() -> None:

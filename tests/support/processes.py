@@ -147,6 +147,24 @@ def start_broker(
     return broker
 
 
+def local_ports(pid: int) -> set[int]:
+    """Local TCP ports of the sockets process ``pid`` holds (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[9] in inodes:
+            ports.add(int(parts[1].split(":")[1], 16))
+    return ports
+
+
 @dataclass
 class RedisProcess:
     """A real redis-server on a free loopback port, without persistence."""

@@ -70,3 +70,19 @@ async def test_both_nodes_keep_events_published_on_one_of_them(
     result = await publisher.call("wamp.subscription.get_events", sub.id, reverse=True)
     assert [e["args"][0] for e in result.args[0]] == [2, 1, 0]
     assert result.kwargs == {"more": False}
+
+
+async def test_get_events_sees_what_this_node_published_just_before(
+    history_nodes: list[BrokerProcess], connect: Connect
+) -> None:
+    """Its local subscribers got those at once: a resume here must not miss them."""
+    session = await connect(history_nodes[0].url)
+    sub = await session.subscribe("hist.own", lambda _event: None)
+    for burst in range(5):
+        last = 0
+        for n in range(40):  # queued in the node's writer, not yet in Redis …
+            last = 100 * burst + n
+            await session.publish("hist.own", last, options=PublishOptions(exclude_me=True))
+        # … when the same session asks (its messages are handled in order)
+        result = await session.call("wamp.subscription.get_events", sub.id, reverse=True, limit=1)
+        assert [e["args"][0] for e in result.args[0]] == [last]

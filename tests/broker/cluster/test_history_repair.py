@@ -9,7 +9,6 @@ subscriber's node must publish ``wamp.subscription.on_history_gap``.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 import urllib.request
@@ -23,7 +22,7 @@ import redis
 import client_sdk
 from broker.cluster.repair import HISTORY_GAP
 from client_sdk import ApplicationError, Event, PublishOptions
-from tests.support.processes import BrokerProcess, RedisProcess, start_redis
+from tests.support.processes import BrokerProcess, RedisProcess, local_ports, start_redis
 
 from .conftest import TIMING, start_node
 from .test_events import Connect
@@ -47,27 +46,9 @@ def _config(tmp: Path) -> Path:
     return path
 
 
-def _local_ports(pid: int) -> set[int]:
-    """Local TCP ports of the sockets process ``pid`` holds (from /proc)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        parts = line.split()
-        if parts[9] in inodes:
-            ports.add(int(parts[1].split(":")[1], 16))
-    return ports
-
-
 def cut_links(server: RedisProcess, node: BrokerProcess) -> int:
     """CLIENT KILL every Redis connection of ``node``; how many were killed."""
-    ports = _local_ports(node.proc.pid)
+    ports = local_ports(node.proc.pid)
     client = redis.Redis.from_url(server.url)
     killed = 0
     try:

@@ -5,6 +5,7 @@ A real redis-server; the backend is driven by the test's own event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.cluster.keys import CONTROL, inbox
-from broker.cluster.link import ClusterTiming
+from broker.cluster.link import ClusterTiming, Lane, PubSubLink
 from broker.cluster.outbox import MAX_OUTBOX, Outbox
 from broker.cluster.redis import RedisCluster
 from broker.cluster.state import TRANSITIONS, LinkState, LinkStateMachine
@@ -143,3 +144,50 @@ def test_reconnection_uses_the_shared_jittered_backoff() -> None:
         "state": "connecting",
         "outbox_dropped": 0,
     }
+
+
+async def test_a_channel_watched_again_before_its_unsubscribe_is_confirmed_stays_subscribed(
+    own_redis: RedisProcess,
+) -> None:
+    """The last local subscriber leaves and a new one comes at once: still subscribed."""
+    link = PubSubLink("relink-a", TIMING)
+    client = Redis.from_url(own_redis.url)
+    pubsub = client.pubsub()
+    got: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+    await pubsub.subscribe(b"unused")  # redis-py reads a pub/sub connection once subscribed
+    lane = Lane(pubsub, b"wamp:probe:relink-a")
+    tasks = [
+        asyncio.create_task(link.read(lane, lambda *message: got.put_nowait(message))),
+        asyncio.create_task(link.subscriber(lane)),
+    ]
+    target = (False, b"wamp:ev:test")
+    try:
+        link.relink([lane], ())
+        first = asyncio.Event()
+        link.watch(target, first.set)
+        await asyncio.wait_for(first.wait(), 5)
+        link.unwatch(target)  # the UNSUBSCRIBE is queued, not confirmed yet …
+        again = asyncio.Event()
+        link.watch(target, again.set)  # … when the next local subscriber comes
+        await asyncio.wait_for(again.wait(), 5)
+        for n in range(20):  # whatever Redis applied meanwhile, the channel stays live
+            await client.publish(target[1], b"%d" % n)
+        assert await asyncio.wait_for(got.get(), 5) == (target[1], b"0")
+        # the same before even the SUBSCRIBE is confirmed: subscribe, leave, subscribe
+        other = (False, b"wamp:ev:test2")
+        link.watch(other, lambda: None)
+        link.unwatch(other)
+        third = asyncio.Event()
+        link.watch(other, third.set)
+        await asyncio.wait_for(third.wait(), 5)
+        await client.publish(other[1], b"live")
+        async with asyncio.timeout(5):
+            while (message := await got.get())[0] != other[1]:
+                pass
+        assert message == (other[1], b"live")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
