@@ -36,6 +36,7 @@ __all__ = [
     "opt_list",
     "opt_mapping",
     "opt_text",
+    "packer",
     "text",
     "wire",
     "wire_keys",
@@ -192,6 +193,26 @@ def _dump(value: dict[str, Any]) -> bytes:
 
 
 _T = TypeVar("_T", bound="_Wire")
+
+
+def packer(cls: type) -> Callable[..., bytes]:
+    """A function packing ``cls``'s field values, given in declaration order, to bytes.
+
+    The same bytes as ``cls(*values).pack()`` without building the instance: the hot
+    path of the inbox envelopes, one per cross-node call and answer.
+    """
+    ns: dict[str, Any] = {"dump": _PACKER.pack}
+    op = getattr(cls, "OP", None)
+    items = [] if op is None else [f"'v': {VERSION!r}"] + ([f"'op': {op!r}"] if op else [])
+    params: list[str] = []
+    for i, (_name, key, _decode, encode, _default) in enumerate(_spec(cls)):
+        params.append(f"a{i}")
+        ns[f"e{i}"] = encode
+        items.append(f"{key!r}: " + (f"a{i}" if encode is None else f"e{i}(a{i})"))
+    source = f"def pack({', '.join(params)}):\n    return dump({{{', '.join(items)}}})\n"
+    exec(source, ns)  # generated from our own field keys only
+    pack: Callable[..., bytes] = ns["pack"]
+    return pack
 
 
 _Codec = tuple[Callable[[Any], dict[str, Any]], Callable[[dict[Any, Any]], Any]]
