@@ -362,7 +362,8 @@ class Envelope(_Wire):
 
     def pack(self) -> bytes:
         """The envelope as msgpack bytes."""
-        return _dump(self.to_map())
+        data: bytes = _PACKER.pack(_codec(type(self))[0](self))
+        return data
 
 
 def decode_envelope(env: dict[Any, Any], table: dict[str, type[_E]], channel: str) -> _E:

@@ -54,7 +54,7 @@ def pack_commands(commands: list[Command]) -> bytes:
     for command in commands:
         out += b"*%d\r\n" % len(command)
         for value in command:
-            arg = _arg(value)
+            arg = value if type(value) is bytes else _arg(value)
             out += b"$%d\r\n" % len(arg)
             out += arg
             out += b"\r\n"
