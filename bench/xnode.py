@@ -161,7 +161,7 @@ def run_case(
     }
 
 
-def one_round(name: str, tree: Path, p: argparse.Namespace) -> list[dict[str, Any]]:
+def one_round(name: str, tree: Path, p: argparse.Namespace, index: int = 0) -> list[dict[str, Any]]:
     cpus = [int(c) for c in p.server_cpu.split(",") if c]
     with tempfile.TemporaryDirectory() as workdir:
         port = free_port()
@@ -178,7 +178,7 @@ def one_round(name: str, tree: Path, p: argparse.Namespace) -> list[dict[str, An
             p.redis_idle = idle_rate(port)
             rows = []
             for case in p.cases.split(","):
-                row = {"tree": name, **run_case(case, single, a, b, port, p)}
+                row = {"tree": name, "round": index, **run_case(case, single, a, b, port, p)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             return rows
@@ -206,7 +206,10 @@ def summary(rows: list[dict[str, Any]]) -> None:
                 print(
                     f"  {case:18} router {med(tree, case, 'router_cpu_us'):8.2f} µs/op"
                     f"  redis {med(tree, case, 'redis_cpu_us'):7.2f} µs/op"
+                    f" {med(tree, case, 'redis_cpu_us_per_publish'):7.2f} µs/publish-or-call"
+                    f" {med(tree, case, 'redis_commands_per_publish_or_call'):6.3f} cmds"
                     f"  {med(tree, case, 'throughput'):10.0f} op/s"
+                    f"  (runs: {len(by[(tree, case)])})"
                 )
         local, cross = (
             med(tree, "rpc-local", "router_cpu_us"),
@@ -217,6 +220,30 @@ def summary(rows: list[dict[str, Any]]) -> None:
             med(tree, "fanout-cross", "router_cpu_us"),
         )
         print(f"  rpc cross/local {cross / local:.2f}x   fan-out cross/local {fc / fl:.2f}x")
+        rpc, fan = _round_ratios(rows, tree, "rpc"), _round_ratios(rows, tree, "fanout")
+        print(f"  per-round ratios (cross/local in the same round): rpc {rpc}  fan-out {fan}")
+
+
+def _round_ratios(rows: list[dict[str, Any]], tree: str, kind: str) -> str:
+    """Median and list of cross/local router CPU per op, each pair from one round.
+
+    Both cases of a round ran back to back on the same nodes, so the machine's load
+    (other processes) weighs on both alike: steadier than a ratio of medians.
+    """
+    cpu = {
+        (r.get("round"), r["case"]): r["router_cpu_us"]
+        for r in rows
+        if r["tree"] == tree and r["router_cpu_us"]
+    }
+    ratios = sorted(
+        cpu[(n, f"{kind}-cross")] / cpu[(n, f"{kind}-local")]
+        for n, case in cpu
+        if case == f"{kind}-local" and (n, f"{kind}-cross") in cpu
+    )
+    if not ratios:
+        return "-"
+    listed = ", ".join(f"{x:.2f}" for x in ratios)
+    return f"median {ratios[len(ratios) // 2]:.2f}x [{listed}]"
 
 
 def main() -> int:
@@ -234,9 +261,9 @@ def main() -> int:
     p = ap.parse_args()
     trees = [t.split("=", 1) for t in p.tree] or [["this", str(ROOT)]]
     rows: list[dict[str, Any]] = []
-    for _ in range(p.rounds):
+    for index in range(p.rounds):
         for name, path in trees:
-            rows += one_round(name, Path(path).resolve(), p)
+            rows += one_round(name, Path(path).resolve(), p, index)
     if p.out:
         with open(p.out, "a") as f:
             for row in rows:
