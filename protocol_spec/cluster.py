@@ -1,8 +1,8 @@
 """The cluster wire: envelopes and records broker nodes exchange through Redis.
 
 One dataclass per envelope kind, like ``messages`` does for WAMP (frozen, except the
-inbox envelopes: one is built per cross-node call and answer, and a frozen dataclass
-costs several times more to build). Every
+event and inbox envelopes: one is built per cross-node event, call and answer, and a
+frozen dataclass costs several times more to build). Every
 envelope is a msgpack map with short keys (protocol_spec/cluster.md, "Envelopes"):
 ``v`` the protocol version, ``op`` the kind (events have none: their channel says it)
 and ``n`` the sending node. Records are the values of the per-node hashes
@@ -177,7 +177,7 @@ class TestamentsRecord(Record):
 
 
 # --- event envelopes -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventEnvelope(Envelope):
     """An event on ``wamp:ev:{realm}:{topic}`` (and a retained event's stored value).
 
