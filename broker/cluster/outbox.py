@@ -93,7 +93,15 @@ class _Direct:
 
     async def send(self, commands: list[Command]) -> list[Any]:
         conn = self.conn
-        await conn.send_packed_command(pack_commands(commands), check_health=False)
+        data = pack_commands(commands)
+        writer = getattr(conn, "_writer", None)
+        if isinstance(writer, asyncio.StreamWriter):
+            # what ``send_packed_command`` does, without the task its ``wait_for`` starts
+            # per write (the batch's own timeout bounds the drain)
+            writer.write(data)
+            await writer.drain()
+        else:
+            await conn.send_packed_command(data, check_health=False)
         results: list[Any] = []
         for _command in commands:
             try:
