@@ -13,7 +13,8 @@ more source trees (``--tree``; ``before`` vs ``after``), and runs, in the same r
 Per case it records the routers' CPU per operation (``/proc`` of the node processes,
 over the measured window) and Redis's CPU per operation (``INFO cpu``, over the whole
 load generator run divided by everything sent, less Redis's idle rate with both nodes
-connected, measured for 3 s first), so the ratios the scale-out issue
+connected, measured for 3 s first), and the µs Redis spent executing each ``PUBLISH``
+(``INFO commandstats``; ``redis_publish_cmd_us``), so the ratios the scale-out issue
 asks about (cross-node call vs local call, cross-node delivered event vs local) come
 from the same run. Rounds alternate between trees, so the machine's load hits both.
 
@@ -100,6 +101,19 @@ def redis_cpu(port: int) -> float:
     return total
 
 
+def publish_stats(port: int) -> tuple[int, int]:
+    """(calls, µs) Redis spent executing PUBLISH so far (``INFO commandstats``).
+
+    The command's own work only (no event loop, no socket reads): steady on a loaded
+    machine, unlike ``INFO cpu``, which is everything the server process did.
+    """
+    for line in redis_cli(port, "INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_publish:"):
+            fields = dict(item.split("=", 1) for item in line.split(":", 1)[1].split(","))
+            return int(fields["calls"]), int(fields["usec"])
+    return 0, 0
+
+
 def idle_rate(port: int, seconds: float = 3.0) -> float:
     """Redis CPU seconds per second while the nodes only heartbeat and probe.
 
@@ -141,8 +155,11 @@ def run_case(
         "fanout-cross": ["cluster", "--pub-url", a.url, "--url", b.url, *pids_ab],
     }[case]
     before, started, commands = redis_cpu(port), time.monotonic(), redis_commands(port)
+    publishes, publish_us = publish_stats(port)
     record = loadgen([*argv, *common])
     commands = redis_commands(port) - commands
+    calls_after, us_after = publish_stats(port)
+    publishes, publish_us = calls_after - publishes, us_after - publish_us
     redis_s = redis_cpu(port) - before - p.redis_idle * (time.monotonic() - started)
     ops = record.get("delivered") or record.get("received") or record["sent"]
     total_ops = record["sent"] * (p.subscribers if case.startswith("fanout") else 1)
@@ -157,6 +174,7 @@ def run_case(
         "redis_commands_per_publish_or_call": round(commands / max(record["sent"], 1), 3),
         "redis_cpu_us": round(redis_s / max(total_ops, 1) * 1e6, 3),
         "redis_cpu_us_per_publish": round(redis_s / max(record["sent"], 1) * 1e6, 3),
+        "redis_publish_cmd_us": round(publish_us / max(publishes, 1), 3),
         "other_cpu": (record.get("machine") or {}).get("other_cpu_util"),
     }
 
