@@ -17,23 +17,27 @@ import asyncio
 from protocol_spec.cluster import NodeGone
 
 from . import keys
-from .connect import connect_clients, parse_redis_url
+from .connect import parse_redis_url, shared_client
 
 __all__ = ["announce_gone"]
 
 
 async def announce_gone(url: str, node: str, timeout: float = 1.0) -> None:
-    """Delete ``node``'s heartbeat key and publish ``gone`` for it (at most ``timeout`` s each step).
+    """Delete ``node``'s heartbeat key and publish ``gone`` for it (within ``timeout`` s).
 
     Only for a node whose process is known to have ended: a live node would be dropped
     by the others while it still serves (until its next heartbeat republishes it).
+    The client is ``connect.shared_client``'s (single server, Sentinel's master, or a
+    Redis Cluster client, where control envelopes are published sharded).
     """
-    cmd, sub, _master = await connect_clients(parse_redis_url(url), timeout)
+    sharded = bool(getattr(parse_redis_url(url), "cluster", False))
+    client = shared_client(url, timeout)
     try:
-        pipe = cmd.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         pipe.delete(keys.node_key(node))
-        pipe.publish(keys.CONTROL, NodeGone(node).pack())
+        pipe.execute_command(
+            "SPUBLISH" if sharded else "PUBLISH", keys.CONTROL, NodeGone(node).pack()
+        )
         await asyncio.wait_for(pipe.execute(), timeout)
     finally:
-        await cmd.aclose()
-        await sub.aclose()
+        await client.aclose()
