@@ -13,7 +13,8 @@ more source trees (``--tree``; ``before`` vs ``after``), and runs, in the same r
 Per case it records the routers' CPU per operation (``/proc`` of the node processes,
 over the measured window) and Redis's CPU per operation (``INFO cpu``, over the whole
 load generator run divided by everything sent, less Redis's idle rate with both nodes
-connected, measured for 3 s first), so the ratios the scale-out issue
+connected, measured for 3 s first), and the µs Redis spent executing each ``PUBLISH``
+(``INFO commandstats``; ``redis_publish_cmd_us``), so the ratios the scale-out issue
 asks about (cross-node call vs local call, cross-node delivered event vs local) come
 from the same run. Rounds alternate between trees, so the machine's load hits both.
 
@@ -100,6 +101,19 @@ def redis_cpu(port: int) -> float:
     return total
 
 
+def publish_stats(port: int) -> tuple[int, int]:
+    """(calls, µs) Redis spent executing PUBLISH so far (``INFO commandstats``).
+
+    The command's own work only (no event loop, no socket reads): steady on a loaded
+    machine, unlike ``INFO cpu``, which is everything the server process did.
+    """
+    for line in redis_cli(port, "INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_publish:"):
+            fields = dict(item.split("=", 1) for item in line.split(":", 1)[1].split(","))
+            return int(fields["calls"]), int(fields["usec"])
+    return 0, 0
+
+
 def idle_rate(port: int, seconds: float = 3.0) -> float:
     """Redis CPU seconds per second while the nodes only heartbeat and probe.
 
@@ -141,8 +155,11 @@ def run_case(
         "fanout-cross": ["cluster", "--pub-url", a.url, "--url", b.url, *pids_ab],
     }[case]
     before, started, commands = redis_cpu(port), time.monotonic(), redis_commands(port)
+    publishes, publish_us = publish_stats(port)
     record = loadgen([*argv, *common])
     commands = redis_commands(port) - commands
+    calls_after, us_after = publish_stats(port)
+    publishes, publish_us = calls_after - publishes, us_after - publish_us
     redis_s = redis_cpu(port) - before - p.redis_idle * (time.monotonic() - started)
     ops = record.get("delivered") or record.get("received") or record["sent"]
     total_ops = record["sent"] * (p.subscribers if case.startswith("fanout") else 1)
@@ -157,11 +174,12 @@ def run_case(
         "redis_commands_per_publish_or_call": round(commands / max(record["sent"], 1), 3),
         "redis_cpu_us": round(redis_s / max(total_ops, 1) * 1e6, 3),
         "redis_cpu_us_per_publish": round(redis_s / max(record["sent"], 1) * 1e6, 3),
+        "redis_publish_cmd_us": round(publish_us / max(publishes, 1), 3),
         "other_cpu": (record.get("machine") or {}).get("other_cpu_util"),
     }
 
 
-def one_round(name: str, tree: Path, p: argparse.Namespace) -> list[dict[str, Any]]:
+def one_round(name: str, tree: Path, p: argparse.Namespace, index: int = 0) -> list[dict[str, Any]]:
     cpus = [int(c) for c in p.server_cpu.split(",") if c]
     with tempfile.TemporaryDirectory() as workdir:
         port = free_port()
@@ -178,7 +196,7 @@ def one_round(name: str, tree: Path, p: argparse.Namespace) -> list[dict[str, An
             p.redis_idle = idle_rate(port)
             rows = []
             for case in p.cases.split(","):
-                row = {"tree": name, **run_case(case, single, a, b, port, p)}
+                row = {"tree": name, "round": index, **run_case(case, single, a, b, port, p)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             return rows
@@ -206,7 +224,10 @@ def summary(rows: list[dict[str, Any]]) -> None:
                 print(
                     f"  {case:18} router {med(tree, case, 'router_cpu_us'):8.2f} µs/op"
                     f"  redis {med(tree, case, 'redis_cpu_us'):7.2f} µs/op"
+                    f" {med(tree, case, 'redis_cpu_us_per_publish'):7.2f} µs/publish-or-call"
+                    f" {med(tree, case, 'redis_commands_per_publish_or_call'):6.3f} cmds"
                     f"  {med(tree, case, 'throughput'):10.0f} op/s"
+                    f"  (runs: {len(by[(tree, case)])})"
                 )
         local, cross = (
             med(tree, "rpc-local", "router_cpu_us"),
@@ -217,6 +238,30 @@ def summary(rows: list[dict[str, Any]]) -> None:
             med(tree, "fanout-cross", "router_cpu_us"),
         )
         print(f"  rpc cross/local {cross / local:.2f}x   fan-out cross/local {fc / fl:.2f}x")
+        rpc, fan = _round_ratios(rows, tree, "rpc"), _round_ratios(rows, tree, "fanout")
+        print(f"  per-round ratios (cross/local in the same round): rpc {rpc}  fan-out {fan}")
+
+
+def _round_ratios(rows: list[dict[str, Any]], tree: str, kind: str) -> str:
+    """Median and list of cross/local router CPU per op, each pair from one round.
+
+    Both cases of a round ran back to back on the same nodes, so the machine's load
+    (other processes) weighs on both alike: steadier than a ratio of medians.
+    """
+    cpu = {
+        (r.get("round"), r["case"]): r["router_cpu_us"]
+        for r in rows
+        if r["tree"] == tree and r["router_cpu_us"]
+    }
+    ratios = sorted(
+        cpu[(n, f"{kind}-cross")] / cpu[(n, f"{kind}-local")]
+        for n, case in cpu
+        if case == f"{kind}-local" and (n, f"{kind}-cross") in cpu
+    )
+    if not ratios:
+        return "-"
+    listed = ", ".join(f"{x:.2f}" for x in ratios)
+    return f"median {ratios[len(ratios) // 2]:.2f}x [{listed}]"
 
 
 def main() -> int:
@@ -234,9 +279,9 @@ def main() -> int:
     p = ap.parse_args()
     trees = [t.split("=", 1) for t in p.tree] or [["this", str(ROOT)]]
     rows: list[dict[str, Any]] = []
-    for _ in range(p.rounds):
+    for index in range(p.rounds):
         for name, path in trees:
-            rows += one_round(name, Path(path).resolve(), p)
+            rows += one_round(name, Path(path).resolve(), p, index)
     if p.out:
         with open(p.out, "a") as f:
             for row in rows:

@@ -13,8 +13,12 @@ once) while workers come and go. Where ``SO_REUSEPORT`` is missing, or with
 inherit that socket and accept from its single queue.
 
 Life: a worker that exits unasked is started again after a backoff (0.25 s doubling
-to 10 s, reset once it ran 30 s) under a new node ID: the other nodes reap the dead
-one when its heartbeat expires (``node_timeout``), failing calls pending on it. SIGTERM/SIGINT go to every worker, which drain as
+to 10 s, reset once it ran 30 s) under a new node ID. Before that the supervisor
+announces the dead worker's node gone (``broker.cluster.obituary``: its heartbeat key
+deleted, ``gone`` on the control channel), so the other nodes drop it at once and fail
+the calls pending on it instead of waiting for its heartbeat to expire
+(``node_timeout``); they reap its state at their next heartbeat check.
+SIGTERM/SIGINT go to every worker, which drain as
 one broker does (GOODBYE, leave the cluster, wait ``drain_timeout``); the
 supervisor waits for them (SIGKILL after ``drain_timeout`` + 5 s) and exits.
 
@@ -53,6 +57,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.cluster.obituary import announce_gone
 from broker.config import Settings
 from broker.metrics import CONTENT_TYPE
 from broker.server import LISTEN_FD_ENV, REUSEPORT_ENV
@@ -252,6 +257,7 @@ class Supervisor:
             worker.ready = False
             if self._stopping:
                 return
+            await self._announce_gone(worker)
             ran = time.monotonic() - worker.started
             if ran >= HEALTHY_AFTER:
                 worker.failures = 0
@@ -270,6 +276,20 @@ class Supervisor:
                 return
             worker.restarts += 1
             await self._spawn(worker)
+
+    async def _announce_gone(self, worker: _Worker) -> None:
+        """The worker's process ended: tell the other nodes now, not after ``node_timeout``."""
+        url = self.settings.redis_url
+        if not url:
+            return
+        node = self._node_id(worker)
+        timeout = self.settings.cluster_timing.get("command_timeout", 1.0)
+        try:
+            await announce_gone(url, node, timeout)
+        except Exception as exc:  # the others still drop it when its heartbeat expires
+            log.warning("could not announce that node %s is gone: %s", node, exc)
+        else:
+            log.info("announced node %s gone", node)
 
     async def _check(self) -> None:
         """Ask every worker for its readiness every 0.5 s (logs when all first are ready)."""

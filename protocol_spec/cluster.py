@@ -1,6 +1,8 @@
 """The cluster wire: envelopes and records broker nodes exchange through Redis.
 
-One frozen dataclass per envelope kind, like ``messages`` does for WAMP. Every
+One dataclass per envelope kind, like ``messages`` does for WAMP (frozen, except the
+event and inbox envelopes: one is built per cross-node event, call and answer, and a
+frozen dataclass costs several times more to build). Every
 envelope is a msgpack map with short keys (protocol_spec/cluster.md, "Envelopes"):
 ``v`` the protocol version, ``op`` the kind (events have none: their channel says it)
 and ``n`` the sending node. Records are the values of the per-node hashes
@@ -41,6 +43,7 @@ from .cluster_codec import (
     opt_list,
     opt_mapping,
     opt_text,
+    packer,
     text,
     wire,
     wire_keys,
@@ -81,6 +84,10 @@ __all__ = [
     "decode_event",
     "decode_inbox",
     "decode_inboxes",
+    "pack_error",
+    "pack_interrupt",
+    "pack_invocation",
+    "pack_result",
     "publication_marker",
     "wire_keys",
 ]
@@ -188,7 +195,7 @@ class TestamentsRecord(Record):
 
 
 # --- event envelopes -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventEnvelope(Envelope):
     """An event on ``wamp:ev:{realm}:{topic}`` (and a retained event's stored value).
 
@@ -400,7 +407,7 @@ class InboxMessage(Envelope):
     request: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InboxInvocation(InboxMessage):
     """``inv`` caller node → callee node: invoke registration ``reg`` on callee ``s``."""
 
@@ -415,7 +422,7 @@ class InboxInvocation(InboxMessage):
     kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InboxInterrupt(InboxMessage):
     """``int`` caller node → callee node: the call was canceled or timed out."""
 
@@ -427,7 +434,7 @@ class InboxInterrupt(InboxMessage):
     options: dict[str, Any] = field(metadata=wire("o", mapping_or_empty))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InboxResult(InboxMessage):
     """``res`` callee node → caller node: a result (``d.progress`` when progressive)."""
 
@@ -446,7 +453,7 @@ class InboxResult(InboxMessage):
         return self.details.get("progress") is True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InboxError(InboxMessage):
     """``err`` callee node → caller node: the call failed with error URI ``e``."""
 
@@ -465,6 +472,15 @@ INBOX_TYPES: Final[dict[str, type[InboxMessage]]] = {
     cls.OP: cls for cls in (InboxInvocation, InboxInterrupt, InboxResult, InboxError)
 }
 """``op`` → class of every inbox envelope."""
+
+pack_invocation: Final = packer(InboxInvocation)
+"""``InboxInvocation(*fields).pack()`` without the instance (the cross-node call path)."""
+pack_interrupt: Final = packer(InboxInterrupt)
+"""``InboxInterrupt(*fields).pack()`` without the instance."""
+pack_result: Final = packer(InboxResult)
+"""``InboxResult(*fields).pack()`` without the instance."""
+pack_error: Final = packer(InboxError)
+"""``InboxError(*fields).pack()`` without the instance."""
 
 
 def decode_inbox(data: bytes | str) -> InboxMessage:

@@ -40,6 +40,10 @@ from protocol_spec.cluster import (
     SessionRecord,
     SubscriptionChanged,
     SubscriptionRecord,
+    pack_error,
+    pack_interrupt,
+    pack_invocation,
+    pack_result,
 )
 from protocol_spec.errors import CloseCode
 from protocol_spec.messages import Error, Interrupt, Invocation, Message, Result
@@ -52,31 +56,31 @@ __all__ = ["Mirror", "NodePeer", "NodeState"]
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[bytes, InboxMessage], None]
-"""Ship an inbox envelope: (the node's inbox channel, envelope)."""
+Send = Callable[[bytes, bytes], None]
+"""Ship a packed inbox envelope: (the node's inbox channel, envelope bytes)."""
 
 
-def _invocation(peer: NodePeer, m: Invocation) -> InboxMessage:
-    return InboxInvocation(
+def _invocation(peer: NodePeer, m: Invocation) -> bytes:
+    return pack_invocation(
         peer.origin, peer.realm, peer.callee, m.request, m.registration, m.details, m.args, m.kwargs
     )
 
 
-def _interrupt(peer: NodePeer, m: Interrupt) -> InboxMessage:
-    return InboxInterrupt(peer.origin, peer.realm, peer.callee, m.request, m.options)
+def _interrupt(peer: NodePeer, m: Interrupt) -> bytes:
+    return pack_interrupt(peer.origin, peer.realm, peer.callee, m.request, m.options)
 
 
-def _result(peer: NodePeer, m: Result) -> InboxMessage:
-    return InboxResult(peer.origin, peer.realm, peer.callee, m.request, m.details, m.args, m.kwargs)
+def _result(peer: NodePeer, m: Result) -> bytes:
+    return pack_result(peer.origin, peer.realm, peer.callee, m.request, m.details, m.args, m.kwargs)
 
 
-def _error(peer: NodePeer, m: Error) -> InboxMessage:
-    return InboxError(
+def _error(peer: NodePeer, m: Error) -> bytes:
+    return pack_error(
         peer.origin, peer.realm, peer.callee, m.request, m.details, m.error, m.args, m.kwargs
     )
 
 
-_OUTBOUND: dict[type[Message], Callable[[NodePeer, Any], InboxMessage]] = {
+_OUTBOUND: dict[type[Message], Callable[[NodePeer, Any], bytes]] = {
     Invocation: _invocation,
     Interrupt: _interrupt,
     Result: _result,

@@ -21,14 +21,95 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
 
 from .connect import Client
 from .link import LinkLost
 
 __all__ = ["MAX_OUTBOX", "Build", "Command", "Outbox", "Reply", "Tally"]
+
+
+def _arg(value: Any) -> bytes:
+    """One command argument as Redis takes it (redis-py's encoding of these types)."""
+    kind = type(value)
+    if kind is bytes:
+        data: bytes = value
+        return data
+    if kind is str:
+        return str(value).encode()
+    if kind is int or kind is float:
+        return repr(value).encode()
+    raise TypeError(f"cannot send a {kind.__name__} to Redis")
+
+
+def pack_commands(commands: list[Command]) -> bytes:
+    """Commands in the Redis protocol (RESP arrays of bulk strings), back to back."""
+    out = bytearray()
+    for command in commands:
+        out += b"*%d\r\n" % len(command)
+        for value in command:
+            arg = value if type(value) is bytes else _arg(value)
+            out += b"$%d\r\n" % len(arg)
+            out += arg
+            out += b"\r\n"
+    return bytes(out)
+
+
+class _Sender(Protocol):
+    async def send(self, commands: list[Command]) -> list[Any]:
+        """Run ``commands`` in order; each one's result, or the error Redis answered."""
+
+
+class _Piped:
+    """Batches through a redis-py pipeline (any client)."""
+
+    def __init__(self, cmd: Client) -> None:
+        self.cmd = cmd
+
+    async def send(self, commands: list[Command]) -> list[Any]:
+        pipe = self.cmd.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+
+class _Direct:
+    """Batches written as one buffer on a connection of its own, replies read in order.
+
+    Skips the pipeline's per-command work (argument encoding, response callbacks, a
+    read timeout per reply): the writer bounds the whole batch with ``command_timeout``.
+    Replies are Redis's raw values, which is what every ``Reply`` here expects.
+    """
+
+    def __init__(self, conn: AbstractConnection) -> None:
+        self.conn = conn
+
+    async def send(self, commands: list[Command]) -> list[Any]:
+        conn = self.conn
+        data = pack_commands(commands)
+        writer = getattr(conn, "_writer", None)
+        if isinstance(writer, asyncio.StreamWriter):
+            # what ``send_packed_command`` does, without the task its ``wait_for`` starts
+            # per write (the batch's own timeout bounds the drain)
+            writer.write(data)
+            await writer.drain()
+        else:
+            await conn.send_packed_command(data, check_health=False)
+        results: list[Any] = []
+        for _command in commands:
+            try:
+                results.append(await conn.read_response(timeout=math.inf))
+            except ResponseError as exc:
+                results.append(exc)
+        return results
 
 
 class _Post:
@@ -176,7 +257,23 @@ class Outbox:
             await asyncio.sleep(0.01)  # polling the writer's queue during shutdown only
 
     async def write(self, cmd: Client) -> None:
-        """Send batches on ``cmd`` for the connection's life; raise ``LinkLost`` on failure."""
+        """Send batches on ``cmd`` for the connection's life; raise ``LinkLost`` on failure.
+
+        A plain ``Redis`` client lends the writer one connection for its life, and each
+        batch goes out as one buffer of commands this module packs itself, its replies
+        read back one by one (``_Direct``); any other client gets a redis-py pipeline.
+        """
+        if type(cmd) is not Redis:
+            await self._write_batches(_Piped(cmd))
+            return
+        pool = cmd.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self._write_batches(_Direct(conn))
+        finally:
+            await pool.release(conn)
+
+    async def _write_batches(self, sender: _Sender) -> None:
         queue = self._queue
         while True:
             if not queue and not self._deferred:
@@ -187,14 +284,10 @@ class Outbox:
             if not queue:
                 self._post = None
             self._inflight = batch
-            pipe = cmd.pipeline(transaction=False)
-            for command, _reply in batch:
-                pipe.execute_command(
-                    *(command.command() if isinstance(command, _Post) else command)
-                )
+            commands = [c.command() if isinstance(c, _Post) else c for c, _reply in batch]
             try:
                 async with asyncio.timeout(self.command_timeout):
-                    results = await pipe.execute(raise_on_error=False)
+                    results = await sender.send(commands)
             except TimeoutError:
                 # the batch stays in flight: ``fail`` answers it once the link is degraded
                 raise LinkLost(f"Redis did not answer within {self.command_timeout:g} s") from None

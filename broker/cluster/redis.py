@@ -67,7 +67,6 @@ from protocol_spec.backoff import Backoff
 from protocol_spec.cluster import (
     ClusterProtocolError,
     ControlMessage,
-    InboxMessage,
     KillSessions,
     NodeGone,
     NodeHello,
@@ -410,9 +409,9 @@ class RedisCluster(Cluster):
         if self._cmd is not None:
             self.directory.load_later(self._cmd, node)
 
-    def _send_inbox(self, channel: bytes, msg: InboxMessage) -> None:
+    def _send_inbox(self, channel: bytes, data: bytes) -> None:
         if self.available:
-            self.outbox.post(channel, msg.pack())
+            self.outbox.post(channel, data)
 
     # --- the Cluster hooks (called by the core) --------------------------------------------
     def publish(

@@ -123,6 +123,16 @@ def workers(redis: RedisProcess, tmp_path: Path) -> Iterator[Workers]:
     started.broker.stop(30)
 
 
+@pytest.fixture
+def slow_death_workers(redis: RedisProcess, tmp_path: Path) -> Iterator[Workers]:
+    """Workers whose heartbeats expire only after the default 5 s ``node_timeout``."""
+    config = tmp_path / "broker.toml"
+    config.write_text(TIMING.replace("node_timeout = 2.0", "node_timeout = 5.0"), "utf-8")
+    started = _start(redis, config)
+    yield started
+    started.broker.stop(30)
+
+
 async def _on_worker(workers: Workers, target: str, opened: list[client_sdk.Session]) -> Session:
     """Connect new sessions until one lands on worker ``target`` (at most 64 tries)."""
     for _ in range(64):
@@ -222,8 +232,9 @@ async def _cross_workers(workers: Workers, opened: list[Session]) -> None:
 
 
 async def test_killed_worker_restarts_its_clients_reconnect_pending_calls_fail_fast(
-    workers: Workers, opened: list[Session]
+    slow_death_workers: Workers, opened: list[Session]
 ) -> None:
+    workers = slow_death_workers
     caller = await _on_worker(workers, "0", opened)
     doomed = await _on_worker(workers, "1", opened)
     started = asyncio.Event()
@@ -243,10 +254,15 @@ async def test_killed_worker_restarts_its_clients_reconnect_pending_calls_fail_f
     client.on_join(lambda _session: rejoined.set())
     try:
         mark = len(workers.broker.lines)
+        killed = time.monotonic()
         os.kill(workers.pid(1), signal.SIGKILL)
         with pytest.raises(ApplicationError) as info:
             await asyncio.wait_for(pending, DEATH_TIMEOUT)
+        failed_after = time.monotonic() - killed
+        print(f"pending call failed {failed_after:.3f} s after the SIGKILL")
         assert info.value.uri == "wamp.error.canceled"
+        # the supervisor announced the dead node: far sooner than its 5 s heartbeat TTL
+        assert failed_after < 2.0, f"the pending call failed only after {failed_after:.2f} s"
 
         await asyncio.wait_for(rejoined.wait(), 15)
         # its subscription is restored on whichever worker it reached: events flow again

@@ -112,6 +112,21 @@ def test_inbox_envelopes_round_trip(msg: cluster.InboxMessage) -> None:
     assert decode_inbox(msg.pack()) == msg
 
 
+_PACKERS = {
+    cluster.InboxInvocation: cluster.pack_invocation,
+    cluster.InboxInterrupt: cluster.pack_interrupt,
+    InboxResult: cluster.pack_result,
+    InboxError: cluster.pack_error,
+}
+
+
+@FUZZ
+@given(inboxes)
+def test_inbox_packers_give_the_bytes_of_the_envelope(msg: cluster.InboxMessage) -> None:
+    values = [getattr(msg, f.name) for f in dataclasses.fields(msg)]
+    assert _PACKERS[type(msg)](*values) == msg.pack()
+
+
 @FUZZ
 @given(st.one_of(subscriptions, callees))
 def test_records_round_trip(record: cluster.Record) -> None:

@@ -27,7 +27,9 @@ CALLEE = wire.CalleeRecord(
 def _world() -> tuple[World, Mirror, list[tuple[bytes, wire.InboxMessage]]]:
     world = World()
     shipped: list[tuple[bytes, wire.InboxMessage]] = []
-    mirror = Mirror(world.router, "a", lambda channel, msg: shipped.append((channel, msg)))
+    mirror = Mirror(
+        world.router, "a", lambda channel, data: shipped.append((channel, wire.decode_inbox(data)))
+    )
     mirror.control(wire.CalleeAdded("b", CALLEE))
     return world, mirror, shipped
 
