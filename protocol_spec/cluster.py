@@ -31,6 +31,7 @@ from .cluster_codec import (
     as_map,
     boolean,
     decode_envelope,
+    decoder,
     fail,
     integer,
     integers,
@@ -473,6 +474,9 @@ INBOX_TYPES: Final[dict[str, type[InboxMessage]]] = {
 }
 """``op`` → class of every inbox envelope."""
 
+_INBOX_DECODERS: Final = {op: decoder(cls) for op, cls in INBOX_TYPES.items()}
+"""``op`` → the generated decoder of its class (the cross-node call path)."""
+
 pack_invocation: Final = packer(InboxInvocation)
 """``InboxInvocation(*fields).pack()`` without the instance (the cross-node call path)."""
 pack_interrupt: Final = packer(InboxInterrupt)
@@ -496,6 +500,12 @@ def decode_inboxes(data: bytes | str) -> list[InboxMessage | ClusterProtocolErro
     """
     found: list[InboxMessage | ClusterProtocolError] = []
     for env in load_many(data):
+        try:
+            if env.get("v") == VERSION:
+                found.append(_INBOX_DECODERS[env["op"]](env))
+                continue
+        except (KeyError, TypeError, ClusterProtocolError):
+            pass  # malformed: the checks below name the fault
         try:
             found.append(decode_envelope(env, INBOX_TYPES, "inbox"))
         except ClusterProtocolError as exc:

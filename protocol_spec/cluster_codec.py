@@ -284,6 +284,14 @@ def _codec(cls: type) -> _Codec:
     return found
 
 
+def decoder(cls: type[_T]) -> Callable[[dict[Any, Any]], _T]:
+    """``cls``'s generated decoder: builds it from a map, raises ``KeyError`` or
+    ``ClusterProtocolError`` when malformed (without naming the fault: ``_from_fields`` does).
+    """
+    decode: Callable[[dict[Any, Any]], _T] = _codec(cls)[1]
+    return decode
+
+
 class _Wire:
     """What envelopes and records share: the field-driven map codec."""
 

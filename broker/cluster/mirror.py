@@ -60,35 +60,6 @@ Send = Callable[[bytes, bytes], None]
 """Ship a packed inbox envelope: (the node's inbox channel, envelope bytes)."""
 
 
-def _invocation(peer: NodePeer, m: Invocation) -> bytes:
-    return pack_invocation(
-        peer.origin, peer.realm, peer.callee, m.request, m.registration, m.details, m.args, m.kwargs
-    )
-
-
-def _interrupt(peer: NodePeer, m: Interrupt) -> bytes:
-    return pack_interrupt(peer.origin, peer.realm, peer.callee, m.request, m.options)
-
-
-def _result(peer: NodePeer, m: Result) -> bytes:
-    return pack_result(peer.origin, peer.realm, peer.callee, m.request, m.details, m.args, m.kwargs)
-
-
-def _error(peer: NodePeer, m: Error) -> bytes:
-    return pack_error(
-        peer.origin, peer.realm, peer.callee, m.request, m.details, m.error, m.args, m.kwargs
-    )
-
-
-_OUTBOUND: dict[type[Message], Callable[[NodePeer, Any], bytes]] = {
-    Invocation: _invocation,
-    Interrupt: _interrupt,
-    Result: _result,
-    Error: _error,
-}
-"""WAMP message the dealer sends a stand-in → the inbox envelope that carries it."""
-
-
 class NodePeer:
     """The ``Peer`` of a stand-in session: turns dealer messages into inbox envelopes.
 
@@ -108,10 +79,31 @@ class NodePeer:
         self.callee = callee
 
     def send(self, message: Message, cache: EncodeCache | None = None) -> None:
-        """Ship the message as an envelope (other message types are not routed here)."""
-        build = _OUTBOUND.get(type(message))
-        if build is not None:
-            self.send_to(self.channel, build(self, message))
+        """Ship the message as an envelope (other message types are not routed here).
+
+        The envelope is packed straight from the message's fields (no instance built).
+        """
+        kind = type(message)
+        origin, realm, session = self.origin, self.realm, self.callee
+        if kind is Result:
+            m: Any = message
+            data = pack_result(origin, realm, session, m.request, m.details, m.args, m.kwargs)
+        elif kind is Invocation:
+            m = message
+            data = pack_invocation(
+                origin, realm, session, m.request, m.registration, m.details, m.args, m.kwargs
+            )
+        elif kind is Error:
+            m = message
+            data = pack_error(
+                origin, realm, session, m.request, m.details, m.error, m.args, m.kwargs
+            )
+        elif kind is Interrupt:
+            m = message
+            data = pack_interrupt(origin, realm, session, m.request, m.options)
+        else:
+            return
+        self.send_to(self.channel, data)
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Stand-ins have no transport."""
@@ -275,43 +267,58 @@ class Mirror:
 
     # --- inbox envelopes -----------------------------------------------------------------
     def inbox(self, msg: InboxMessage) -> None:
-        """Apply one call envelope addressed to this node."""
-        realm = self._realm(msg.realm)
+        """Apply one call envelope addressed to this node (the cross-node call path:
+        lookups are inlined, the realm's key is the envelope's ``realm``).
+        """
+        realm = self.host.realms.get(msg.realm)
         if realm is not None:
             _INBOX[type(msg)](self, realm, msg)
 
+    def _stand_ins(self, msg: InboxMessage, callers: bool) -> dict[tuple[str, int], RemoteSession]:
+        """The caller (or callee) stand-ins of the envelope's node; empty when unknown."""
+        state = self.nodes.get(msg.node)
+        if state is None:
+            return {}
+        return state.callers if callers else state.callees
+
     def _caller(self, realm: Realm, msg: InboxMessage) -> RemoteSession:
         """The stand-in for (caller node, local callee), created on first call."""
-        key = (realm.name, msg.session)
+        key = (msg.realm, msg.session)
         state = self.state(msg.node)
-        caller = state.callers.get(key)
-        if caller is None:
-            peer = NodePeer(self.send_to, self.node, msg.node, realm.name, msg.session)
-            caller = RemoteSession(0, peer, msg.node)
-            caller.realm = realm
-            state.callers[key] = caller
+        caller = RemoteSession(
+            0, NodePeer(self.send_to, self.node, msg.node, msg.realm, msg.session), msg.node
+        )
+        caller.realm = realm
+        state.callers[key] = caller
         return caller
 
     def _invoke(self, realm: Realm, msg: InboxInvocation) -> None:
-        caller = self._caller(realm, msg)
+        state = self.nodes.get(msg.node)
+        caller = None if state is None else state.callers.get((msg.realm, msg.session))
         realm.dealer.invoke_remote(
-            caller, msg.request, msg.session, msg.registration, msg.details, msg.args, msg.kwargs
+            caller or self._caller(realm, msg),
+            msg.request,
+            msg.session,
+            msg.registration,
+            msg.details,
+            msg.args,
+            msg.kwargs,
         )
 
     def _interrupt(self, realm: Realm, msg: InboxInterrupt) -> None:
-        caller = self.state(msg.node).callers.get((realm.name, msg.session))
+        caller = self._stand_ins(msg, True).get((msg.realm, msg.session))
         if caller is not None:
             realm.dealer.interrupt_remote(caller, msg.request, msg.options)
 
     def _result(self, realm: Realm, msg: InboxResult) -> None:
-        callee = self.state(msg.node).callees.get((realm.name, msg.session))
+        state = self.nodes.get(msg.node)
+        callee = None if state is None else state.callees.get((msg.realm, msg.session))
         if callee is not None:
-            realm.dealer.calls.answer_result(
-                callee, msg.request, msg.progress, msg.args, msg.kwargs
-            )
+            progress = msg.details.get("progress") is True
+            realm.dealer.calls.answer_result(callee, msg.request, progress, msg.args, msg.kwargs)
 
     def _error(self, realm: Realm, msg: InboxError) -> None:
-        callee = self.state(msg.node).callees.get((realm.name, msg.session))
+        callee = self._stand_ins(msg, False).get((msg.realm, msg.session))
         if callee is not None:
             realm.dealer.calls.answer_error(
                 callee, msg.request, msg.details, msg.error, msg.args, msg.kwargs

@@ -185,7 +185,7 @@ class RedisCluster(Cluster):
     @property
     def available(self) -> bool:
         """Whether other nodes can be reached (the link is ``up``)."""
-        return self.link_state.state.available
+        return self.link_state.state is LinkState.UP  # ``LinkState.available``, inlined
 
     @property
     def state_text(self) -> str:
@@ -410,7 +410,7 @@ class RedisCluster(Cluster):
             self.directory.load_later(self._cmd, node)
 
     def _send_inbox(self, channel: bytes, data: bytes) -> None:
-        if self.available:
+        if self.link_state.state is LinkState.UP:  # ``available``, inlined (call path)
             self.outbox.post(channel, data)
 
     # --- the Cluster hooks (called by the core) --------------------------------------------
