@@ -194,19 +194,20 @@ def load_many(data: bytes | str) -> list[dict[Any, Any]]:
             raise
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(data))
     unpacker.feed(data)
-    values: list[dict[Any, Any]] = []
-    end = 0  # where the last whole envelope ended
     try:
-        for value in unpacker:
-            if type(value) is not dict:
-                raise ClusterProtocolError("an envelope must be a map")
-            values.append(value)
-            end = unpacker.tell()
-    except ClusterProtocolError:
-        raise
+        values: list[dict[Any, Any]] = list(unpacker)  # up to the last whole value
     except Exception as exc:  # msgpack raises several types for bad input
         raise ClusterProtocolError(f"undecodable envelope: {exc}") from None
-    if not values or end != len(data):
+    for value in values:
+        if type(value) is not dict:
+            raise ClusterProtocolError("an envelope must be a map")
+    try:
+        # b"" once every byte made a whole value; msgpack refuses (ValueError) while
+        # the last value is incomplete
+        rest = unpacker.read_bytes(1)
+    except ValueError:
+        rest = b"?"
+    if not values or rest:
         raise ClusterProtocolError("undecodable envelope: truncated")
     return values
 

@@ -24,6 +24,7 @@ from protocol_spec.cluster import (
     CalleeAdded,
     CalleeRecord,
     CalleeRemoved,
+    ClusterProtocolError,
     ControlMessage,
     InboxError,
     InboxInterrupt,
@@ -274,6 +275,25 @@ class Mirror:
         if realm is not None:
             _INBOX[type(msg)](self, realm, msg)
 
+    def inboxes(
+        self,
+        found: list[InboxMessage | ClusterProtocolError],
+        malformed: Callable[[ClusterProtocolError], None],
+    ) -> None:
+        """Apply the envelopes of one inbox message (``decode_inboxes``) in order;
+        ``malformed`` gets each one that did not decode.
+        """
+        realms = self.host.realms
+        for msg in found:
+            try:
+                apply = _INBOX[type(msg)]
+            except KeyError:
+                malformed(msg)  # type: ignore[arg-type]  # decode_inboxes: the rest are errors
+                continue
+            realm = realms.get(msg.realm)  # type: ignore[union-attr]
+            if realm is not None:
+                apply(self, realm, msg)
+
     def _stand_ins(self, msg: InboxMessage, callers: bool) -> dict[tuple[str, int], RemoteSession]:
         """The caller (or callee) stand-ins of the envelope's node; empty when unknown."""
         state = self.nodes.get(msg.node)
@@ -420,7 +440,7 @@ _CONTROL: dict[type[ControlMessage], Callable[[Mirror, Any], None]] = {
 }
 """Control envelope class → how this node applies it (one entry per ``CONTROL_TYPES``)."""
 
-_INBOX: dict[type[InboxMessage], Callable[[Mirror, Realm, Any], None]] = {
+_INBOX: dict[type, Callable[[Mirror, Realm, Any], None]] = {
     InboxInvocation: Mirror._invoke,
     InboxInterrupt: Mirror._interrupt,
     InboxResult: Mirror._result,

@@ -379,15 +379,14 @@ class RedisCluster(Cluster):
             if channel == CONTROL:
                 self._on_control(decode_control(data))
             elif channel == self._inbox:
-                for msg in decode_inboxes(data):
-                    if isinstance(msg, ClusterProtocolError):
-                        self._malformed_envelope(channel, msg)
-                    else:
-                        self.mirror.inbox(msg)
+                self.mirror.inboxes(decode_inboxes(data), self._malformed_inbox)
             else:
                 self.events.receive(decode_event(data))
         except ClusterProtocolError as exc:
             self._malformed_envelope(channel, exc)
+
+    def _malformed_inbox(self, exc: ClusterProtocolError) -> None:
+        self._malformed_envelope(self._inbox, exc)
 
     def _malformed_envelope(self, channel: bytes, exc: ClusterProtocolError) -> None:
         count = self._malformed.add()

@@ -177,7 +177,19 @@ def test_a_valid_envelope_with_one_field_broken_is_rejected_or_still_typed(
     env = msg.to_map()
     key = data.draw(st.sampled_from(sorted(env)))
     env[key] = data.draw(payload)
-    _decode_any(msgpack.packb(env, use_bin_type=True))
+    packed = msgpack.packb(env, use_bin_type=True)
+    _decode_any(packed)
+    _same_as_one_by_one(packed)
+
+
+def _same_as_one_by_one(data: bytes) -> None:
+    """The batch decoder's fast path agrees with ``decode_inbox``, error texts included."""
+    try:
+        expected: Any = decode_inbox(data)
+    except ClusterProtocolError as exc:
+        expected = str(exc)
+    (found,) = cluster.decode_inboxes(data)
+    assert (str(found) if isinstance(found, ClusterProtocolError) else found) == expected
 
 
 @pytest.mark.parametrize(
@@ -195,6 +207,11 @@ def test_a_valid_envelope_with_one_field_broken_is_rejected_or_still_typed(
 def test_malformed_inbox_envelopes_name_their_fault(env: Any, reason: str) -> None:
     with pytest.raises(ClusterProtocolError, match=reason):
         decode_inbox(msgpack.packb(env))
+    if type(env) is dict:  # in a batch: the same fault, the next envelope still decodes
+        good = cluster.InboxResult("a", "x", 1, 2, {}, None, None)
+        bad, ok = cluster.decode_inboxes(msgpack.packb(env) + good.pack())
+        assert isinstance(bad, ClusterProtocolError) and reason in str(bad)
+        assert ok == good
 
 
 def test_a_kill_with_an_unknown_selector_is_rejected() -> None:
