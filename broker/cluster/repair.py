@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,11 @@ DeliverMany = Callable[[list[EventEnvelope]], None]
 CHUNK = 2000
 """Stream entries a catch-up reads per XRANGE (the next is read while one is delivered)."""
 
+RING = 16
+"""(offset, publication) pairs remembered per topic: where a rolled-back Redis diverged."""
+
+Ring = deque[tuple[int, int]]
+
 
 class GapRepair:
     """Per topic: the last event delivered here; the catch-up after a link outage."""
@@ -65,6 +71,8 @@ class GapRepair:
         self.delivered: dict[Key, Position] = {}
         self.start: dict[Key, Position] = {}
         """Where a new exact subscription started, until its first event (``note_start``)."""
+        self.recent: dict[Key, Ring] = {}
+        """The last ``RING`` (offset, publication) delivered per topic (rollback detection)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[Key, list[EventEnvelope]] = {}
         self.gaps = LabelCounts(("realm", "reason"))
@@ -86,11 +94,74 @@ class GapRepair:
         assert env.offset is not None and env.epoch is not None
         position = self.delivered.get(key)
         if position is not None and position[0] == env.epoch and env.offset <= position[1]:
-            return  # delivered already (another channel, or the catch-up)
+            if not self._reused(key, env.offset, env.publication):
+                return  # delivered already (another channel, or the catch-up)
+            self._gap(key, "lost", None, position[1])  # Redis went back in time (rollback)
+            self._rewound(key, env.offset - 1)
         self.delivered[key] = (env.epoch, env.offset)
         self.start.pop(key, None)
+        self._note(key, env.offset, env.publication)
         if env.node != self.node:  # our own events were delivered when published
             deliver(env)
+
+    # --- rollback: Redis lost its latest writes, offsets are reused ------------------------
+    def _note(self, key: Key, offset: int, publication: int) -> None:
+        ring = self.recent.get(key)
+        if ring is None:
+            ring = self.recent[key] = deque(maxlen=RING)
+        ring.append((offset, publication))
+
+    def _reused(self, key: Key, offset: int, publication: int) -> bool:
+        """Whether ``offset`` was delivered here as another publication (a rollback)."""
+        for seen, delivered in self.recent.get(key, ()):
+            if seen == offset:
+                return delivered != publication
+        return False
+
+    def _rewound(self, key: Key, offset: int) -> None:
+        """Continue the topic after ``offset``: forget what was delivered after it."""
+        epoch = self.delivered[key][0]
+        self.delivered[key] = (epoch, offset)
+        ring = self.recent.get(key)
+        while ring and ring[-1][0] > offset:
+            ring.pop()
+
+    def _rolled_back(self, key: Key, last: int, at: list[Any]) -> bool:
+        """Whether Redis went back in time on ``key`` (its epoch unchanged).
+
+        ``last`` is the hash's offset, ``at`` the stream's entry at the delivered offset.
+        Offsets only grow in an epoch: a lower ``last`` is a rollback; so is another
+        publication at the delivered offset. A missing entry with ``last`` not lower is
+        a trim (``_trimmed``).
+        """
+        offset = self.delivered[key][1]
+        if last < offset:
+            return True
+        entries = parse_entries(at)
+        return bool(entries) and self._reused(key, offset, entries[0][2].publication)
+
+    async def _rewind(self, cmd: Client, rolled: list[tuple[Key, int]]) -> list[Key]:
+        """Report each rolled-back topic's gap; continue it where its timeline diverged.
+
+        That is the newest remembered offset whose stored entry is still the publication
+        delivered; when none is, the offset before the oldest remembered one (or the
+        hash's, when lower): events after it are the new timeline's.
+        """
+        if not rolled:
+            return []
+        pipe = cmd.pipeline(transaction=False)
+        for key, last in rolled:
+            ring = self.recent.get(key) or deque([(last + 1, 0)])
+            top = min(last, self.delivered[key][1])
+            pipe.xrange(history_stream_key(*key), f"0-{ring[0][0]}", f"0-{max(top, 0)}")
+        replies = await pipe.execute()
+        for (key, last), raw in zip(rolled, replies, strict=True):
+            stored = {number: env.publication for number, _micros, env in parse_entries(raw)}
+            ring = self.recent.get(key) or deque([(last + 1, 0)])
+            same = [offset for offset, pub in ring if stored.get(offset) == pub]
+            self._gap(key, "lost", None, self.delivered[key][1])
+            self._rewound(key, same[-1] if same else min(ring[0][0] - 1, last))
+        return [key for key, _last in rolled]
 
     # --- where a subscription starts --------------------------------------------------
     def watch_from(
@@ -134,6 +205,8 @@ class GapRepair:
             self.delivered.setdefault(key, position)
         self.start.clear()
         self._held = {key: [] for key in self.delivered}
+        for key in set(self.recent) - set(self.delivered):
+            del self.recent[key]
 
     def forget(self, realm: str) -> None:
         """Drop the positions of ``realm``'s topics no local subscription reaches any more."""
@@ -141,6 +214,7 @@ class GapRepair:
             for key in [key for key in positions if key[0] == realm]:
                 if not self._wanted(key):
                     del positions[key]
+                    self.recent.pop(key, None)
 
     def abandon(self) -> None:
         """The link failed before the catch-up ended: the next one reads the held events."""
@@ -158,27 +232,28 @@ class GapRepair:
         keys = [key for key in self._held if self._wanted(key)]
         for key in set(self._held) - set(keys):
             self.delivered.pop(key, None)
+            self.recent.pop(key, None)
         started, recovered = time.monotonic(), self.recovered
         firsts = await self._read(cmd, keys, full=False)
         read = time.monotonic() - started
         renewed: list[Key] = []
-        for key, (meta, raw) in zip(keys, firsts, strict=True):
+        rolled: list[tuple[Key, int]] = []
+        for key, (meta, raw, at) in zip(keys, firsts, strict=True):
             epoch, offset = self.delivered[key]
             stored = meta[0].decode() if meta[0] is not None else None
-            if stored == epoch:
+            if stored == epoch and self._rolled_back(key, int(meta[1] or 0), at):
+                rolled.append((key, int(meta[1] or 0)))
+            elif stored == epoch:
                 await self._catch_up(cmd, key, stored, int(meta[1] or 0), raw, many)
                 continue
-            if epoch != NEW:  # Redis lost the topic's history
-                self._gap(key, "lost", None, offset)
-            del self.delivered[key]
-            if stored is not None:
-                renewed.append(key)
-        # a new epoch: every event of it was missed here (read from its start)
-        for key, (meta, raw) in zip(renewed, await self._read(cmd, renewed, True), strict=True):
-            if meta[0] is not None:
-                epoch = meta[0].decode()
-                self.delivered[key] = (epoch, 0)
-                await self._catch_up(cmd, key, epoch, int(meta[1] or 0), raw, many)
+            else:
+                if epoch != NEW:  # Redis lost the topic's history
+                    self._gap(key, "lost", None, offset)
+                del self.delivered[key]
+                self.recent.pop(key, None)
+                if stored is not None:
+                    renewed.append(key)
+        await self._read_again(cmd, renewed, await self._rewind(cmd, rolled), many)
         held, self._held = self._held, {}
         for key, envs in held.items():
             for env in envs:
@@ -192,17 +267,42 @@ class GapRepair:
                 time.monotonic() - started,
             )
 
-    async def _read(self, cmd: Client, keys: list[Key], full: bool) -> list[tuple[Any, Any]]:
-        """(hash [epoch, offset], first chunk of entries after the delivered offset) per topic."""
+    async def _read_again(
+        self, cmd: Client, renewed: list[Key], rewound: list[Key], many: DeliverMany
+    ) -> None:
+        """Catch up topics read again: a new epoch from its start, a rewound one after it."""
+        for key, (meta, raw, _at) in zip(
+            renewed, await self._read(cmd, renewed, True), strict=True
+        ):
+            if meta[0] is not None:  # a new epoch: every event of it was missed here
+                epoch = meta[0].decode()
+                self.delivered[key] = (epoch, 0)
+                await self._catch_up(cmd, key, epoch, int(meta[1] or 0), raw, many)
+        firsts = await self._read(cmd, rewound, False)
+        for key, (meta, raw, _at) in zip(rewound, firsts, strict=True):
+            epoch = self.delivered[key][0]
+            if meta[0] is not None and meta[0].decode() == epoch:
+                await self._catch_up(cmd, key, epoch, int(meta[1] or 0), raw, many)
+
+    async def _read(self, cmd: Client, keys: list[Key], full: bool) -> list[tuple[Any, Any, Any]]:
+        """Per topic: hash [epoch, offset], the first chunk of entries after the delivered
+        offset, and (unless ``full``: from the start) the entry at that offset."""
         if not keys:
             return []
         pipe = cmd.pipeline(transaction=False)
         for realm, topic in keys:
-            start = "-" if full else f"(0-{self.delivered[(realm, topic)][1]}"
+            stream = history_stream_key(realm, topic)
             pipe.hmget(history_meta_key(realm, topic), "e", "o")
-            pipe.xrange(history_stream_key(realm, topic), start, "+", count=CHUNK)
+            if full:
+                pipe.xrange(stream, "-", "+", count=CHUNK)
+                continue
+            offset = self.delivered[(realm, topic)][1]
+            pipe.xrange(stream, f"(0-{offset}", "+", count=CHUNK)
+            pipe.xrange(stream, f"0-{offset}", f"0-{offset}")
         replies = await pipe.execute()
-        return list(zip(replies[0::2], replies[1::2], strict=True))
+        if full:
+            return [(meta, raw, []) for meta, raw in zip(replies[0::2], replies[1::2], strict=True)]
+        return list(zip(replies[0::3], replies[1::3], replies[2::3], strict=True))
 
     def _wanted(self, key: Key) -> bool:
         realm = self.host.realms.get(key[0])
@@ -255,6 +355,9 @@ class GapRepair:
             if newest > offset:
                 self.delivered[key] = (epoch, newest)
                 self.start.pop(key, None)
+            for number, _micros, env in entries[-RING:]:
+                if number > offset and env.epoch == epoch:
+                    self._note(key, number, env.publication)
         if batch:
             self.recovered += len(batch)
             deliver_many(batch)
