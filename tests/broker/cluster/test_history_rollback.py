@@ -5,14 +5,21 @@ delivered already (as after a failover to a replica that lagged, or an AOF with
 ``appendfsync everysec``). The subscriber's node must not drop them as delivered: it
 reports the gap (``lost``) and delivers the new timeline from where it diverged, each
 event once, in order.
+
+Two ways of finding the rollback: the hash's offset is below the delivered one (the node
+is back before the new events pass it), or the entry at the delivered offset is another
+publication (the node was suspended while the new timeline passed it: the divergence is
+found among the offsets it remembers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.support.processes import BrokerProcess, start_redis
@@ -24,8 +31,11 @@ from .test_history_repair import ACK, Tally, _config, _publish_until_accepted, s
 TOPIC = "com.gap.rollback"
 
 
+@pytest.mark.parametrize(
+    ("saved", "new", "suspended"), [(30, 30, False), (50, 20, True)], ids=["below", "passed"]
+)
 async def test_redis_restored_from_an_older_snapshot_is_a_gap_and_new_events_arrive(
-    tmp_path: Path, connect: Connect
+    tmp_path: Path, connect: Connect, saved: int, new: int, suspended: bool
 ) -> None:
     data = tmp_path / "redis"
     data.mkdir()
@@ -38,38 +48,45 @@ async def test_redis_restored_from_an_older_snapshot_is_a_gap_and_new_events_arr
         tally = Tally()
         await subscribe(await connect(other.url), TOPIC, tally)
         publisher = await connect(origin.url)
-        for n in range(30):
+        for n in range(60):
             await publisher.publish(TOPIC, 0, n, options=ACK)
-        await tally.until(lambda: len(tally.got) == 30, 5)
-        client = redis.Redis.from_url(server.url)
-        try:
-            client.save()
-        finally:
-            client.close()
-        shutil.copy(data / "dump.rdb", tmp_path / "old.rdb")
-        for n in range(30, 60):
-            await publisher.publish(TOPIC, 0, n, options=ACK)
+            if n + 1 == saved:  # a snapshot at offset ``saved``, kept aside
+                await tally.until(lambda: len(tally.got) == saved, 5)
+                await asyncio.to_thread(_save, server.url, data, tmp_path / "old.rdb")
         await tally.until(lambda: len(tally.got) == 60, 5)
+        if suspended:
+            other.signal(signal.SIGSTOP)
         port = server.port
         server.kill()
         shutil.copy(tmp_path / "old.rdb", data / "dump.rdb")
-        server = start_redis(port, extra=persist)  # offsets 1..30, same epoch
+        server = start_redis(port, extra=persist)  # offsets 1..saved, same epoch
         await _publish_until_accepted(publisher, TOPIC, 100)
-        for n in range(101, 130):
+        for n in range(101, 100 + new):
             await publisher.publish(TOPIC, 0, n, options=ACK)
+        other.signal(signal.SIGCONT)
         try:
-            await tally.until(lambda: len(tally.got) >= 90 and tally.gaps, 10)
+            await tally.until(lambda: len(tally.got) >= 60 + new and tally.gaps, 10)
         except TimeoutError:
             raise AssertionError(
                 f"got {[n for _, n in tally.got[60:]]}, gaps {tally.gaps}; node log:\n"
                 f"{other.output[-4000:]}"
             ) from None
-        assert [n for _, n in tally.got] == [*range(60), *range(100, 130)]
+        assert [n for _, n in tally.got] == [*range(60), *range(100, 100 + new)]
         (_args, kwargs) = tally.gaps[0]
-        assert kwargs["topic"] == TOPIC and kwargs["reason"] == "lost"
+        assert kwargs["topic"] == TOPIC and kwargs["reason"] == "lost" and len(tally.gaps) == 1
         text = await asyncio.to_thread(scrape, other)
         assert 'wamp_history_gaps_total{realm="realm1",reason="lost"} 1.0' in text
     finally:
         for node in nodes:  # off the loop: a node stopping says GOODBYE to open sessions
+            node.signal(signal.SIGCONT)
             await asyncio.to_thread(node.stop)
         server.kill()
+
+
+def _save(url: str, data: Path, copy: Path) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        client.save()
+    finally:
+        client.close()
+    shutil.copy(data / "dump.rdb", copy)
