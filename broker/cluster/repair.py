@@ -8,12 +8,19 @@ of those topics, ``run`` reads each topic's stream after the remembered offset
 (XRANGE), delivers what is missing in order, then the held live events not delivered
 yet (protocol_spec/cluster.md, "Event history").
 
-A gap that cannot be filled (the stream was trimmed past the offset, expired, or Redis
-lost the topic's history: its epoch changed) is logged, counted (``gaps``: labels realm
+A gap that cannot be filled (the stream was trimmed past the offset, expired, Redis
+lost the topic's history: its epoch changed, or Redis went back in time: the same epoch
+with older offsets, reused by new events) is logged, counted (``gaps``: labels realm
 and reason, ``wamp_history_gaps_total`` in /metrics) and told to subscribers: this node
 publishes ``wamp.subscription.on_history_gap`` to its local sessions,
 ``[subscription], {topic, reason, missed}`` per local subscription the topic reaches
 (protocol_spec/wamp.md, "Event history").
+
+A rollback (a failover to a replica that lagged, a restart from an older AOF or RDB) is
+found by publication: per topic the node remembers the publications of its last ``RING``
+delivered offsets (``recent``); the catch-up also reads the entry at the delivered
+offset. After the gap the topic continues where the new timeline diverged (cluster.md,
+"Event history", "Rollback").
 """
 
 from __future__ import annotations
@@ -151,13 +158,13 @@ class GapRepair:
             return []
         pipe = cmd.pipeline(transaction=False)
         for key, last in rolled:
-            ring = self.recent.get(key) or deque([(last + 1, 0)])
+            ring = self.recent.get(key) or ((last + 1, 0),)  # nothing remembered: none read
             top = min(last, self.delivered[key][1])
-            pipe.xrange(history_stream_key(*key), f"0-{ring[0][0]}", f"0-{max(top, 0)}")
+            pipe.xrange(history_stream_key(*key), f"0-{ring[0][0]}", f"0-{top}")
         replies = await pipe.execute()
         for (key, last), raw in zip(rolled, replies, strict=True):
             stored = {number: env.publication for number, _micros, env in parse_entries(raw)}
-            ring = self.recent.get(key) or deque([(last + 1, 0)])
+            ring = self.recent.get(key) or ((last + 1, 0),)
             same = [offset for offset, pub in ring if stored.get(offset) == pub]
             self._gap(key, "lost", None, self.delivered[key][1])
             self._rewound(key, same[-1] if same else min(ring[0][0] - 1, last))
