@@ -18,10 +18,13 @@ import asyncio
 import shutil
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from broker.cluster.repair import GapRepair
+from protocol_spec.cluster import EventEnvelope
 from tests.support.processes import BrokerProcess, start_redis
 
 from .conftest import start_node
@@ -90,3 +93,33 @@ def _save(url: str, data: Path, copy: Path) -> None:
     finally:
         client.close()
     shutil.copy(data / "dump.rdb", copy)
+
+
+class _NoRealms:
+    """A host serving no realm: gaps are only logged and counted."""
+
+    realms: dict[str, Any] = {}
+
+    def kill(self, session: Any, reason: str, message: str | None) -> None:
+        raise AssertionError("not used")
+
+
+def test_a_live_event_reusing_a_delivered_offset_is_a_gap_not_a_duplicate() -> None:
+    repair = GapRepair("b", _NoRealms())
+    got: list[int] = []
+
+    def live(offset: int, publication: int) -> None:
+        env = EventEnvelope("a", "realm1", TOPIC, publication, {}, offset=offset, epoch="e1")
+        repair.admit(env, lambda e: got.append(e.publication))
+
+    for offset in range(1, 6):
+        live(offset, 100 + offset)
+    live(5, 105)  # the same event again (another channel): dropped
+    assert got == [101, 102, 103, 104, 105] and repair.gaps.counts == {}
+    live(3, 903)  # offset 3 again, another publication: Redis went back in time
+    live(4, 904)
+    live(5, 905)
+    assert got == [101, 102, 103, 104, 105, 903, 904, 905]
+    assert repair.gaps.counts == {("realm1", "lost"): 1}
+    live(5, 905)  # the new timeline's events are not delivered twice either
+    assert got[-1] == 905 and len(got) == 8
