@@ -80,6 +80,8 @@ class GapRepair:
         """Where a new exact subscription started, until its first event (``note_start``)."""
         self.recent: dict[Key, Ring] = {}
         """The last ``RING`` (offset, publication) delivered per topic (rollback detection)."""
+        self.when: dict[Key, int] = {}
+        """The node's clock (µs) when it last delivered an event of the topic."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[Key, list[EventEnvelope]] = {}
         self.gaps = LabelCounts(("realm", "reason"))
@@ -113,6 +115,7 @@ class GapRepair:
 
     # --- rollback: Redis lost its latest writes, offsets are reused ------------------------
     def _note(self, key: Key, offset: int, publication: int) -> None:
+        self.when[key] = time.time_ns() // 1000
         ring = self.recent.get(key)
         if ring is None:
             ring = self.recent[key] = deque(maxlen=RING)
@@ -151,23 +154,35 @@ class GapRepair:
         """Report each rolled-back topic's gap; continue it where its timeline diverged.
 
         That is the newest remembered offset whose stored entry is still the publication
-        delivered; when none is, the offset before the oldest remembered one (or the
-        hash's, when lower): events after it are the new timeline's.
+        delivered. When none is: the newest entry Redis wrote (``u``) before this node
+        delivered its last event of the topic (``when``); the new timeline's entries were
+        written after Redis came back, so later (Redis's and the node's clocks agreeing
+        within that time). Read: up to ``CHUNK`` entries up to the delivered offset.
         """
         if not rolled:
             return []
         pipe = cmd.pipeline(transaction=False)
         for key, last in rolled:
-            ring = self.recent.get(key) or ((last + 1, 0),)  # nothing remembered: none read
             top = min(last, self.delivered[key][1])
-            pipe.xrange(history_stream_key(*key), f"0-{ring[0][0]}", f"0-{top}")
+            pipe.xrevrange(history_stream_key(*key), f"0-{top}", "-", count=CHUNK)
         replies = await pipe.execute()
         for (key, last), raw in zip(rolled, replies, strict=True):
-            stored = {number: env.publication for number, _micros, env in parse_entries(raw)}
-            ring = self.recent.get(key) or ((last + 1, 0),)
+            entries = parse_entries(raw)
+            stored = {number: env.publication for number, _micros, env in entries}
+            ring = self.recent.get(key, ())
             same = [offset for offset, pub in ring if stored.get(offset) == pub]
+            when = self.when.get(key)
+            before = [n for n, micros, _env in entries if when is not None and micros <= when]
+            if same:
+                start = same[-1]
+            elif before:
+                start = before[0]  # newest first
+            elif when is not None and entries:  # every entry read is newer
+                start = entries[-1][0] - 1
+            else:  # nothing delivered here yet (a start noted), or nothing left
+                start = min(last, self.delivered[key][1])
             self._gap(key, "lost", None, self.delivered[key][1])
-            self._rewound(key, same[-1] if same else min(ring[0][0] - 1, last))
+            self._rewound(key, start)
         return [key for key, _last in rolled]
 
     # --- where a subscription starts --------------------------------------------------
@@ -214,6 +229,7 @@ class GapRepair:
         self._held = {key: [] for key in self.delivered}
         for key in set(self.recent) - set(self.delivered):
             del self.recent[key]
+            self.when.pop(key, None)
 
     def forget(self, realm: str) -> None:
         """Drop the positions of ``realm``'s topics no local subscription reaches any more."""
@@ -222,6 +238,7 @@ class GapRepair:
                 if not self._wanted(key):
                     del positions[key]
                     self.recent.pop(key, None)
+                    self.when.pop(key, None)
 
     def abandon(self) -> None:
         """The link failed before the catch-up ended: the next one reads the held events."""
@@ -240,6 +257,7 @@ class GapRepair:
         for key in set(self._held) - set(keys):
             self.delivered.pop(key, None)
             self.recent.pop(key, None)
+            self.when.pop(key, None)
         started, recovered = time.monotonic(), self.recovered
         firsts = await self._read(cmd, keys, full=False)
         read = time.monotonic() - started
@@ -258,6 +276,7 @@ class GapRepair:
                     self._gap(key, "lost", None, offset)
                 del self.delivered[key]
                 self.recent.pop(key, None)
+                self.when.pop(key, None)
                 if stored is not None:
                     renewed.append(key)
         await self._read_again(cmd, renewed, await self._rewind(cmd, rolled), many)

@@ -8,8 +8,9 @@ event once, in order.
 
 Two ways of finding the rollback: the hash's offset is below the delivered one (the node
 is back before the new events pass it), or the entry at the delivered offset is another
-publication (the node was suspended while the new timeline passed it: the divergence is
-found among the offsets it remembers).
+publication (the node was suspended while the new timeline passed it). Where it diverged:
+among the offsets the node remembers (``passed``), else by Redis time (``below-late``:
+new events were published before the node was back, below what it remembers).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ TOPIC = "com.gap.rollback"
 
 
 @pytest.mark.parametrize(
-    ("saved", "new", "suspended"), [(30, 30, False), (50, 20, True)], ids=["below", "passed"]
+    ("saved", "new", "suspended"),
+    [(30, 30, False), (30, 20, True), (50, 20, True)],
+    ids=["below", "below-late", "passed"],
 )
 async def test_redis_restored_from_an_older_snapshot_is_a_gap_and_new_events_arrive(
     tmp_path: Path, connect: Connect, saved: int, new: int, suspended: bool
