@@ -8,12 +8,19 @@ of those topics, ``run`` reads each topic's stream after the remembered offset
 (XRANGE), delivers what is missing in order, then the held live events not delivered
 yet (protocol_spec/cluster.md, "Event history").
 
-A gap that cannot be filled (the stream was trimmed past the offset, expired, or Redis
-lost the topic's history: its epoch changed) is logged, counted (``gaps``: labels realm
+A gap that cannot be filled (the stream was trimmed past the offset, expired, Redis
+lost the topic's history: its epoch changed, or Redis went back in time: the same epoch
+with older offsets, reused by new events) is logged, counted (``gaps``: labels realm
 and reason, ``wamp_history_gaps_total`` in /metrics) and told to subscribers: this node
 publishes ``wamp.subscription.on_history_gap`` to its local sessions,
 ``[subscription], {topic, reason, missed}`` per local subscription the topic reaches
 (protocol_spec/wamp.md, "Event history").
+
+A rollback (a failover to a replica that lagged, a restart from an older AOF or RDB) is
+found by publication: per topic the node remembers the publications of its last ``RING``
+delivered offsets (``recent``); the catch-up also reads the entry at the delivered
+offset. After the gap the topic continues where the new timeline diverged (cluster.md,
+"Event history", "Rollback").
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +63,11 @@ DeliverMany = Callable[[list[EventEnvelope]], None]
 CHUNK = 2000
 """Stream entries a catch-up reads per XRANGE (the next is read while one is delivered)."""
 
+RING = 16
+"""(offset, publication) pairs remembered per topic: where a rolled-back Redis diverged."""
+
+Ring = deque[tuple[int, int]]
+
 
 class GapRepair:
     """Per topic: the last event delivered here; the catch-up after a link outage."""
@@ -65,6 +78,10 @@ class GapRepair:
         self.delivered: dict[Key, Position] = {}
         self.start: dict[Key, Position] = {}
         """Where a new exact subscription started, until its first event (``note_start``)."""
+        self.recent: dict[Key, Ring] = {}
+        """The last ``RING`` (offset, publication) delivered per topic (rollback detection)."""
+        self.when: dict[Key, int] = {}
+        """The node's clock (µs) when it last delivered an event of the topic."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[Key, list[EventEnvelope]] = {}
         self.gaps = LabelCounts(("realm", "reason"))
@@ -86,11 +103,87 @@ class GapRepair:
         assert env.offset is not None and env.epoch is not None
         position = self.delivered.get(key)
         if position is not None and position[0] == env.epoch and env.offset <= position[1]:
-            return  # delivered already (another channel, or the catch-up)
+            if not self._reused(key, env.offset, env.publication):
+                return  # delivered already (another channel, or the catch-up)
+            self._gap(key, "lost", None, position[1])  # Redis went back in time (rollback)
+            self._rewound(key, env.offset - 1)
         self.delivered[key] = (env.epoch, env.offset)
         self.start.pop(key, None)
+        self._note(key, env.offset, env.publication)
         if env.node != self.node:  # our own events were delivered when published
             deliver(env)
+
+    # --- rollback: Redis lost its latest writes, offsets are reused ------------------------
+    def _note(self, key: Key, offset: int, publication: int) -> None:
+        self.when[key] = time.time_ns() // 1000
+        ring = self.recent.get(key)
+        if ring is None:
+            ring = self.recent[key] = deque(maxlen=RING)
+        ring.append((offset, publication))
+
+    def _reused(self, key: Key, offset: int, publication: int) -> bool:
+        """Whether ``offset`` was delivered here as another publication (a rollback)."""
+        for seen, delivered in self.recent.get(key, ()):
+            if seen == offset:
+                return delivered != publication
+        return False
+
+    def _rewound(self, key: Key, offset: int) -> None:
+        """Continue the topic after ``offset``: forget what was delivered after it."""
+        epoch = self.delivered[key][0]
+        self.delivered[key] = (epoch, offset)
+        ring = self.recent.get(key)
+        while ring and ring[-1][0] > offset:
+            ring.pop()
+
+    def _rolled_back(self, key: Key, last: int, at: list[Any]) -> bool:
+        """Whether Redis went back in time on ``key`` (its epoch unchanged).
+
+        ``last`` is the hash's offset, ``at`` the stream's entry at the delivered offset.
+        Offsets only grow in an epoch: a lower ``last`` is a rollback; so is another
+        publication at the delivered offset. A missing entry with ``last`` not lower is
+        a trim (``_trimmed``).
+        """
+        offset = self.delivered[key][1]
+        if last < offset:
+            return True
+        entries = parse_entries(at)
+        return bool(entries) and self._reused(key, offset, entries[0][2].publication)
+
+    async def _rewind(self, cmd: Client, rolled: list[tuple[Key, int]]) -> list[Key]:
+        """Report each rolled-back topic's gap; continue it where its timeline diverged.
+
+        That is the newest remembered offset whose stored entry is still the publication
+        delivered. When none is: the newest entry Redis wrote (``u``) before this node
+        delivered its last event of the topic (``when``); the new timeline's entries were
+        written after Redis came back, so later (Redis's and the node's clocks agreeing
+        within that time). Read: up to ``CHUNK`` entries up to the delivered offset.
+        """
+        if not rolled:
+            return []
+        pipe = cmd.pipeline(transaction=False)
+        for key, last in rolled:
+            top = min(last, self.delivered[key][1])
+            pipe.xrevrange(history_stream_key(*key), f"0-{top}", "-", count=CHUNK)
+        replies = await pipe.execute()
+        for (key, last), raw in zip(rolled, replies, strict=True):
+            entries = parse_entries(raw)
+            stored = {number: env.publication for number, _micros, env in entries}
+            ring = self.recent.get(key, ())
+            same = [offset for offset, pub in ring if stored.get(offset) == pub]
+            when = self.when.get(key)
+            before = [n for n, micros, _env in entries if when is not None and micros <= when]
+            if same:
+                start = same[-1]
+            elif before:
+                start = before[0]  # newest first
+            elif when is not None and entries:  # every entry read is newer
+                start = entries[-1][0] - 1
+            else:  # nothing delivered here yet (a start noted), or nothing left
+                start = min(last, self.delivered[key][1])
+            self._gap(key, "lost", None, self.delivered[key][1])
+            self._rewound(key, start)
+        return [key for key, _last in rolled]
 
     # --- where a subscription starts --------------------------------------------------
     def watch_from(
@@ -134,6 +227,9 @@ class GapRepair:
             self.delivered.setdefault(key, position)
         self.start.clear()
         self._held = {key: [] for key in self.delivered}
+        for key in set(self.recent) - set(self.delivered):
+            del self.recent[key]
+            self.when.pop(key, None)
 
     def forget(self, realm: str) -> None:
         """Drop the positions of ``realm``'s topics no local subscription reaches any more."""
@@ -141,6 +237,8 @@ class GapRepair:
             for key in [key for key in positions if key[0] == realm]:
                 if not self._wanted(key):
                     del positions[key]
+                    self.recent.pop(key, None)
+                    self.when.pop(key, None)
 
     def abandon(self) -> None:
         """The link failed before the catch-up ended: the next one reads the held events."""
@@ -158,27 +256,30 @@ class GapRepair:
         keys = [key for key in self._held if self._wanted(key)]
         for key in set(self._held) - set(keys):
             self.delivered.pop(key, None)
+            self.recent.pop(key, None)
+            self.when.pop(key, None)
         started, recovered = time.monotonic(), self.recovered
         firsts = await self._read(cmd, keys, full=False)
         read = time.monotonic() - started
         renewed: list[Key] = []
-        for key, (meta, raw) in zip(keys, firsts, strict=True):
+        rolled: list[tuple[Key, int]] = []
+        for key, (meta, raw, at) in zip(keys, firsts, strict=True):
             epoch, offset = self.delivered[key]
             stored = meta[0].decode() if meta[0] is not None else None
-            if stored == epoch:
+            if stored == epoch and self._rolled_back(key, int(meta[1] or 0), at):
+                rolled.append((key, int(meta[1] or 0)))
+            elif stored == epoch:
                 await self._catch_up(cmd, key, stored, int(meta[1] or 0), raw, many)
                 continue
-            if epoch != NEW:  # Redis lost the topic's history
-                self._gap(key, "lost", None, offset)
-            del self.delivered[key]
-            if stored is not None:
-                renewed.append(key)
-        # a new epoch: every event of it was missed here (read from its start)
-        for key, (meta, raw) in zip(renewed, await self._read(cmd, renewed, True), strict=True):
-            if meta[0] is not None:
-                epoch = meta[0].decode()
-                self.delivered[key] = (epoch, 0)
-                await self._catch_up(cmd, key, epoch, int(meta[1] or 0), raw, many)
+            else:
+                if epoch != NEW:  # Redis lost the topic's history
+                    self._gap(key, "lost", None, offset)
+                del self.delivered[key]
+                self.recent.pop(key, None)
+                self.when.pop(key, None)
+                if stored is not None:
+                    renewed.append(key)
+        await self._read_again(cmd, renewed, await self._rewind(cmd, rolled), many)
         held, self._held = self._held, {}
         for key, envs in held.items():
             for env in envs:
@@ -192,17 +293,42 @@ class GapRepair:
                 time.monotonic() - started,
             )
 
-    async def _read(self, cmd: Client, keys: list[Key], full: bool) -> list[tuple[Any, Any]]:
-        """(hash [epoch, offset], first chunk of entries after the delivered offset) per topic."""
+    async def _read_again(
+        self, cmd: Client, renewed: list[Key], rewound: list[Key], many: DeliverMany
+    ) -> None:
+        """Catch up topics read again: a new epoch from its start, a rewound one after it."""
+        for key, (meta, raw, _at) in zip(
+            renewed, await self._read(cmd, renewed, True), strict=True
+        ):
+            if meta[0] is not None:  # a new epoch: every event of it was missed here
+                epoch = meta[0].decode()
+                self.delivered[key] = (epoch, 0)
+                await self._catch_up(cmd, key, epoch, int(meta[1] or 0), raw, many)
+        firsts = await self._read(cmd, rewound, False)
+        for key, (meta, raw, _at) in zip(rewound, firsts, strict=True):
+            epoch = self.delivered[key][0]
+            if meta[0] is not None and meta[0].decode() == epoch:
+                await self._catch_up(cmd, key, epoch, int(meta[1] or 0), raw, many)
+
+    async def _read(self, cmd: Client, keys: list[Key], full: bool) -> list[tuple[Any, Any, Any]]:
+        """Per topic: hash [epoch, offset], the first chunk of entries after the delivered
+        offset, and (unless ``full``: from the start) the entry at that offset."""
         if not keys:
             return []
         pipe = cmd.pipeline(transaction=False)
         for realm, topic in keys:
-            start = "-" if full else f"(0-{self.delivered[(realm, topic)][1]}"
+            stream = history_stream_key(realm, topic)
             pipe.hmget(history_meta_key(realm, topic), "e", "o")
-            pipe.xrange(history_stream_key(realm, topic), start, "+", count=CHUNK)
+            if full:
+                pipe.xrange(stream, "-", "+", count=CHUNK)
+                continue
+            offset = self.delivered[(realm, topic)][1]
+            pipe.xrange(stream, f"(0-{offset}", "+", count=CHUNK)
+            pipe.xrange(stream, f"0-{offset}", f"0-{offset}")
         replies = await pipe.execute()
-        return list(zip(replies[0::2], replies[1::2], strict=True))
+        if full:
+            return [(meta, raw, []) for meta, raw in zip(replies[0::2], replies[1::2], strict=True)]
+        return list(zip(replies[0::3], replies[1::3], replies[2::3], strict=True))
 
     def _wanted(self, key: Key) -> bool:
         realm = self.host.realms.get(key[0])
@@ -255,6 +381,9 @@ class GapRepair:
             if newest > offset:
                 self.delivered[key] = (epoch, newest)
                 self.start.pop(key, None)
+            for number, _micros, env in entries[-RING:]:
+                if number > offset and env.epoch == epoch:
+                    self._note(key, number, env.publication)
         if batch:
             self.recovered += len(batch)
             deliver_many(batch)
