@@ -165,6 +165,22 @@ def local_ports(pid: int) -> set[int]:
     return ports
 
 
+def kill_connections(url: str, pid: int) -> int:
+    """CLIENT KILL every connection process ``pid`` holds to the Redis at ``url``."""
+    import redis
+
+    ports = local_ports(pid)
+    client = redis.Redis.from_url(url)
+    killed = 0
+    try:
+        for info in client.client_list():
+            if int(info["addr"].rsplit(":", 1)[1]) in ports:
+                killed += int(client.execute_command("CLIENT", "KILL", "ID", info["id"]))
+    finally:
+        client.close()
+    return killed
+
+
 @dataclass
 class RedisProcess:
     """A real redis-server on a free loopback port, without persistence."""
