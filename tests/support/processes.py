@@ -247,17 +247,28 @@ def start_redis(port: int | None = None, extra: Sequence[str] = ()) -> RedisProc
 
 
 @contextlib.contextmanager
-def nodes_on_one_redis(config: Path, names: Sequence[str]) -> Iterator[list[BrokerProcess]]:
-    """A fresh redis-server and one broker node per name, all with ``config``; stopped after."""
-    redis = start_redis()
+def broker_nodes(
+    redis_url: str, config: Path, names: Sequence[str]
+) -> Iterator[list[BrokerProcess]]:
+    """One broker node per name on the Redis at ``redis_url``, all with ``config``; stopped after."""
     nodes: list[BrokerProcess] = []
     try:
         for name in names:
             nodes.append(
-                start_broker("--redis", redis.url, "--node-id", name, "--config", str(config))
+                start_broker("--redis", redis_url, "--node-id", name, "--config", str(config))
             )
         yield nodes
     finally:
         for node in nodes:
             node.stop()
+
+
+@contextlib.contextmanager
+def nodes_on_one_redis(config: Path, names: Sequence[str]) -> Iterator[list[BrokerProcess]]:
+    """A fresh redis-server and one broker node per name, all with ``config``; stopped after."""
+    redis = start_redis()
+    try:
+        with broker_nodes(redis.url, config, names) as nodes:
+            yield nodes
+    finally:
         redis.kill()

@@ -19,7 +19,7 @@ from redis.crc import key_slot
 import client_sdk
 from broker.cluster import keys
 from client_sdk import ApplicationError, Event, PublishOptions
-from tests.support.processes import BrokerProcess, start_broker
+from tests.support.processes import BrokerProcess, broker_nodes
 from tests.support.redis_cluster import RedisClusterSet, start_redis_cluster
 
 from .conftest import TIMING, call_until
@@ -49,15 +49,8 @@ def pair(
 ) -> Iterator[list[BrokerProcess]]:
     config: Path = tmp_path_factory.mktemp("rcluster-config") / "broker.toml"
     config.write_text(TIMING + HISTORY, encoding="utf-8")
-    started: list[BrokerProcess] = []
-    try:
-        for name in ("ra", "rb"):
-            args = ("--redis", deployment.url, "--node-id", name, "--config", str(config))
-            started.append(start_broker(*args))
+    with broker_nodes(deployment.url, config, ("ra", "rb")) as started:
         yield started
-    finally:
-        for node in started:
-            node.stop()
 
 
 def topics_per_master(deployment: RedisClusterSet, prefix: str) -> dict[int, str]:
