@@ -32,6 +32,17 @@ probe_interval = 0.5
 probe_timeout = 1.0
 """
 
+HISTORY = """
+[[realm]]
+name = "realm1"
+
+[[realm.history]]
+uri = "hist."
+match = "prefix"
+limit = 10
+"""
+"""realm1 keeping the last 10 events of every ``hist.`` topic (append to ``TIMING``)."""
+
 DEATH_TIMEOUT = 10.0
 """Seconds a test waits for the others to notice a dead node (expected: ~2.5 s)."""
 
