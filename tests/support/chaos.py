@@ -59,6 +59,7 @@ from protocol_spec.meta import SUBSCRIPTION_ON_HISTORY_GAP as HISTORY_GAP
 from tests.docker.topology import native_haproxy_cfg
 from tests.support.haproxy import haproxy_cfg
 from tests.support.processes import (
+    CLUSTER_TIMING,
     ROOT,
     BrokerProcess,
     RedisProcess,
@@ -74,13 +75,9 @@ ACK = PublishOptions(acknowledge=True)
 FAST = Backoff(initial=0.05, maximum=0.5, jitter=0.5)
 WARMUP = -1  # the number of the events sent until every subscriber hears every publisher
 
-CONFIG = """
-[cluster]
-heartbeat_interval = 0.25
-node_timeout = 2.0
-probe_interval = 0.5
-probe_timeout = 1.0
-
+CONFIG = (
+    CLUSTER_TIMING
+    + """
 [[realm]]
 name = "realm1"
 
@@ -89,6 +86,7 @@ uri = "com.chaos."
 match = "prefix"
 limit = 100000
 """
+)
 
 
 @dataclass

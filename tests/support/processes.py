@@ -23,6 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (ws[s]?://[^\s]+)")
 
+CLUSTER_TIMING = """
+[cluster]
+heartbeat_interval = 0.25
+node_timeout = 2.0
+probe_interval = 0.5
+probe_timeout = 1.0
+"""
+"""A ``[cluster]`` section for tests: a dead node is noticed in about 2.5 s, not 6 s."""
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
