@@ -60,6 +60,9 @@ _LOG = re.compile(r"recovered (\d+) events on \d+ topics \(read ([\d.]+) s, tota
 
 
 # --- child side (imports the tree under test) ------------------------------------------------
+# Counter and _kill_connections stay in this file (not tests.support): the child imports
+# the tree under test, and an older checkout need not have tests.support.processes'
+# kill_connections. bench.history_redis imports this Counter.
 class Counter:
     """Events received, and a wake-up when a target is reached."""
 

@@ -19,18 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 import client_sdk
 from bench import procstat
-from tests.support.processes import BrokerProcess, start_broker, start_redis
+from bench.history_recover import Counter
+from tests.support.processes import BrokerProcess, kill_connections, start_broker, start_redis
 
 CONFIG = """
 [[realm]]
@@ -44,26 +42,6 @@ ttl = 3600
 """
 
 BATCH = 250
-
-
-class Counter:
-    """Events received, and a wake-up when a target is reached."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.target = 0
-        self.reached = asyncio.Event()
-
-    def __call__(self, _event: client_sdk.Event) -> None:
-        self.count += 1
-        if self.count >= self.target:
-            self.reached.set()
-
-    async def until(self, target: int, timeout: float = 60.0) -> None:
-        self.target = target
-        if self.count < target:
-            self.reached.clear()
-            await asyncio.wait_for(self.reached.wait(), timeout)
 
 
 async def _phase(
@@ -109,29 +87,6 @@ async def cpu(
     }
 
 
-def _kill_connections(url: str, pid: int) -> int:
-    ports = set()
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        parts = line.split()
-        if parts[9] in inodes:
-            ports.add(int(parts[1].split(":")[1], 16))
-    client = redis.Redis.from_url(url)
-    killed = 0
-    for info in client.client_list():
-        if int(info["addr"].rsplit(":", 1)[1]) in ports:
-            killed += int(client.execute_command("CLIENT", "KILL", "ID", info["id"]))
-    client.close()
-    return killed
-
-
 async def recover(nodes: list[BrokerProcess], redis_url: str, missed: int) -> dict[str, Any]:
     """Seconds from resuming a node that missed ``missed`` events to its subscriber having all."""
     counter = Counter()
@@ -149,7 +104,7 @@ async def recover(nodes: list[BrokerProcess], redis_url: str, missed: int) -> di
                 "bench.hist.recover", n, {"price": 1.25}, options=ack if last else None
             )
         await publisher.publish("bench.hist.recover", "last", options=ack)
-        killed = _kill_connections(redis_url, nodes[1].proc.pid)
+        killed = kill_connections(redis_url, nodes[1].proc.pid)
     finally:
         nodes[1].signal(signal.SIGCONT)
     started = time.perf_counter()

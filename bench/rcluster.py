@@ -17,7 +17,6 @@ idle rate with both nodes connected, measured for 3 s first).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import ROOT, Server, free_port
-from bench.xnode import loadgen, redis_cpu, start_node, start_redis
+from bench.xnode import loadgen, print_rows, redis_cpu, start_node, start_redis
 from tests.support.redis_cluster import start_redis_cluster
 
 CASES = ("rpc-cross", "fanout-cross")
@@ -65,12 +64,10 @@ def _deployment_round(name: str, url: str, ports: list[int], p: Any) -> list[dic
         before = _cpu(ports)
         time.sleep(3.0)  # a measurement window for the idle rate, not a synchronisation
         idle = (_cpu(ports) - before) / 3.0
-        rows = []
-        for case in p.cases.split(","):
-            row = {"redis": name, **_case(case, servers[0], servers[1], ports, idle, p)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-        return rows
+        return print_rows(
+            p.cases,
+            lambda case: {"redis": name, **_case(case, servers[0], servers[1], ports, idle, p)},
+        )
     finally:
         for server in servers:
             server.stop()

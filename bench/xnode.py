@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,17 +195,28 @@ def one_round(name: str, tree: Path, p: argparse.Namespace, index: int = 0) -> l
             b = start_node(tree, cpus, ["--redis", url, "--node-id", "b"])
             servers.append(b)
             p.redis_idle = idle_rate(port)
-            rows = []
-            for case in p.cases.split(","):
-                row = {"tree": name, "round": index, **run_case(case, single, a, b, port, p)}
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-            return rows
+            return print_rows(
+                p.cases,
+                lambda case: {
+                    "tree": name,
+                    "round": index,
+                    **run_case(case, single, a, b, port, p),
+                },
+            )
         finally:
             for server in servers:
                 server.stop()
             redis.send_signal(signal.SIGTERM)
             redis.wait(10)
+
+
+def print_rows(cases: str, row: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """``row(case)`` for each of the comma-separated ``cases``, each printed as a JSON line."""
+    rows = []
+    for case in cases.split(","):
+        rows.append(row(case))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def summary(rows: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ import pytest
 from client_sdk import Client, Event, Gap, Session, connect
 from tests.client_sdk.test_resume import ACK, FAST, Offline, Received, cut, publish_range
 from tests.support.processes import (
+    CLUSTER_TIMING,
     BrokerProcess,
     nodes_on_one_redis,
 )
@@ -23,13 +24,9 @@ from tests.support.processes import (
 if shutil.which("redis-server") is None:  # pragma: no cover - the test command installs it
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
-CONFIG = """
-[cluster]
-heartbeat_interval = 0.25
-node_timeout = 2.0
-probe_interval = 0.5
-probe_timeout = 1.0
-
+CONFIG = (
+    CLUSTER_TIMING
+    + """
 [[realm]]
 name = "realm1"
 
@@ -38,6 +35,7 @@ uri = "com.resume."
 match = "prefix"
 limit = 1000
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,9 @@ import client_sdk
 from client_sdk import ApplicationError, Backoff, ClientError, Gap, PublishOptions
 from protocol_spec.meta import SUBSCRIPTION_ON_HISTORY_GAP as HISTORY_GAP
 from tests.docker.topology import native_haproxy_cfg
+from tests.support.haproxy import haproxy_cfg
 from tests.support.processes import (
+    CLUSTER_TIMING,
     ROOT,
     BrokerProcess,
     RedisProcess,
@@ -73,13 +75,9 @@ ACK = PublishOptions(acknowledge=True)
 FAST = Backoff(initial=0.05, maximum=0.5, jitter=0.5)
 WARMUP = -1  # the number of the events sent until every subscriber hears every publisher
 
-CONFIG = """
-[cluster]
-heartbeat_interval = 0.25
-node_timeout = 2.0
-probe_interval = 0.5
-probe_timeout = 1.0
-
+CONFIG = (
+    CLUSTER_TIMING
+    + """
 [[realm]]
 name = "realm1"
 
@@ -88,24 +86,7 @@ uri = "com.chaos."
 match = "prefix"
 limit = 100000
 """
-
-HAPROXY = """
-global
-    maxconn 1024
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 120s
-frontend wamp
-    bind 127.0.0.1:{port}
-    default_backend brokers
-backend brokers
-    balance leastconn
-    option httpchk GET /healthz
-{servers}
-"""
+)
 
 
 @dataclass
@@ -363,11 +344,8 @@ class Cluster:
             ports = {f"node{i + 1}": node.port for i, node in enumerate(self.nodes)}
             text = native_haproxy_cfg(SHIPPED_HAPROXY.read_text(encoding="utf-8"), port, ports)
         else:
-            servers = "\n".join(
-                f"    server n{i} 127.0.0.1:{node.port} check inter 300 fall 2 rise 1"
-                for i, node in enumerate(self.nodes)
-            )
-            text = HAPROXY.format(port=port, servers=servers)
+            node_ports = [node.port for node in self.nodes]
+            text = haproxy_cfg(port, node_ports, "inter 300 fall 2 rise 1")
         path = self.workdir / "haproxy.cfg"
         path.write_text(text, encoding="utf-8")
         self.haproxy = subprocess.Popen(

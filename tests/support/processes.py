@@ -23,6 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (ws[s]?://[^\s]+)")
 
+CLUSTER_TIMING = """
+[cluster]
+heartbeat_interval = 0.25
+node_timeout = 2.0
+probe_interval = 0.5
+probe_timeout = 1.0
+"""
+"""A ``[cluster]`` section for tests: a dead node is noticed in about 2.5 s, not 6 s."""
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
@@ -165,6 +174,22 @@ def local_ports(pid: int) -> set[int]:
     return ports
 
 
+def kill_connections(url: str, pid: int) -> int:
+    """CLIENT KILL every connection process ``pid`` holds to the Redis at ``url``."""
+    import redis
+
+    ports = local_ports(pid)
+    client = redis.Redis.from_url(url)
+    killed = 0
+    try:
+        for info in client.client_list():
+            if int(info["addr"].rsplit(":", 1)[1]) in ports:
+                killed += int(client.execute_command("CLIENT", "KILL", "ID", info["id"]))
+    finally:
+        client.close()
+    return killed
+
+
 @dataclass
 class RedisProcess:
     """A real redis-server on a free loopback port, without persistence."""
@@ -231,17 +256,28 @@ def start_redis(port: int | None = None, extra: Sequence[str] = ()) -> RedisProc
 
 
 @contextlib.contextmanager
-def nodes_on_one_redis(config: Path, names: Sequence[str]) -> Iterator[list[BrokerProcess]]:
-    """A fresh redis-server and one broker node per name, all with ``config``; stopped after."""
-    redis = start_redis()
+def broker_nodes(
+    redis_url: str, config: Path, names: Sequence[str]
+) -> Iterator[list[BrokerProcess]]:
+    """One broker node per name on the Redis at ``redis_url``, all with ``config``; stopped after."""
     nodes: list[BrokerProcess] = []
     try:
         for name in names:
             nodes.append(
-                start_broker("--redis", redis.url, "--node-id", name, "--config", str(config))
+                start_broker("--redis", redis_url, "--node-id", name, "--config", str(config))
             )
         yield nodes
     finally:
         for node in nodes:
             node.stop()
+
+
+@contextlib.contextmanager
+def nodes_on_one_redis(config: Path, names: Sequence[str]) -> Iterator[list[BrokerProcess]]:
+    """A fresh redis-server and one broker node per name, all with ``config``; stopped after."""
+    redis = start_redis()
+    try:
+        with broker_nodes(redis.url, config, names) as nodes:
+            yield nodes
+    finally:
         redis.kill()

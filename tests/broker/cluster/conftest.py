@@ -19,18 +19,29 @@ from urllib.parse import urlparse
 import pytest
 
 import client_sdk
-from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
+from tests.support.processes import (
+    CLUSTER_TIMING,
+    BrokerProcess,
+    RedisProcess,
+    start_broker,
+    start_redis,
+)
 
 if shutil.which("redis-server") is None:  # pragma: no cover - the test command installs it
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
-TIMING = """
-[cluster]
-heartbeat_interval = 0.25
-node_timeout = 2.0
-probe_interval = 0.5
-probe_timeout = 1.0
+TIMING = CLUSTER_TIMING
+
+HISTORY = """
+[[realm]]
+name = "realm1"
+
+[[realm.history]]
+uri = "hist."
+match = "prefix"
+limit = 10
 """
+"""realm1 keeping the last 10 events of every ``hist.`` topic (append to ``TIMING``)."""
 
 DEATH_TIMEOUT = 10.0
 """Seconds a test waits for the others to notice a dead node (expected: ~2.5 s)."""

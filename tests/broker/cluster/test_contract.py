@@ -19,7 +19,7 @@ import pytest
 
 import client_sdk
 from client_sdk import ApplicationError, CallResult, Event, PublishOptions
-from tests.support.processes import BrokerProcess, RedisProcess, start_broker
+from tests.support.processes import BrokerProcess, RedisProcess, broker_nodes, start_broker
 from tests.support.redis_cluster import start_redis_cluster
 from tests.support.sentinel import start_sentinel_set
 
@@ -50,22 +50,10 @@ def sentinel_pair(
     if shutil.which("redis-sentinel") is None:  # pragma: no cover - the test command installs it
         pytest.skip("redis-sentinel is not installed")
     deployment = start_sentinel_set(tmp_path_factory.mktemp("sentinel"))
-    started: list[BrokerProcess] = []
     try:
-        for i in range(2):
-            args = (
-                "--redis",
-                deployment.url,
-                "--node-id",
-                f"s{i}",
-                "--config",
-                str(cluster_config),
-            )
-            started.append(start_broker(*args))
-        yield started
+        with broker_nodes(deployment.url, cluster_config, ("s0", "s1")) as started:
+            yield started
     finally:
-        for node in started:
-            node.stop()
         deployment.stop()
 
 
@@ -74,22 +62,10 @@ def cluster_pair(
     tmp_path_factory: pytest.TempPathFactory, cluster_config: Path
 ) -> Iterator[list[BrokerProcess]]:
     deployment = start_redis_cluster(tmp_path_factory.mktemp("rcluster"))
-    started: list[BrokerProcess] = []
     try:
-        for i in range(2):
-            args = (
-                "--redis",
-                deployment.url,
-                "--node-id",
-                f"k{i}",
-                "--config",
-                str(cluster_config),
-            )
-            started.append(start_broker(*args))
-        yield started
+        with broker_nodes(deployment.url, cluster_config, ("k0", "k1")) as started:
+            yield started
     finally:
-        for node in started:
-            node.stop()
         deployment.stop()
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import client_sdk
 from client_sdk import Event, PublishOptions
+from tests.support.haproxy import haproxy_cfg
 from tests.support.processes import BrokerProcess, free_port
 
 from .conftest import call_until
@@ -22,35 +23,15 @@ from .conftest import call_until
 HAPROXY = shutil.which("haproxy")
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
 
-CONFIG = """
-global
-    maxconn 1024
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 120s
-frontend wamp
-    bind 127.0.0.1:{port}
-    default_backend brokers
-backend brokers
-    balance leastconn
-    option httpchk GET /healthz
-{servers}
-"""
-
 
 @pytest.fixture(scope="module")
 def haproxy(nodes: list[BrokerProcess], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """HAProxy in front of the three nodes; yields the WebSocket URL clients use."""
     assert HAPROXY is not None
     port = free_port()
-    servers = "\n".join(
-        f"    server n{i} 127.0.0.1:{node.port} check inter 500" for i, node in enumerate(nodes)
-    )
     path = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
-    path.write_text(CONFIG.format(port=port, servers=servers), encoding="utf-8")
+    text = haproxy_cfg(port, [node.port for node in nodes], "inter 500")
+    path.write_text(text, encoding="utf-8")
     proc = subprocess.Popen(
         [HAPROXY, "-f", str(path), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

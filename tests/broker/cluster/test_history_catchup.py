@@ -10,18 +10,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis
 
 from broker.cluster import repair
-from broker.cluster.redis import RedisCluster
-from broker.core.history import HistorySettings
-from broker.core.realm import RealmSettings
-from broker.core.router import Router
-from broker.server import AsyncioScheduler
-from protocol_spec.messages import Hello, Subscribe
+from protocol_spec.messages import Subscribe
 from tests.support.processes import RedisProcess
 
-from .test_history_window import ROLES, RULE, TIMING, TOPIC, Subscriber, own_redis, publish
+from .test_history_window import TOPIC, history_node, joined, own_redis, publish
 
 __all__ = ["own_redis"]
 
@@ -33,17 +27,8 @@ async def test_live_events_during_a_chunked_catch_up_come_after_it_once(
     own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(repair, "CHUNK", 7)
-    settings = RealmSettings("realm1", history=HistorySettings(rules=(RULE,)))
-    router = Router((settings,), AsyncioScheduler())
-    backend = RedisCluster(own_redis.url, "catch-a", router, TIMING)
-    for realm in router.realms.values():
-        realm.cluster = backend
-    client = redis.Redis.from_url(own_redis.url)
-    await backend.start()
-    try:
-        peer = Subscriber()
-        session = router.attach(peer)
-        router.receive(session, Hello("realm1", {"roles": ROLES}))
+    async with history_node(own_redis.url, "catch-a") as (router, backend, client):
+        peer, session = joined(router)
         subscribed = asyncio.Event()
         peer.on_subscribed = subscribed.set
         router.receive(session, Subscribe(1, {}, TOPIC))
@@ -70,6 +55,3 @@ async def test_live_events_during_a_chunked_catch_up_come_after_it_once(
             raise AssertionError(list(peer.events)) from None
         assert list(peer.events) == list(range(MISSED + LIVE + 1))
         assert backend.repair.recovered >= MISSED
-    finally:
-        client.close()
-        await backend.close()

@@ -15,18 +15,8 @@ import pytest
 from client_sdk import ApplicationError, Event, PublishOptions
 from tests.support.processes import BrokerProcess, RedisProcess
 
-from .conftest import TIMING, eventually, start_node
+from .conftest import HISTORY, TIMING, eventually, start_node
 from .test_events import Connect
-
-HISTORY = """
-[[realm]]
-name = "realm1"
-
-[[realm.history]]
-uri = "hist."
-match = "prefix"
-limit = 10
-"""
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 import client_sdk
 from broker.cluster.repair import HISTORY_GAP
 from client_sdk import ApplicationError, Event, PublishOptions
-from tests.support.processes import BrokerProcess, RedisProcess, local_ports, start_redis
+from tests.support.processes import BrokerProcess, RedisProcess, kill_connections, start_redis
 
 from .conftest import TIMING, start_node
 from .test_events import Connect
@@ -44,20 +43,6 @@ def _config(tmp: Path) -> Path:
     path = tmp / "broker.toml"
     path.write_text(TIMING + CONFIG, encoding="utf-8")
     return path
-
-
-def cut_links(server: RedisProcess, node: BrokerProcess) -> int:
-    """CLIENT KILL every Redis connection of ``node``; how many were killed."""
-    ports = local_ports(node.proc.pid)
-    client = redis.Redis.from_url(server.url)
-    killed = 0
-    try:
-        for info in client.client_list():
-            if int(info["addr"].rsplit(":", 1)[1]) in ports:
-                killed += int(client.execute_command("CLIENT", "KILL", "ID", info["id"]))
-    finally:
-        client.close()
-    return killed
 
 
 class Tally:
@@ -128,7 +113,7 @@ async def test_events_missed_while_a_nodes_link_was_cut_are_delivered_once_in_or
         await publisher.publish("com.gap.cut", 0, n, options=ACK)
         acked[0].add(n)
         if n % 20 == 10:  # its link dies (unless still reconnecting); the publisher goes on
-            killed += cut_links(redis_server, cut) > 0
+            killed += kill_connections(redis_server.url, cut.proc.pid) > 0
     assert killed >= 2
     try:
         await tally.until(lambda: len(tally.got) >= 300, 15)
@@ -150,7 +135,7 @@ async def test_an_outage_before_the_first_event_is_repaired_from_the_subscriptio
     await publisher.publish("com.gap.other", 0, -1, options=ACK)  # a round trip: start noted
     stopped.signal(signal.SIGSTOP)  # nothing it could read before the cut
     try:
-        assert cut_links(redis_server, stopped) > 0
+        assert kill_connections(redis_server.url, stopped.proc.pid) > 0
         for n in range(20):
             await publisher.publish("com.gap.fresh", 0, n, options=ACK)
     finally:

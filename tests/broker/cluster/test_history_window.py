@@ -10,6 +10,7 @@ count that event and the repair would start after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from broker.core.ids import random_id
 from broker.core.publication import Publication
 from broker.core.realm import RealmSettings
 from broker.core.router import Router
+from broker.core.session import Session
 from broker.server import AsyncioScheduler
 from protocol_spec.messages import Event, Hello, Message, Subscribe, Subscribed
 from tests.support.processes import RedisProcess, start_redis
@@ -70,6 +72,33 @@ class Subscriber:
                 await self.changed.wait()
 
 
+@contextlib.asynccontextmanager
+async def history_node(
+    url: str, node_id: str
+) -> AsyncIterator[tuple[Router, RedisCluster, redis.Redis]]:
+    """A router keeping RULE's history on the Redis at ``url``, its backend, a client of it."""
+    settings = RealmSettings("realm1", history=HistorySettings(rules=(RULE,)))
+    router = Router((settings,), AsyncioScheduler())
+    backend = RedisCluster(url, node_id, router, TIMING)
+    for realm in router.realms.values():
+        realm.cluster = backend
+    client = redis.Redis.from_url(url)
+    await backend.start()
+    try:
+        yield router, backend, client
+    finally:
+        client.close()
+        await backend.close()
+
+
+def joined(router: Router) -> tuple[Subscriber, Session]:
+    """A new session of ``router`` on a ``Subscriber`` peer, joined to realm1."""
+    peer = Subscriber()
+    session = router.attach(peer)
+    router.receive(session, Hello("realm1", {"roles": ROLES}))
+    return peer, session
+
+
 def publish(client: redis.Redis, backend: RedisCluster, n: int) -> None:
     """Publish event ``n`` on TOPIC as another node would: the history script, now."""
     publication = Publication(TOPIC, random_id(), {}, [n], None)
@@ -82,18 +111,9 @@ def publish(client: redis.Redis, backend: RedisCluster, n: int) -> None:
 async def test_an_event_published_as_the_subscription_goes_live_is_repaired(
     own_redis: RedisProcess,
 ) -> None:
-    settings = RealmSettings("realm1", history=HistorySettings(rules=(RULE,)))
-    router = Router((settings,), AsyncioScheduler())
-    backend = RedisCluster(own_redis.url, "win-a", router, TIMING)
-    for realm in router.realms.values():
-        realm.cluster = backend
-    client = redis.Redis.from_url(own_redis.url)
-    await backend.start()
-    try:
+    async with history_node(own_redis.url, "win-a") as (router, backend, client):
         publish(client, backend, 0)  # before the subscription: never delivered
-        peer = Subscriber()
-        session = router.attach(peer)
-        router.receive(session, Hello("realm1", {"roles": ROLES}))
+        peer, session = joined(router)
 
         def window() -> None:
             # live: the pub/sub connection dies, then an event is published; the node
@@ -108,6 +128,3 @@ async def test_an_event_published_as_the_subscription_goes_live_is_repaired(
         publish(client, backend, 2)  # the subscription is live again: event 1 was repaired
         await peer.until(2)
         assert peer.events == [1, 2]
-    finally:
-        client.close()
-        await backend.close()

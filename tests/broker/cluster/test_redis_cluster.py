@@ -8,8 +8,9 @@ control slot; a killed shard master is replaced by its replica and traffic resum
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,21 +20,12 @@ from redis.crc import key_slot
 import client_sdk
 from broker.cluster import keys
 from client_sdk import ApplicationError, Event, PublishOptions
-from tests.support.processes import BrokerProcess, start_broker
+from tests.support.processes import BrokerProcess, broker_nodes
 from tests.support.redis_cluster import RedisClusterSet, start_redis_cluster
 
-from .conftest import TIMING, call_until
+from .conftest import HISTORY, TIMING, call_until
 
 REALM = "realm1"
-HISTORY = """
-[[realm]]
-name = "realm1"
-
-[[realm.history]]
-uri = "hist."
-match = "prefix"
-limit = 10
-"""
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +41,8 @@ def pair(
 ) -> Iterator[list[BrokerProcess]]:
     config: Path = tmp_path_factory.mktemp("rcluster-config") / "broker.toml"
     config.write_text(TIMING + HISTORY, encoding="utf-8")
-    started: list[BrokerProcess] = []
-    try:
-        for name in ("ra", "rb"):
-            args = ("--redis", deployment.url, "--node-id", name, "--config", str(config))
-            started.append(start_broker(*args))
+    with broker_nodes(deployment.url, config, ("ra", "rb")) as started:
         yield started
-    finally:
-        for node in started:
-            node.stop()
 
 
 def topics_per_master(deployment: RedisClusterSet, prefix: str) -> dict[int, str]:
@@ -83,13 +68,25 @@ def spublish_calls(port: int) -> int:
     return int(stats.get("cmdstat_spublish", {}).get("calls", 0))
 
 
+@contextlib.asynccontextmanager
+async def _sub_pub(
+    pair: list[BrokerProcess],
+) -> AsyncIterator[tuple[client_sdk.Session, client_sdk.Session]]:
+    """A subscriber session on the second node and a publisher on the first; left after."""
+    sub = await client_sdk.connect(pair[1].url, REALM)
+    pub = await client_sdk.connect(pair[0].url, REALM)
+    try:
+        yield sub, pub
+    finally:
+        await sub.leave()
+        await pub.leave()
+
+
 async def test_events_across_shards_reach_only_their_shard_and_calls_cross_nodes(
     deployment: RedisClusterSet, pair: list[BrokerProcess]
 ) -> None:
     topics = topics_per_master(deployment, "rc.shard")
-    sub = await client_sdk.connect(pair[1].url, REALM)
-    pub = await client_sdk.connect(pair[0].url, REALM)
-    try:
+    async with _sub_pub(pair) as (sub, pub):
         got: asyncio.Queue[Event] = asyncio.Queue()
         for topic in topics.values():
             await sub.subscribe(topic, got.put_nowait)
@@ -113,18 +110,13 @@ async def test_events_across_shards_reach_only_their_shard_and_calls_cross_nodes
 
         await pub.register("rc.shard.echo", lambda x: x)
         assert (await call_until(sub, "rc.shard.echo", 41)).args == [41]
-    finally:
-        await sub.leave()
-        await pub.leave()
 
 
 async def test_pattern_subscriptions_get_every_matching_event_once_on_every_shard(
     deployment: RedisClusterSet, pair: list[BrokerProcess]
 ) -> None:
     spread = list(topics_per_master(deployment, "rc.pat").values())
-    sub = await client_sdk.connect(pair[1].url, REALM)
-    pub = await client_sdk.connect(pair[0].url, REALM)
-    try:
+    async with _sub_pub(pair) as (sub, pub):
         got: dict[str, asyncio.Queue[Event]] = {}
         wanted = [
             ("rc.pat", "prefix"),
@@ -162,18 +154,13 @@ async def test_pattern_subscriptions_get_every_matching_event_once_on_every_shar
         ]
         assert [(await got[spread[0]].get()).args[0] for _ in range(3)] == [0, 1, 2]
         assert all(q.empty() for q in got.values())
-    finally:
-        await sub.leave()
-        await pub.leave()
 
 
 async def test_subscribing_and_unsubscribing_in_quick_turns_keeps_the_link(
     pair: list[BrokerProcess],
 ) -> None:
     mark = len(pair[1].lines)
-    sub = await client_sdk.connect(pair[1].url, REALM)
-    pub = await client_sdk.connect(pair[0].url, REALM)
-    try:
+    async with _sub_pub(pair) as (sub, pub):
         got: asyncio.Queue[Event] = asyncio.Queue()
         for _ in range(20):  # SSUBSCRIBE/SUNSUBSCRIBE of one channel, back to back
             subscription = await sub.subscribe("rc.turns", got.put_nowait)
@@ -182,9 +169,6 @@ async def test_subscribing_and_unsubscribing_in_quick_turns_keeps_the_link(
         await pub.publish("rc.turns", "x", options=PublishOptions(acknowledge=True))
         assert (await asyncio.wait_for(got.get(), 5)).args == ["x"]
         assert not [line for line in pair[1].lines[mark:] if "link to Redis lost" in line]
-    finally:
-        await sub.leave()
-        await pub.leave()
 
 
 async def _resumed(
@@ -220,6 +204,18 @@ async def _resumed(
         await asyncio.sleep(0.1)  # between round trips while the link reconnects
 
 
+async def _flowing(
+    pub: client_sdk.Session, sub: client_sdk.Session, topics: list[str], echo: str
+) -> asyncio.Queue[Event]:
+    """``sub`` subscribes to ``topics``, ``pub`` registers ``echo``; both work across nodes."""
+    got: asyncio.Queue[Event] = asyncio.Queue()
+    for topic in topics:
+        await sub.subscribe(topic, got.put_nowait)
+    await pub.register(echo, lambda x: x)
+    await asyncio.wait_for(_resumed(pub, sub, got, topics, echo), 10)
+    return got
+
+
 async def _wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
     """Poll the deployment until ``check()``; ``time.monotonic()`` when it was first true."""
     deadline = time.monotonic() + timeout
@@ -235,14 +231,8 @@ async def test_a_slot_migration_and_a_manual_failover_are_survived(
 ) -> None:
     by_master = topics_per_master(deployment, "rc.move")
     ports, topics = list(by_master), list(by_master.values())
-    sub = await client_sdk.connect(pair[1].url, REALM)
-    pub = await client_sdk.connect(pair[0].url, REALM)
-    try:
-        got: asyncio.Queue[Event] = asyncio.Queue()
-        for topic in topics:
-            await sub.subscribe(topic, got.put_nowait)
-        await pub.register("rc.move.echo", lambda x: x)
-        await asyncio.wait_for(_resumed(pub, sub, got, topics, "rc.move.echo"), 10)
+    async with _sub_pub(pair) as (sub, pub):
+        got = await _flowing(pub, sub, topics, "rc.move.echo")
         # the slot of the first topic's channel moves to the second master: Redis
         # unsubscribes the shard channel there, the subscriber's node reconnects
         slot = key_slot(keys.event_channel(REALM, topics[0]))
@@ -258,23 +248,14 @@ async def test_a_slot_migration_and_a_manual_failover_are_survived(
         await _wait_for(lambda: new in deployment.masters(), "the replica promoted")
         await asyncio.wait_for(_resumed(pub, sub, got, topics, "rc.move.echo"), 30)
         pair[1].wait_for_output("link to Redis lost", start=mark)  # it did notice
-    finally:
-        await sub.leave()
-        await pub.leave()
 
 
 async def test_a_killed_shard_master_is_replaced_by_its_replica_and_traffic_resumes(
     deployment: RedisClusterSet, pair: list[BrokerProcess]
 ) -> None:
     topics = list(topics_per_master(deployment, "rc.fail").values())
-    sub = await client_sdk.connect(pair[1].url, REALM)
-    pub = await client_sdk.connect(pair[0].url, REALM)
-    try:
-        got: asyncio.Queue[Event] = asyncio.Queue()
-        for topic in topics:
-            await sub.subscribe(topic, got.put_nowait)
-        await pub.register("rc.fail.echo", lambda x: x)
-        await asyncio.wait_for(_resumed(pub, sub, got, topics, "rc.fail.echo"), 10)
+    async with _sub_pub(pair) as (sub, pub):
+        got = await _flowing(pub, sub, topics, "rc.fail.echo")
         # the master of the control slot: control, inboxes and node state all move
         victim = deployment.master_of_slot(key_slot(keys.CONTROL))
         killed = time.monotonic()
@@ -287,6 +268,3 @@ async def test_a_killed_shard_master_is_replaced_by_its_replica_and_traffic_resu
             f"events and calls across nodes again after {resumed - killed:.2f} s"
         )
         assert victim not in deployment.masters()
-    finally:
-        await sub.leave()
-        await pub.leave()

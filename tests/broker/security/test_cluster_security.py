@@ -26,6 +26,7 @@ from autobahn.wamp.types import PublishOptions, RegisterOptions, SubscribeOption
 from broker.auth.secrets import hash_ticket
 from tests.broker.security._wire import Aborted, autobahn_join
 from tests.support.processes import (
+    CLUSTER_TIMING,
     BrokerProcess,
     nodes_on_one_redis,
 )
@@ -41,13 +42,7 @@ def cluster_config() -> str:
         f'[realm.auth.ticket.principals.{who}]\nticket_hash = "{hash_ticket(who + "-pw", iterations=1000)}"\nrole = "{role}"'
         for who, role in TICKETS.items()
     )
-    return f"""
-[cluster]
-heartbeat_interval = 0.25
-node_timeout = 2.0
-probe_interval = 0.5
-probe_timeout = 1.0
-
+    return f"""{CLUSTER_TIMING}
 [[realm]]
 name = "sec"
 anonymous = false
