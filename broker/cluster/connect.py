@@ -97,6 +97,11 @@ class RedisTarget:
         return bool(self.seeds)
 
     @property
+    def publish_command(self) -> str:
+        """``SPUBLISH`` on a Redis Cluster (sharded channels), else ``PUBLISH``."""
+        return "SPUBLISH" if self.cluster else "PUBLISH"
+
+    @property
     def sentinel(self) -> bool:
         """Whether the master is found through Sentinel."""
         return bool(self.sentinels)

@@ -268,12 +268,8 @@ class Mirror:
 
     # --- inbox envelopes -----------------------------------------------------------------
     def inbox(self, msg: InboxMessage) -> None:
-        """Apply one call envelope addressed to this node (the cross-node call path:
-        lookups are inlined, the realm's key is the envelope's ``realm``).
-        """
-        realm = self.host.realms.get(msg.realm)
-        if realm is not None:
-            _INBOX[type(msg)](self, realm, msg)
+        """Apply one call envelope addressed to this node."""
+        self.inboxes([msg], _never)
 
     def inboxes(
         self,
@@ -424,6 +420,11 @@ class Mirror:
                     realm.dealer.remove_remote_callee(proxy, reg_id)
         for callee in regs:
             self.add_callee(node, callee)
+
+
+def _never(exc: ClusterProtocolError) -> None:
+    """``Mirror.inbox``: a decoded envelope is never malformed."""
+    raise exc
 
 
 _CONTROL: dict[type[ControlMessage], Callable[[Mirror, Any], None]] = {

@@ -30,14 +30,12 @@ async def announce_gone(url: str, node: str, timeout: float = 1.0) -> None:
     The client is ``connect.shared_client``'s (single server, Sentinel's master, or a
     Redis Cluster client, where control envelopes are published sharded).
     """
-    sharded = bool(getattr(parse_redis_url(url), "cluster", False))
+    publish = parse_redis_url(url).publish_command
     client = shared_client(url, timeout)
     try:
         pipe = client.pipeline(transaction=False)
         pipe.delete(keys.node_key(node))
-        pipe.execute_command(
-            "SPUBLISH" if sharded else "PUBLISH", keys.CONTROL, NodeGone(node).pack()
-        )
+        pipe.execute_command(publish, keys.CONTROL, NodeGone(node).pack())
         await asyncio.wait_for(pipe.execute(), timeout)
     finally:
         await client.aclose()

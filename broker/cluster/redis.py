@@ -154,8 +154,7 @@ class RedisCluster(Cluster):
         """Redis Cluster only: pattern subscriptions through the realms' pattern channels."""
         self.mirror = Mirror(host, self.node, self._send_inbox, self._hello, self.patterns)
         self.link = PubSubLink(self.node, self.timing)
-        pub = "SPUBLISH" if self.target.cluster else "PUBLISH"
-        self.outbox = Outbox(self.timing.command_timeout, pub)
+        self.outbox = Outbox(self.timing.command_timeout, self.target.publish_command)
         self.events = EventChannels(self.node, host, self.outbox)
         self.events.patterns = self.patterns
         self.history = RedisHistory(host, lambda: self._cmd, self.outbox)

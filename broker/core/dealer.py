@@ -417,12 +417,10 @@ class Dealer:
             return
         if request in caller.calls:
             return  # duplicate envelope
-        guard = self.realm.guard
-        if guard is not None and reg.match != MATCH_EXACT:  # ``_may_serve``, inlined
-            procedure = details.get("procedure", reg.procedure)
-            if not guard.may_serve(callee.authrole, procedure):
-                caller.peer.send(_no_eligible_callee(request, procedure))
-                return
+        procedure = details.get("procedure", reg.procedure)
+        if not self._may_serve(reg, callee, procedure):
+            caller.peer.send(_no_eligible_callee(request, procedure))
+            return
         invocation = callee.next_invocation_id()
         receive_progress = details.get("receive_progress") is True
         pending = PendingCall(caller, request, callee, invocation, receive_progress)
