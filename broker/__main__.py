@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--node-id", help="this node's name in a cluster")
     parser.add_argument(
+        "--peer",
+        help="HOST:PORT for direct links between nodes (call traffic), or 'off' to send it "
+        "through Redis (default 127.0.0.1:0: a free loopback port)",
+    )
+    parser.add_argument(
         "--uvloop",
         action="store_true",
         help="run on uvloop (pip install 'wamp-broker[fast]'); also BROKER_UVLOOP=1",
@@ -151,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             node_id=args.node_id,
             workers=args.workers,
             supervisor_port=args.supervisor_port,
+            peer=args.peer,
         )
     except ConfigError as exc:
         print(f"broker: configuration error: {exc}", file=sys.stderr)

@@ -55,6 +55,9 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     probe_interval = 2.0        # seconds between pub/sub link probes
     probe_timeout = 2.0         # a probe not back by then: the link is rebuilt
     command_timeout = 1.0       # a Redis command not answered by then: Redis is hung
+    peer = "127.0.0.1:0"        # direct links for call traffic (env BROKER_PEER); "off": via Redis
+    # peer = "0.0.0.0:7070"     # nodes on other machines: listen on a reachable address
+    # peer_advertise = "node-a.internal:7070"   # the address the other nodes dial
 
     [[realm]]
     name = "realm1"
@@ -116,6 +119,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.cluster.connect import parse_redis_url
+from broker.cluster.peers import parse_peer_address
 from broker.config_checks import ConfigError, check_keys, str_list, typed
 from broker.console.settings import ConsoleSettings, console_from_toml
 from broker.core.settings import RealmSettings, SessionLimits
@@ -140,6 +144,8 @@ __all__ = [
 ]
 
 DEFAULT_REALM = "realm1"
+DEFAULT_PEER = "127.0.0.1:0"
+"""Direct links on loopback, a free port: nodes on one machine (workers) reach each other."""
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -221,6 +227,10 @@ class Settings:
     node_id: str | None = None
     # [cluster] timings in seconds (see broker.cluster.redis.ClusterTiming)
     cluster_timing: dict[str, float] = field(default_factory=dict)
+    peer: str | None = DEFAULT_PEER
+    """Where this node takes direct links for call traffic (``host:port``); None: off."""
+    peer_advertise: str | None = None
+    """The ``host:port`` the other nodes dial (default: the listening address)."""
     development_default: bool = False
     session_limits: SessionLimits = field(default_factory=SessionLimits)
     workers: int = 1
@@ -274,7 +284,7 @@ _CLUSTER_TIMING_KEYS = {
     "probe_timeout",
     "command_timeout",
 }
-_CLUSTER_KEYS = {"redis", "node_id"} | _CLUSTER_TIMING_KEYS
+_CLUSTER_KEYS = {"redis", "node_id", "peer", "peer_advertise"} | _CLUSTER_TIMING_KEYS
 _TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener", "console"}
 
 
@@ -411,6 +421,10 @@ def settings_from_toml(
         ),
         redis_url=cluster.get("redis"),
         node_id=cluster.get("node_id"),
+        peer=parse_peer(
+            typed("cluster", "peer", cluster.get("peer", DEFAULT_PEER), str), "[cluster] peer"
+        ),
+        peer_advertise=_advertise(cluster.get("peer_advertise"), "[cluster] peer_advertise"),
         cluster_timing={
             key: float(typed("cluster", key, cluster[key], (int, float)))
             for key in _CLUSTER_TIMING_KEYS
@@ -420,6 +434,29 @@ def settings_from_toml(
         workers=parse_workers(server.get("workers", 1), "[server] workers"),
         supervisor_port=typed("server", "supervisor_port", server.get("supervisor_port", 0), int),
     )
+
+
+def parse_peer(value: str, where: str = "--peer") -> str | None:
+    """A peer listening address ``host:port``, or None for ``off``."""
+    if value.strip().lower() in ("off", "none", ""):
+        return None
+    try:
+        parse_peer_address(value, where)
+    except ValueError as exc:
+        raise ConfigError(f'{exc} (or "off")') from None
+    return value.strip()
+
+
+def _advertise(value: Any, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string host:port")
+    try:
+        parse_peer_address(value, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return value.strip()
 
 
 def parse_workers(value: Any, where: str = "--workers") -> int:
@@ -440,6 +477,7 @@ def _check_scale(settings: Settings) -> Settings:
             parse_redis_url(settings.redis_url)
         except ValueError as exc:
             raise ConfigError(f"redis URL: {exc}") from None
+        _check_peer_workers(settings)
     elif settings.workers > 1:
         raise ConfigError(
             f"{settings.workers} workers need a Redis URL (--redis, BROKER_REDIS or "
@@ -447,6 +485,27 @@ def _check_scale(settings: Settings) -> Settings:
             "broker runs as one process"
         )
     return settings
+
+
+def _peer_override(flag: str | None, env: Mapping[str, str], setting: str | None) -> str | None:
+    """--peer, else BROKER_PEER, else the file's (or the default) peer address."""
+    if flag is not None:
+        return parse_peer(flag, "--peer")
+    if env.get("BROKER_PEER") is not None:
+        return parse_peer(env["BROKER_PEER"], "BROKER_PEER")
+    return setting
+
+
+def _check_peer_workers(settings: Settings) -> None:
+    """Workers take one free peer port each: a fixed port or address cannot be shared."""
+    if settings.workers <= 1 or settings.peer is None:
+        return
+    if parse_peer_address(settings.peer)[1] != 0 or settings.peer_advertise:
+        raise ConfigError(
+            f"{settings.workers} workers cannot share one peer address: give [cluster] peer "
+            "port 0 (each worker takes a free one and advertises it) and no peer_advertise, "
+            'or "off"'
+        )
 
 
 def _from_file(path: str | None, env: Mapping[str, str]) -> Settings:
@@ -473,6 +532,7 @@ def load_settings(
     node_id: str | None = None,
     workers: str | None = None,
     supervisor_port: int | None = None,
+    peer: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge file, environment and flags into ``Settings``."""
@@ -513,5 +573,9 @@ def load_settings(
         development_default=development,
         workers=count,
         supervisor_port=settings.supervisor_port if supervisor_port is None else supervisor_port,
+        peer=_peer_override(peer, env, settings.peer),
+        peer_advertise=_advertise(
+            env.get("BROKER_PEER_ADVERTISE") or settings.peer_advertise, "BROKER_PEER_ADVERTISE"
+        ),
     )
     return _check_scale(merged)

@@ -168,7 +168,14 @@ class BrokerServer:
         self.cluster: RedisCluster | None = None
         if settings.redis_url:
             timing = ClusterTiming(**settings.cluster_timing)
-            self.cluster = RedisCluster(settings.redis_url, settings.node_id, self.router, timing)
+            self.cluster = RedisCluster(
+                settings.redis_url,
+                settings.node_id,
+                self.router,
+                timing,
+                peer=settings.peer,
+                peer_advertise=settings.peer_advertise,
+            )
             for realm in self.router.realms.values():
                 realm.cluster = self.cluster
         node = settings.node_id or ""

@@ -72,6 +72,7 @@ __all__ = [
     "NodeGone",
     "NodeHello",
     "PatternsChanged",
+    "PeerRecord",
     "Probe",
     "Record",
     "RetainedChanged",
@@ -193,6 +194,20 @@ class TestamentsRecord(Record):
 
     realm: str = field(metadata=wire("realm", text))
     testaments: list[dict[str, Any]] = field(metadata=wire("testaments", _testaments))
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord(Record):
+    """``wamp:{ctl}:node:{node}:peer`` value: where the node takes direct links.
+
+    ``machine`` says who shares the node's loopback (a loopback ``host`` is only dialed
+    from there); ``token`` must open the dialer's hello (broker/cluster/peers.py).
+    """
+
+    host: str = field(metadata=wire("host", text))
+    port: int = field(metadata=wire("port", integer))
+    machine: str = field(metadata=wire("machine", text))
+    token: str = field(metadata=wire("token", text))
 
 
 # --- event envelopes -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from protocol_spec.cluster import (
     ControlMessage,
     NodeGone,
     NodeHello,
+    PeerRecord,
     SessionJoined,
     SessionLeft,
     SessionRecord,
@@ -89,6 +90,10 @@ class Directory:
         self.incarnation = incarnation
         self.connected_at = 0.0
         """When the current connection (or the last republish) started; 0 when down."""
+        self.peer_record: PeerRecord | None = None
+        """Where this node takes direct links (``peers``), written with every republish."""
+        self.peer_known: Callable[[str, PeerRecord | None], None] = lambda node, record: None
+        """Gets each loaded node's ``PeerRecord`` (None: that node takes no direct links)."""
         self._loading: dict[str, list[ControlMessage]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._hashes = dict(zip(keys.NODE_HASHES, keys.node_hashes(node), strict=True))
@@ -171,6 +176,10 @@ class Directory:
         for entry in records(CalleeRecord.unpack, stale, "this node's registrations"):
             push(release_entry(entry, self.outbox.pub))
         push(("DEL", *keys.node_hashes(self.node, ("sessions", "subs", "testaments"))))
+        if self.peer_record is None:
+            push(("DEL", keys.peer_key(self.node)))
+        else:
+            push(("SET", keys.peer_key(self.node), self.peer_record.pack()))
         self.outbox.cancel_all()
         for realm in self.host.realms.values():
             for session in realm.sessions.values():
@@ -199,7 +208,9 @@ class Directory:
     async def withdraw(self, cmd: Client) -> None:
         """Remove this node's state from Redis and say ``gone`` (graceful shutdown)."""
         pipe = cmd.pipeline(transaction=False)
-        pipe.delete(*keys.node_hashes(self.node), keys.node_key(self.node))
+        pipe.delete(
+            *keys.node_hashes(self.node), keys.node_key(self.node), keys.peer_key(self.node)
+        )
         pipe.srem(NODES, self.node)
         pipe.execute_command(self.outbox.pub, CONTROL, NodeGone(self.node).pack())
         await pipe.execute()
@@ -240,8 +251,11 @@ class Directory:
             pipe = cmd.pipeline(transaction=False)
             for name in keys.node_hashes(node, ("sessions", "subs", "regs")):
                 pipe.hvals(name)
-            sessions, subs, regs = await pipe.execute()
+            pipe.get(keys.peer_key(node))
+            sessions, subs, regs, peer = await pipe.execute()
             where = f"the state of node {node!r}"
+            found = records(PeerRecord.unpack, [] if peer is None else [peer], where)
+            self.peer_known(node, found[0] if found else None)
             self.mirror.load_node(
                 node,
                 records(SessionRecord.unpack, sessions, where),
@@ -302,7 +316,7 @@ class Directory:
         regs = await cmd.hvals(keys.node_hash(node, "regs"))
         for entry in records(CalleeRecord.unpack, regs, where):
             pipe.execute_command(*release_entry(entry, self.outbox.pub))
-        pipe.delete(*keys.node_hashes(node))
+        pipe.delete(*keys.node_hashes(node), keys.peer_key(node))
         pipe.srem(NODES, node)
         if node != self.node:
             pipe.execute_command(self.outbox.pub, CONTROL, NodeGone(node).pack())

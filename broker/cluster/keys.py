@@ -37,10 +37,12 @@ __all__ = [
     "SEQ",
     "event_channel",
     "inbox",
+    "inbox_node",
     "node_hash",
     "node_hashes",
     "node_key",
     "pattern_channel",
+    "peer_key",
     "probe",
     "probe_tag",
     "reap_key",
@@ -76,6 +78,11 @@ def node_hashes(node: str, kinds: Iterable[str] = NODE_HASHES) -> list[str]:
     return [node_hash(node, kind) for kind in kinds]
 
 
+def peer_key(node: str) -> str:
+    """Where ``node`` takes direct links (a ``PeerRecord``; absent: it takes none)."""
+    return f"{CTL}node:{node}:peer"
+
+
 def reap_key(node: str) -> str:
     """The lock that elects the node reaping dead ``node``."""
     return f"{CTL}reap:{node}"
@@ -91,9 +98,17 @@ def retained_key(realm: str) -> str:
     return f"{CTL}retained:{realm}"
 
 
+INBOX_PREFIX = f"{CTL}inbox:".encode()
+
+
 def inbox(node: str) -> bytes:
     """The channel carrying call envelopes to ``node`` (control slot: ordered with ``ctl``)."""
-    return f"{CTL}inbox:{node}".encode()
+    return INBOX_PREFIX + node.encode()
+
+
+def inbox_node(channel: bytes) -> str:
+    """The node an inbox channel (``inbox``) belongs to."""
+    return channel[len(INBOX_PREFIX) :].decode()
 
 
 def probe(node: str, tag: str = "ctl") -> bytes:

@@ -139,6 +139,8 @@ class Mirror:
         self.hello = hello
         """Called with a node that said ``hello`` (its state is to be loaded)."""
         self.nodes: dict[str, NodeState] = {}
+        self.forget: Callable[[str], None] = lambda node: None
+        """Called with every node dropped (its direct links close)."""
 
     def _realm(self, name: str) -> Realm | None:
         return self.host.realms.get(name)
@@ -357,16 +359,24 @@ class Mirror:
 
     def abandon_calls(self, uri: str, text: str) -> None:
         """The link to the other nodes is down: end every call that crosses it."""
-        for state in self.nodes.values():
-            for realm, proxy in self._proxies(state.callees):
-                realm.dealer.abandon(proxy, uri, text)
-            for realm, proxy in self._proxies(state.callers):
-                realm.dealer.abandon(proxy, uri, text)
+        for node in list(self.nodes):
+            self.abandon_node(node, uri, text)
+
+    def abandon_node(self, node: str, uri: str, text: str) -> None:
+        """End every call between this node and ``node`` (its envelopes were lost)."""
+        state = self.nodes.get(node)
+        if state is None:
+            return
+        for realm, proxy in self._proxies(state.callees):
+            realm.dealer.abandon(proxy, uri, text)
+        for realm, proxy in self._proxies(state.callers):
+            realm.dealer.abandon(proxy, uri, text)
 
     def drop_node(self, node: str, why: str) -> None:
         """Forget every session, subscription, callee and caller of ``node``."""
         if self.patterns is not None:
             self.patterns.drop(node)
+        self.forget(node)
         state = self.nodes.pop(node, None)
         if state is None:
             return

@@ -77,6 +77,7 @@ from protocol_spec.cluster import (
 from protocol_spec.uri import MATCH_EXACT
 
 from . import keys
+from .barrier import ControlBarrier
 from .claims import Claim, claim_reply, release_command
 from .connect import (
     Client,
@@ -94,6 +95,7 @@ from .link import ClusterTiming, Lane, LinkDeaf, LinkLost, PubSubLink, Route
 from .mirror import Mirror
 from .outbox import Command, Outbox, Tally
 from .patterns import Patterns
+from .peers import PeerLinks
 from .repair import GapRepair
 from .scripts import HISTORY_PUBLISH
 from .shards import connect_cluster, lanes_for, servers
@@ -139,7 +141,13 @@ class RedisCluster(Cluster):
     distributed = True
 
     def __init__(
-        self, url: str, node: str | None, host: ClusterHost, timing: ClusterTiming | None = None
+        self,
+        url: str,
+        node: str | None,
+        host: ClusterHost,
+        timing: ClusterTiming | None = None,
+        peer: str | None = None,
+        peer_advertise: str | None = None,
     ) -> None:
         self.url = url
         self.target = parse_redis_url(url)
@@ -180,6 +188,13 @@ class RedisCluster(Cluster):
         self._servers: tuple[Endpoint, ...] = ()
         """Redis Cluster: the servers the last session saw (seeds for the next, after --redis's)."""
         self._inbox = keys.inbox(self.node)
+        self.peer, self.peer_advertise = peer, peer_advertise
+        """Where to take direct links (``host:port``; None: none) and the address to give."""
+        self.peers = PeerLinks(self.node, self._from_peer, self._peer_lost)
+        self.barrier = ControlBarrier(self.peers, self._apply_control, self.timing.command_timeout)
+        self.directory.peer_known = self.peers.known
+        self.mirror.forget = self.peers.forget
+        self._inbox_nodes: dict[bytes, str] = {}
 
     @property
     def available(self) -> bool:
@@ -213,6 +228,8 @@ class RedisCluster(Cluster):
     # --- life cycle ------------------------------------------------------------------------
     async def start(self, wait: float = 5.0) -> None:
         """Start connecting; wait up to ``wait`` seconds for the first connection."""
+        if self.peer:
+            self.directory.peer_record = await self.peers.start(self.peer, self.peer_advertise)
         self._task = asyncio.create_task(self._supervise())
         try:
             await asyncio.wait_for(self._ever_connected.wait(), wait)
@@ -240,6 +257,7 @@ class RedisCluster(Cluster):
             except (asyncio.CancelledError, Exception):
                 pass
         self.outbox.fail("the node is shutting down")  # whatever the writer could not send
+        await self.peers.close()
         log.info("cluster: node %s left", self.node)
 
     async def _supervise(self) -> None:
@@ -398,8 +416,10 @@ class RedisCluster(Cluster):
             )
 
     def _on_control(self, msg: ControlMessage) -> None:
-        if msg.node == self.node:
-            return
+        if msg.node != self.node:
+            self.barrier.control(msg)
+
+    def _apply_control(self, msg: ControlMessage) -> None:
         if isinstance(msg, NodeHello | NodeGone) or not self.directory.hold(msg):
             self.mirror.control(msg)
 
@@ -409,7 +429,26 @@ class RedisCluster(Cluster):
 
     def _send_inbox(self, channel: bytes, data: bytes) -> None:
         if self.link_state.state is LinkState.UP:  # ``available``, inlined (call path)
-            self.outbox.post(channel, data)
+            node = self._inbox_nodes.get(channel)
+            if node is None:
+                node = self._inbox_nodes[channel] = keys.inbox_node(channel)
+            if self.peers.direct(node):
+                self.peers.send(node, data)
+            else:
+                self.outbox.post(channel, data)
+
+    def _from_peer(self, data: bytes) -> None:
+        """Inbox envelopes that came on a direct link."""
+        try:
+            self.mirror.inboxes(decode_inboxes(data), self._malformed_inbox)
+        except ClusterProtocolError as exc:
+            self._malformed_envelope(b"direct link", exc)
+        except Exception:
+            log.exception("cluster: cannot apply envelopes from a direct link")
+
+    def _peer_lost(self, node: str, why: str) -> None:
+        text = f"the direct link with node {node} broke: {why}"
+        self.mirror.abandon_node(node, errors.UNAVAILABLE, text)
 
     # --- the Cluster hooks (called by the core) --------------------------------------------
     def publish(
