@@ -11,7 +11,7 @@ links")::
     length (4 bytes, big endian, of kind + body) | kind (1 byte) | body
 
     H  hello, dialer → acceptor, first frame: msgpack {v, from, to, token}
-    D  data: inbox envelopes back to back (as in an inbox PUBLISH)
+    D  data: a msgpack array of inbox envelopes (packed envelopes behind an array header)
     S  sync request, acceptor → dialer: 8 bytes
     Y  sync answer, dialer → acceptor: the same 8 bytes, after all data sent before it
 
@@ -39,7 +39,7 @@ from typing import Final
 
 import msgpack
 
-from protocol_spec.cluster import PeerRecord
+from protocol_spec.cluster import PeerRecord, array_header
 
 __all__ = ["MACHINE", "PeerLinks", "parse_peer_address"]
 
@@ -199,21 +199,22 @@ class _Outgoing(_Framed):
         self._move_pending()
 
     def send(self, data: bytes) -> None:
-        """Queue one inbox envelope for the node."""
+        """Queue one packed inbox envelope for the node."""
         self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size > MAX_BUFFERED:
-            self.fail(f"more than {MAX_BUFFERED} bytes waiting for the connection")
-        elif self.ready:
-            if self._pending_size >= FRAME_BYTES:
+        size = self._pending_size = self._pending_size + len(data)
+        if size >= FRAME_BYTES:
+            if size > MAX_BUFFERED:
+                self.fail(f"more than {MAX_BUFFERED} bytes waiting for the connection")
+            elif self.ready:
                 self._move_pending()
-            else:
-                self._schedule()
+        elif self.ready and not self._flush_soon:
+            self._schedule()
 
     def _move_pending(self) -> None:
-        if self._pending:
-            body = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-            self._pending.clear()
+        pending = self._pending
+        if pending:
+            body = array_header(len(pending)) + b"".join(pending)
+            pending.clear()
             self._pending_size = 0
             self.write(DATA, body)
 
@@ -365,14 +366,19 @@ class PeerLinks:
         """Whether envelopes for ``node`` take the direct link (else Redis's inbox)."""
         return node in self._known
 
-    def send(self, node: str, data: bytes) -> None:
-        """Send one inbox envelope to ``node`` on the direct link (dialed when needed)."""
+    def send(self, node: str, data: bytes) -> bool:
+        """Send one packed inbox envelope to ``node`` if it takes direct links (dialed
+        when needed); False when it does not (the envelope goes through Redis).
+        """
         conn = self._out.get(node)
         if conn is None:
+            if node not in self._known:
+                return False
             conn = self._dial(node)
             if conn is None:
-                return
+                return True  # ``lost`` ends the calls: the link failed a moment ago
         conn.send(data)
+        return True
 
     def _dial(self, node: str) -> _Outgoing | None:
         record = self._known.get(node)

@@ -72,6 +72,7 @@ from protocol_spec.cluster import (
     NodeHello,
     decode_control,
     decode_event,
+    decode_inbox_list,
     decode_inboxes,
 )
 from protocol_spec.uri import MATCH_EXACT
@@ -432,15 +433,13 @@ class RedisCluster(Cluster):
             node = self._inbox_nodes.get(channel)
             if node is None:
                 node = self._inbox_nodes[channel] = keys.inbox_node(channel)
-            if self.peers.direct(node):
-                self.peers.send(node, data)
-            else:
+            if not self.peers.send(node, data):
                 self.outbox.post(channel, data)
 
     def _from_peer(self, data: bytes) -> None:
         """Inbox envelopes that came on a direct link."""
         try:
-            self.mirror.inboxes(decode_inboxes(data), self._malformed_inbox)
+            self.mirror.inboxes(decode_inbox_list(data), self._malformed_inbox)
         except ClusterProtocolError as exc:
             self._malformed_envelope(b"direct link", exc)
         except Exception:
