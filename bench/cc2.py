@@ -99,7 +99,8 @@ def _measure(p: argparse.Namespace, nodes: list[tuple[Server, Path]], args: list
 
 
 def run(p: argparse.Namespace) -> dict[str, Any]:
-    work = "/tmp/exp/cc"; os.makedirs(work, exist_ok=True)
+    work = "/tmp/exp/cc"
+    os.makedirs(work, exist_ok=True)
     if True:
         outs = {name: Path(work, f"{name}.json") for name in ("local", "A", "B")}
         single = _node(p.tree, outs["local"], [])

@@ -530,7 +530,7 @@ def decode_inbox_list(data: bytes) -> list[InboxMessage | ClusterProtocolError]:
         envs = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several types for bad input
         raise ClusterProtocolError(f"undecodable frame: {exc}") from None
-    if type(envs) is not list or not all(type(env) is dict for env in envs):
+    if type(envs) is not list:
         raise ClusterProtocolError("a data frame must be an array of maps")
     return _inbox_envelopes(envs)
 
@@ -547,6 +547,9 @@ def array_header(count: int) -> bytes:
 def _inbox_envelopes(envs: list[dict[Any, Any]]) -> list[InboxMessage | ClusterProtocolError]:
     found: list[InboxMessage | ClusterProtocolError] = []
     for env in envs:
+        if type(env) is not dict:
+            found.append(ClusterProtocolError("an envelope must be a map"))
+            continue
         try:
             if env.get("v") == VERSION:
                 found.append(_INBOX_DECODERS[env["op"]](env))

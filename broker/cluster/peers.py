@@ -41,6 +41,8 @@ import msgpack
 
 from protocol_spec.cluster import PeerRecord, array_header
 
+from .keys import inbox
+
 __all__ = ["MACHINE", "PeerLinks", "parse_peer_address"]
 
 log = logging.getLogger(__name__)
@@ -302,6 +304,8 @@ class PeerLinks:
         self._server: asyncio.Server | None = None
         self._known: dict[str, PeerRecord] = {}
         self._out: dict[str, _Outgoing] = {}
+        self.by_channel: dict[bytes, _Outgoing] = {}
+        """Outgoing links by the node's inbox channel: the call path's lookup."""
         self._in: dict[str, _Incoming] = {}
         self._retry_at: dict[str, float] = {}
         self._syncs: dict[bytes, tuple[_Incoming, Callable[[], None], asyncio.TimerHandle]] = {}
@@ -336,6 +340,7 @@ class PeerLinks:
             if conn.transport is not None:
                 conn.transport.close()
         self._out.clear()
+        self.by_channel.clear()
         self._in.clear()
         for _conn, done, timer in self._syncs.values():
             timer.cancel()
@@ -344,9 +349,13 @@ class PeerLinks:
 
     # --- the other nodes ------------------------------------------------------------------
     def known(self, node: str, record: PeerRecord | None) -> None:
-        """``node``'s advertisement as loaded from Redis (None: it has none)."""
+        """``node``'s advertisement as loaded from Redis (None: it has none).
+
+        A node that takes no direct links itself (``peer = "off"``) dials none either:
+        "off" keeps all of its call traffic in Redis.
+        """
         old = self._known.get(node)
-        if record is not None and reachable(record):
+        if record is not None and self.record is not None and reachable(record):
             self._known[node] = record
         else:
             self._known.pop(node, None)
@@ -357,7 +366,7 @@ class PeerLinks:
         """``node`` is gone: close its links without reporting them lost."""
         self._known.pop(node, None)
         self._retry_at.pop(node, None)
-        for conn in (self._out.pop(node, None), self._in.pop(node, None)):
+        for conn in (self._unlist(node), self._in.pop(node, None)):
             if conn is not None and conn.transport is not None:
                 conn.closed = True
                 conn.transport.abort()
@@ -389,7 +398,7 @@ class PeerLinks:
             loop.call_soon(self.lost, node, "the direct link failed a moment ago")
             return None
         conn = _Outgoing(self, node, record.token)
-        self._out[node] = conn
+        self._out[node] = self.by_channel[inbox(node)] = conn
         task = loop.create_task(self._connect(conn, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -405,16 +414,21 @@ class PeerLinks:
             self.outgoing_lost(conn, f"cannot connect to {record.host}:{record.port}: {exc}")
 
     def _drop_outgoing(self, node: str, why: str) -> None:
-        conn = self._out.pop(node, None)
+        conn = self._unlist(node)
         if conn is not None and conn.transport is not None:
             conn.closed = True
             conn.transport.abort()
             self._report(node, why)
 
+    def _unlist(self, node: str) -> _Outgoing | None:
+        """Take ``node``'s outgoing link out of the tables (None: it had none)."""
+        self.by_channel.pop(inbox(node), None)
+        return self._out.pop(node, None)
+
     # --- link events ----------------------------------------------------------------------
     def outgoing_lost(self, conn: _Outgoing, why: str) -> None:
         if self._out.get(conn.node) is conn:
-            del self._out[conn.node]
+            self._unlist(conn.node)
             self._retry_at[conn.node] = time.monotonic() + RETRY_AFTER
             self._report(conn.node, why)
 

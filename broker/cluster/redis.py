@@ -196,6 +196,7 @@ class RedisCluster(Cluster):
         self.directory.peer_known = self.peers.known
         self.mirror.forget = self.peers.forget
         self._inbox_nodes: dict[bytes, str] = {}
+        self._direct = self.peers.by_channel
 
     @property
     def available(self) -> bool:
@@ -224,6 +225,8 @@ class RedisCluster(Cluster):
             "redis_rtt": self.redis_rtt,
             "state": state.value,
             "outbox_dropped": self.outbox.dropped,
+            "peer_links": self.peers.links_up,
+            "peer_failures": self.peers.failures,
         }
 
     # --- life cycle ------------------------------------------------------------------------
@@ -430,6 +433,10 @@ class RedisCluster(Cluster):
 
     def _send_inbox(self, channel: bytes, data: bytes) -> None:
         if self.link_state.state is LinkState.UP:  # ``available``, inlined (call path)
+            conn = self._direct.get(channel)
+            if conn is not None:
+                conn.send(data)
+                return
             node = self._inbox_nodes.get(channel)
             if node is None:
                 node = self._inbox_nodes[channel] = keys.inbox_node(channel)

@@ -44,6 +44,8 @@ Exposed families::
     wamp_cluster_state{state}                  gauge, only with a cluster backend: 1 for the
                                                current state, 0 for the others
     wamp_cluster_outbox_dropped_total          counter, only with a cluster backend
+    wamp_cluster_peer_links                    gauge, only with a cluster backend: direct links open
+    wamp_cluster_peer_failures_total           counter, only with a cluster backend: links broken
     wamp_auth_failures_total{realm,authmethod} counter: authentication checks that failed
     wamp_auth_throttled_total{realm,authmethod} counter: attempts refused unchecked (throttled)
     wamp_auth_overloaded_total{realm,authmethod} counter: attempts refused, auth work queue full

@@ -159,6 +159,16 @@ def cluster_families(cluster: ClusterView) -> Iterator[Metric]:
         "Commands for Redis dropped because the outbox was full or the link was lost.",
         value=report["outbox_dropped"],
     )
+    yield GaugeMetricFamily(
+        "wamp_cluster_peer_links",
+        "Direct links to other nodes open now (call traffic that skips Redis).",
+        value=report["peer_links"],
+    )
+    yield CounterMetricFamily(
+        "wamp_cluster_peer_failures",
+        "Direct links to or from other nodes that broke (the calls crossing them failed).",
+        value=report["peer_failures"],
+    )
 
 
 def counter_family(name: str, help_text: str, counts: LabelCounts) -> Metric:

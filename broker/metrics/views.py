@@ -46,6 +46,10 @@ class ClusterMetrics(TypedDict):
     state: ClusterState
     outbox_dropped: int
     """Commands for Redis dropped (outbox full or link lost) since the process started."""
+    peer_links: int
+    """Direct links to other nodes open now (broker/cluster/peers.py)."""
+    peer_failures: int
+    """Direct links to or from other nodes that broke since the process started."""
 
 
 class ClusterView(Protocol):

@@ -120,6 +120,8 @@ def _report(**changes: Any) -> ClusterMetrics:
         "redis_rtt": 0.0042,
         "state": "degraded",
         "outbox_dropped": 7,
+        "peer_links": 2,
+        "peer_failures": 3,
     }
     report.update(changes)  # type: ignore[typeddict-item]
     return report
@@ -147,6 +149,9 @@ def test_cluster_gauges_come_from_the_backend_when_there_is_one() -> None:
     }
     dropped = families["wamp_cluster_outbox_dropped"]
     assert _value(dropped, "wamp_cluster_outbox_dropped_total") == 7
+    assert _value(families["wamp_cluster_peer_links"], "wamp_cluster_peer_links") == 2
+    failures = families["wamp_cluster_peer_failures"]
+    assert _value(failures, "wamp_cluster_peer_failures_total") == 3
 
 
 def test_unknown_redis_rtt_leaves_the_rtt_gauge_out() -> None:
@@ -254,6 +259,8 @@ def test_exposition_keeps_todays_names_types_help_and_labels() -> None:
     assert set(got) - set(TODAYS_FAMILIES) == {
         "wamp_cluster_state",
         "wamp_cluster_outbox_dropped",
+        "wamp_cluster_peer_links",
+        "wamp_cluster_peer_failures",
         "wamp_auth_failures",
     }
 

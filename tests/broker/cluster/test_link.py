@@ -29,7 +29,7 @@ from .conftest import eventually
 TIMING = ClusterTiming(
     heartbeat_interval=0.25, node_timeout=2.0, probe_interval=0.3, probe_timeout=0.5
 )
-METRIC_KEYS = {"links", "redis_rtt", "state", "outbox_dropped"}
+METRIC_KEYS = {"links", "redis_rtt", "state", "outbox_dropped", "peer_links", "peer_failures"}
 
 
 @pytest.fixture
@@ -143,6 +143,8 @@ def test_reconnection_uses_the_shared_jittered_backoff() -> None:
         "redis_rtt": None,
         "state": "connecting",
         "outbox_dropped": 0,
+        "peer_links": 0,
+        "peer_failures": 0,
     }
 
 
