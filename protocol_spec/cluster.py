@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-import msgpack
-
 from .cluster_codec import (
     VERSION,
     ClusterProtocolError,
@@ -84,11 +82,9 @@ __all__ = [
     "SubscriptionChanged",
     "SubscriptionRecord",
     "TestamentsRecord",
-    "array_header",
     "decode_control",
     "decode_event",
     "decode_inbox",
-    "decode_inbox_list",
     "decode_inboxes",
     "pack_error",
     "pack_interrupt",
@@ -518,30 +514,6 @@ def decode_inboxes(data: bytes | str) -> list[InboxMessage | ClusterProtocolErro
     the list and the others still count. Bytes that do not split into maps raise it.
     """
     return _inbox_envelopes(load_many(data))
-
-
-def decode_inbox_list(data: bytes) -> list[InboxMessage | ClusterProtocolError]:
-    """Decode a direct link's data frame: a msgpack array of inbox envelope maps.
-
-    As ``decode_inboxes``, each envelope on its own; raise ``ClusterProtocolError`` when
-    the bytes are not one array of maps.
-    """
-    try:
-        envs = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several types for bad input
-        raise ClusterProtocolError(f"undecodable frame: {exc}") from None
-    if type(envs) is not list:
-        raise ClusterProtocolError("a data frame must be an array of maps")
-    return _inbox_envelopes(envs)
-
-
-def array_header(count: int) -> bytes:
-    """The msgpack array header for ``count`` items: packed items may follow it as they are."""
-    if count < 16:
-        return bytes((0x90 | count,))
-    if count < 0x10000:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
 
 
 def _inbox_envelopes(envs: list[dict[Any, Any]]) -> list[InboxMessage | ClusterProtocolError]:

@@ -37,6 +37,8 @@ __all__ = [
     "opt_mapping",
     "opt_text",
     "packer",
+    "row_decoder",
+    "row_packer",
     "text",
     "wire",
     "wire_keys",
@@ -242,6 +244,40 @@ def packer(cls: type) -> Callable[..., bytes]:
     exec(source, ns)  # generated from our own field keys only
     pack: Callable[..., bytes] = ns["pack"]
     return pack
+
+
+def row_packer(cls: type, code: int) -> Callable[..., bytes]:
+    """A function packing ``cls``'s fields after the first (the sending node) as an array
+    ``[code, field, ...]``: a direct link's compact envelope (cluster.md, "Direct links").
+    """
+    ns: dict[str, Any] = {"dump": _PACKER.pack}
+    params: list[str] = []
+    items = [repr(code)]
+    for i, (_name, _key, _decode, encode, _default) in enumerate(_spec(cls)[1:]):
+        params.append(f"a{i}")
+        ns[f"e{i}"] = encode
+        items.append(f"a{i}" if encode is None else f"e{i}(a{i})")
+    source = f"def pack({', '.join(params)}):\n    return dump([{', '.join(items)}])\n"
+    exec(source, ns)  # generated from our own field specs only
+    pack: Callable[..., bytes] = ns["pack"]
+    return pack
+
+
+def row_decoder(cls: type[_T]) -> Callable[[str, list[Any]], _T]:
+    """Builds ``cls`` from a sending node and a row of ``row_packer``; raises
+    ``ClusterProtocolError`` when the row has the wrong length or a field the wrong type.
+    """
+    spec = _spec(cls)[1:]
+    ns: dict[str, Any] = {"cls": cls, "BAD": ClusterProtocolError}
+    lines = [f"if len(row) != {len(spec) + 1}: raise BAD"]
+    for i, (_name, _key, check, _encode, _default) in enumerate(spec):
+        ns[f"d{i}"] = check
+        lines += [f"x{i} = row[{i + 1}]", *_check_lines(f"x{i}", check, f"d{i}")]
+    args = ", ".join(["node", *(f"x{i}" for i in range(len(spec)))])
+    body = "".join(f"    {line}\n" for line in lines)
+    exec(f"def decode(node, row):\n{body}    return cls({args})\n", ns)  # our own specs only
+    decode: Callable[[str, list[Any]], _T] = ns["decode"]
+    return decode
 
 
 _Codec = tuple[Callable[[Any], dict[str, Any]], Callable[[dict[Any, Any]], Any]]

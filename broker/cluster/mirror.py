@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from broker.core.cluster import RemoteSession
 from broker.core.host import ClusterHost
@@ -46,6 +46,7 @@ from protocol_spec.cluster import (
     pack_invocation,
     pack_result,
 )
+from protocol_spec.cluster_rows import row_error, row_interrupt, row_invocation, row_result
 from protocol_spec.errors import CloseCode
 from protocol_spec.messages import Error, Interrupt, Invocation, Message, Result
 
@@ -61,6 +62,21 @@ Send = Callable[[bytes, bytes], None]
 """Ship a packed inbox envelope: (the node's inbox channel, envelope bytes)."""
 
 
+class RowSink(Protocol):
+    """A direct link to a node: takes packed rows (``protocol_spec.cluster_rows``)."""
+
+    def send(self, data: bytes) -> None:
+        """Queue one packed row."""
+
+
+Route = Callable[[bytes], RowSink | None]
+"""The direct link for a node's inbox channel, or None: its envelopes go through Redis."""
+
+
+def _no_route(channel: bytes) -> RowSink | None:
+    return None
+
+
 class NodePeer:
     """The ``Peer`` of a stand-in session: turns dealer messages into inbox envelopes.
 
@@ -68,22 +84,38 @@ class NodePeer:
     remote *caller* (one per caller node and local callee) RESULT/ERROR back to it.
     """
 
-    __slots__ = ("callee", "channel", "origin", "realm", "send_to")
+    __slots__ = ("callee", "channel", "origin", "realm", "route", "send_to")
 
     transport_info: dict[str, Any] = {"type": "cluster"}
 
-    def __init__(self, send_to: Send, origin: str, node: str, realm: str, callee: int) -> None:
+    def __init__(
+        self,
+        send_to: Send,
+        origin: str,
+        node: str,
+        realm: str,
+        callee: int,
+        route: Route = _no_route,
+    ) -> None:
         self.send_to = send_to
         self.origin = origin
         self.channel = keys.inbox(node)
         self.realm = realm
         self.callee = callee
+        self.route = route
 
     def send(self, message: Message, cache: EncodeCache | None = None) -> None:
-        """Ship the message as an envelope (other message types are not routed here).
+        """Ship the message as an envelope (other message types are not routed here):
+        a row on the node's direct link if it has one, else a map through Redis.
 
-        The envelope is packed straight from the message's fields (no instance built).
+        Either is packed straight from the message's fields (no instance built).
         """
+        link = self.route(self.channel)
+        if link is not None:
+            row = _row(message, self.realm, self.callee)
+            if row is not None:
+                link.send(row)
+            return
         kind = type(message)
         origin, realm, session = self.origin, self.realm, self.callee
         if kind is Result:
@@ -108,6 +140,23 @@ class NodePeer:
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Stand-ins have no transport."""
+
+
+def _row(message: Message, realm: str, session: int) -> bytes | None:
+    """``message`` as a direct link's row (None for a type not routed between nodes)."""
+    kind = type(message)
+    m: Any = message
+    if kind is Result:
+        return row_result(realm, session, m.request, m.details, m.args, m.kwargs)
+    if kind is Invocation:
+        return row_invocation(
+            realm, session, m.request, m.registration, m.details, m.args, m.kwargs
+        )
+    if kind is Error:
+        return row_error(realm, session, m.request, m.details, m.error, m.args, m.kwargs)
+    if kind is Interrupt:
+        return row_interrupt(realm, session, m.request, m.options)
+    return None
 
 
 @dataclass
@@ -139,6 +188,8 @@ class Mirror:
         self.hello = hello
         """Called with a node that said ``hello`` (its state is to be loaded)."""
         self.nodes: dict[str, NodeState] = {}
+        self.route: Route = _no_route
+        """The direct link of a node's inbox channel (``peers``), None for Redis."""
         self.forget: Callable[[str], None] = lambda node: None
         """Called with every node dropped (its direct links close)."""
 
@@ -227,7 +278,7 @@ class Mirror:
         proxy = state.callees.get((realm.name, sid))
         if proxy is None:
             proxy = RemoteSession(
-                sid, NodePeer(self.send_to, self.node, node, realm.name, sid), node
+                sid, NodePeer(self.send_to, self.node, node, realm.name, sid, self.route), node
             )
             proxy.client_roles = {"callee": {"features": entry.features or {}}}
             proxy.authid = entry.authid or ""
@@ -304,7 +355,9 @@ class Mirror:
         key = (msg.realm, msg.session)
         state = self.state(msg.node)
         caller = RemoteSession(
-            0, NodePeer(self.send_to, self.node, msg.node, msg.realm, msg.session), msg.node
+            0,
+            NodePeer(self.send_to, self.node, msg.node, msg.realm, msg.session, self.route),
+            msg.node,
         )
         caller.realm = realm
         state.callers[key] = caller

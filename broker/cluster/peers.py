@@ -11,7 +11,7 @@ links")::
     length (4 bytes, big endian, of kind + body) | kind (1 byte) | body
 
     H  hello, dialer → acceptor, first frame: msgpack {v, from, to, token}
-    D  data: a msgpack array of inbox envelopes (packed envelopes behind an array header)
+    D  data: a msgpack array of inbox envelopes as rows (protocol_spec/cluster_rows.py)
     S  sync request, acceptor → dialer: 8 bytes
     Y  sync answer, dialer → acceptor: the same 8 bytes, after all data sent before it
 
@@ -39,9 +39,10 @@ from typing import Final
 
 import msgpack
 
-from protocol_spec.cluster import PeerRecord, array_header
+from protocol_spec.cluster import PeerRecord
+from protocol_spec.cluster_rows import array_header
 
-from .keys import inbox
+from .keys import inbox, inbox_node
 
 __all__ = ["MACHINE", "PeerLinks", "parse_peer_address"]
 
@@ -249,7 +250,7 @@ class _Incoming(_Framed):
 
     def frame(self, kind: int, body: bytes) -> None:
         if kind == DATA and self.node:
-            self.links.deliver(body)
+            self.links.deliver(self.node, body)
         elif kind == SYNCED and self.node:
             self.links.synced(self, body)
         elif kind == HELLO and not self.node:
@@ -284,18 +285,28 @@ class _Incoming(_Framed):
         self.links.incoming_lost(self, why)
 
 
+class _Sink:
+    """Where rows go while a node's link is known to be broken: nowhere."""
+
+    def send(self, data: bytes) -> None:
+        """Drop ``data`` (the calls it belongs to were ended with the link)."""
+
+
+_SINK: Final = _Sink()
+
+
 class PeerLinks:
     """This node's direct links: the listener, one outgoing link per node, the incoming ones."""
 
     def __init__(
         self,
         node: str,
-        deliver: Callable[[bytes], None],
+        deliver: Callable[[str, bytes], None],
         lost: Callable[[str, str], None],
     ) -> None:
         self.node = node
         self.deliver = deliver
-        """Gets the body of every data frame (inbox envelopes back to back)."""
+        """Gets (sending node, body) of every data frame: a msgpack array of rows."""
         self.lost = lost
         """Called with (node, why) when a link to or from ``node`` broke."""
         self.token = secrets.token_hex(16)
@@ -304,6 +315,7 @@ class PeerLinks:
         self._server: asyncio.Server | None = None
         self._known: dict[str, PeerRecord] = {}
         self._out: dict[str, _Outgoing] = {}
+        self._inbox_nodes: dict[bytes, str] = {}
         self.by_channel: dict[bytes, _Outgoing] = {}
         """Outgoing links by the node's inbox channel: the call path's lookup."""
         self._in: dict[str, _Incoming] = {}
@@ -375,18 +387,31 @@ class PeerLinks:
         """Whether envelopes for ``node`` take the direct link (else Redis's inbox)."""
         return node in self._known
 
-    def send(self, node: str, data: bytes) -> bool:
-        """Send one packed inbox envelope to ``node`` if it takes direct links (dialed
-        when needed); False when it does not (the envelope goes through Redis).
+    def outgoing(self, node: str) -> _Outgoing | _Sink | None:
+        """The link rows for ``node`` go on (dialed when needed); None when ``node`` takes
+        no direct links (its envelopes go through Redis). Right after a failed dial it
+        is a sink: ``lost`` already ends the calls, and nothing may take Redis instead.
         """
         conn = self._out.get(node)
         if conn is None:
             if node not in self._known:
-                return False
-            conn = self._dial(node)
-            if conn is None:
-                return True  # ``lost`` ends the calls: the link failed a moment ago
-        conn.send(data)
+                return None
+            return self._dial(node) or _SINK
+        return conn
+
+    def route(self, channel: bytes) -> _Outgoing | _Sink | None:
+        """``outgoing`` of the node whose inbox channel is ``channel``."""
+        node = self._inbox_nodes.get(channel)
+        if node is None:
+            node = self._inbox_nodes[channel] = inbox_node(channel)
+        return self.outgoing(node)
+
+    def send(self, node: str, data: bytes) -> bool:
+        """Send one packed row to ``node``; False when it takes no direct links."""
+        link = self.outgoing(node)
+        if link is None:
+            return False
+        link.send(data)
         return True
 
     def _dial(self, node: str) -> _Outgoing | None:

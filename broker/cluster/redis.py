@@ -72,9 +72,9 @@ from protocol_spec.cluster import (
     NodeHello,
     decode_control,
     decode_event,
-    decode_inbox_list,
     decode_inboxes,
 )
+from protocol_spec.cluster_rows import decode_rows
 from protocol_spec.uri import MATCH_EXACT
 
 from . import keys
@@ -93,7 +93,7 @@ from .events import EventChannels
 from .history import RedisHistory
 from .keys import CONTROL
 from .link import ClusterTiming, Lane, LinkDeaf, LinkLost, PubSubLink, Route
-from .mirror import Mirror
+from .mirror import Mirror, RowSink
 from .outbox import Command, Outbox, Tally
 from .patterns import Patterns
 from .peers import PeerLinks
@@ -195,7 +195,7 @@ class RedisCluster(Cluster):
         self.barrier = ControlBarrier(self.peers, self._apply_control, self.timing.command_timeout)
         self.directory.peer_known = self.peers.known
         self.mirror.forget = self.peers.forget
-        self._inbox_nodes: dict[bytes, str] = {}
+        self.mirror.route = self._route
         self._direct = self.peers.by_channel
 
     @property
@@ -433,20 +433,18 @@ class RedisCluster(Cluster):
 
     def _send_inbox(self, channel: bytes, data: bytes) -> None:
         if self.link_state.state is LinkState.UP:  # ``available``, inlined (call path)
-            conn = self._direct.get(channel)
-            if conn is not None:
-                conn.send(data)
-                return
-            node = self._inbox_nodes.get(channel)
-            if node is None:
-                node = self._inbox_nodes[channel] = keys.inbox_node(channel)
-            if not self.peers.send(node, data):
-                self.outbox.post(channel, data)
+            self.outbox.post(channel, data)
 
-    def _from_peer(self, data: bytes) -> None:
-        """Inbox envelopes that came on a direct link."""
+    def _route(self, channel: bytes) -> RowSink | None:
+        """The direct link of a node's inbox channel; None: through Redis (or not at all)."""
+        if self.link_state.state is LinkState.UP:  # as ``_send_inbox``: else nothing goes
+            return self._direct.get(channel) or self.peers.route(channel)
+        return None
+
+    def _from_peer(self, node: str, data: bytes) -> None:
+        """Inbox envelopes (rows) that came on ``node``'s direct link."""
         try:
-            self.mirror.inboxes(decode_inbox_list(data), self._malformed_inbox)
+            self.mirror.inboxes(decode_rows(node, data), self._malformed_inbox)
         except ClusterProtocolError as exc:
             self._malformed_envelope(b"direct link", exc)
         except Exception:
