@@ -6,7 +6,11 @@ more source trees (``--tree``; ``before`` vs ``after``), and runs, in the same r
 - ``rpc-local``: callers and callee on the single node;
 - ``rpc-cluster-local``: callers and callee on cluster node A (the cluster's overhead
   on a call that does not cross);
-- ``rpc-cross``: callee on node A, callers on node B;
+- ``rpc-cross``: callee on node A, callers on node B (a direct link between them, when
+  the tree has them);
+- ``rpc-cross-redis``: the same on nodes C and D, both started with ``--peer off``, so
+  call traffic goes through Redis's inboxes (C and D are started only for this case; a
+  tree without ``--peer`` starts them as they are, its calls cross through Redis anyway);
 - ``fanout-local``: publisher and subscribers on the single node;
 - ``fanout-cross``: publisher on A, subscribers on B.
 
@@ -37,7 +41,16 @@ from typing import Any
 
 from bench.compare import ROOT, Server, _drain, _pin, _wait_listening, free_port
 
-CASES = ("rpc-local", "rpc-cluster-local", "rpc-cross", "fanout-local", "fanout-cross")
+CASES = (
+    "rpc-local",
+    "rpc-cluster-local",
+    "rpc-cross",
+    "rpc-cross-redis",
+    "fanout-local",
+    "fanout-cross",
+)
+CROSS = {"rpc": ("rpc-cross", "rpc-cross-redis"), "fanout": ("fanout-cross",)}
+"""The cross-node cases compared with each kind's local case in the summary."""
 
 
 def start_node(tree: Path, cpus: list[int], extra: list[str]) -> Server:
@@ -139,22 +152,34 @@ def loadgen(args: list[str]) -> dict[str, Any]:
     return dict(json.loads(lines[-1]))
 
 
+def has_peer_flag(tree: Path) -> bool:
+    """Whether ``tree``'s broker takes ``--peer`` (direct links between nodes)."""
+    main = tree / "broker" / "__main__.py"
+    return main.exists() and '"--peer"' in main.read_text()
+
+
 def run_case(
-    case: str, single: Server, a: Server, b: Server, port: int, p: argparse.Namespace
+    case: str, nodes: dict[str, Server], port: int, p: argparse.Namespace
 ) -> dict[str, Any]:
     common = ["--cpu", p.client_cpu, "--duration", str(p.duration), "--warmup", str(p.warmup)]
     if case.startswith("rpc"):
         common += ["--callers", str(p.callers)]
     else:
         common += ["--subscribers", str(p.subscribers)]
+    single, a, b = nodes["single"], nodes["a"], nodes["b"]
     pids_ab = ["--pid", str(a.proc.pid), "--pid", str(b.proc.pid)]
-    argv = {
-        "rpc-local": ["rpc", "--url", single.url, "--pid", str(single.proc.pid)],
-        "rpc-cluster-local": ["rpc", "--url", a.url, "--pid", str(a.proc.pid)],
-        "rpc-cross": ["rpc", "--url", b.url, "--callee-url", a.url, *pids_ab],
-        "fanout-local": ["fanout", "--url", single.url, "--pid", str(single.proc.pid)],
-        "fanout-cross": ["cluster", "--pub-url", a.url, "--url", b.url, *pids_ab],
-    }[case]
+    if case == "rpc-cross-redis":
+        c, d = nodes["c"], nodes["d"]
+        pids_cd = ["--pid", str(c.proc.pid), "--pid", str(d.proc.pid)]
+        argv = ["rpc", "--url", d.url, "--callee-url", c.url, *pids_cd]
+    else:
+        argv = {
+            "rpc-local": ["rpc", "--url", single.url, "--pid", str(single.proc.pid)],
+            "rpc-cluster-local": ["rpc", "--url", a.url, "--pid", str(a.proc.pid)],
+            "rpc-cross": ["rpc", "--url", b.url, "--callee-url", a.url, *pids_ab],
+            "fanout-local": ["fanout", "--url", single.url, "--pid", str(single.proc.pid)],
+            "fanout-cross": ["cluster", "--pub-url", a.url, "--url", b.url, *pids_ab],
+        }[case]
     before, started, commands = redis_cpu(port), time.monotonic(), redis_commands(port)
     publishes, publish_us = publish_stats(port)
     record = loadgen([*argv, *common])
@@ -186,25 +211,22 @@ def one_round(name: str, tree: Path, p: argparse.Namespace, index: int = 0) -> l
         port = free_port()
         redis = start_redis(port, cpus, workdir)
         url = f"redis://127.0.0.1:{port}/0"
-        servers: list[Server] = []
+        nodes: dict[str, Server] = {}
         try:
-            single = start_node(tree, cpus, [])
-            servers.append(single)
-            a = start_node(tree, cpus, ["--redis", url, "--node-id", "a"])
-            servers.append(a)
-            b = start_node(tree, cpus, ["--redis", url, "--node-id", "b"])
-            servers.append(b)
+            nodes["single"] = start_node(tree, cpus, [])
+            for node in ("a", "b"):
+                nodes[node] = start_node(tree, cpus, ["--redis", url, "--node-id", node])
+            if "rpc-cross-redis" in p.cases.split(","):
+                off = ["--peer", "off"] if has_peer_flag(tree) else []
+                for node in ("c", "d"):
+                    nodes[node] = start_node(tree, cpus, ["--redis", url, "--node-id", node, *off])
             p.redis_idle = idle_rate(port)
             return print_rows(
                 p.cases,
-                lambda case: {
-                    "tree": name,
-                    "round": index,
-                    **run_case(case, single, a, b, port, p),
-                },
+                lambda case: {"tree": name, "round": index, **run_case(case, nodes, port, p)},
             )
         finally:
-            for server in servers:
+            for server in nodes.values():
                 server.stop()
             redis.send_signal(signal.SIGTERM)
             redis.wait(10)
@@ -241,20 +263,16 @@ def summary(rows: list[dict[str, Any]]) -> None:
                     f"  {med(tree, case, 'throughput'):10.0f} op/s"
                     f"  (runs: {len(by[(tree, case)])})"
                 )
-        local, cross = (
-            med(tree, "rpc-local", "router_cpu_us"),
-            med(tree, "rpc-cross", "router_cpu_us"),
-        )
-        fl, fc = (
-            med(tree, "fanout-local", "router_cpu_us"),
-            med(tree, "fanout-cross", "router_cpu_us"),
-        )
-        print(f"  rpc cross/local {cross / local:.2f}x   fan-out cross/local {fc / fl:.2f}x")
-        rpc, fan = _round_ratios(rows, tree, "rpc"), _round_ratios(rows, tree, "fanout")
-        print(f"  per-round ratios (cross/local in the same round): rpc {rpc}  fan-out {fan}")
+        for kind, crosses in CROSS.items():
+            local = med(tree, f"{kind}-local", "router_cpu_us")
+            for cross in crosses:
+                if (tree, cross) in by:
+                    ratio = med(tree, cross, "router_cpu_us") / local
+                    rounds = _round_ratios(rows, tree, f"{kind}-local", cross)
+                    print(f"  {cross}/local {ratio:.2f}x   per round (same round): {rounds}")
 
 
-def _round_ratios(rows: list[dict[str, Any]], tree: str, kind: str) -> str:
+def _round_ratios(rows: list[dict[str, Any]], tree: str, local: str, cross: str) -> str:
     """Median and list of cross/local router CPU per op, each pair from one round.
 
     Both cases of a round ran back to back on the same nodes, so the machine's load
@@ -266,9 +284,7 @@ def _round_ratios(rows: list[dict[str, Any]], tree: str, kind: str) -> str:
         if r["tree"] == tree and r["router_cpu_us"]
     }
     ratios = sorted(
-        cpu[(n, f"{kind}-cross")] / cpu[(n, f"{kind}-local")]
-        for n, case in cpu
-        if case == f"{kind}-local" and (n, f"{kind}-cross") in cpu
+        cpu[(n, cross)] / cpu[(n, local)] for n, case in cpu if case == local and (n, cross) in cpu
     )
     if not ratios:
         return "-"

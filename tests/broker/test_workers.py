@@ -123,14 +123,35 @@ def workers(redis: RedisProcess, tmp_path: Path) -> Iterator[Workers]:
     started.broker.stop(30)
 
 
-@pytest.fixture
-def slow_death_workers(redis: RedisProcess, tmp_path: Path) -> Iterator[Workers]:
-    """Workers whose heartbeats expire only after the default 5 s ``node_timeout``."""
+PEER_PATHS = {
+    # the workers link directly (peers.py): the dead worker's link breaks with it
+    "direct": ({}, "wamp.error.unavailable"),
+    # call traffic through Redis: the supervisor's obituary (``gone``) ends the call
+    "redis": ({"BROKER_PEER": "off"}, "wamp.error.canceled"),
+}
+"""How calls cross workers → (the supervisor's environment, how a call to a dead one fails)."""
+
+
+@pytest.fixture(params=sorted(PEER_PATHS))
+def slow_death_workers(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Workers, str]]:
+    """Workers whose heartbeats expire only after the default 5 s ``node_timeout``, and
+    the error a call pending on a killed one gets (per ``PEER_PATHS``).
+
+    Each gets a Redis of its own: the killed worker's claims stay in Redis until a
+    heartbeat check reaps them, which may come after the workers stopped.
+    """
+    env, uri = PEER_PATHS[request.param]
     config = tmp_path / "broker.toml"
     config.write_text(TIMING.replace("node_timeout = 2.0", "node_timeout = 5.0"), "utf-8")
-    started = _start(redis, config)
-    yield started
-    started.broker.stop(30)
+    redis = start_redis()
+    try:
+        started = _start(redis, config, env)
+        yield started, uri
+        started.broker.stop(30)
+    finally:
+        redis.kill()
 
 
 async def _on_worker(workers: Workers, target: str, opened: list[client_sdk.Session]) -> Session:
@@ -232,9 +253,9 @@ async def _cross_workers(workers: Workers, opened: list[Session]) -> None:
 
 
 async def test_killed_worker_restarts_its_clients_reconnect_pending_calls_fail_fast(
-    slow_death_workers: Workers, opened: list[Session]
+    slow_death_workers: tuple[Workers, str], opened: list[Session]
 ) -> None:
-    workers = slow_death_workers
+    workers, expected = slow_death_workers
     caller = await _on_worker(workers, "0", opened)
     doomed = await _on_worker(workers, "1", opened)
     started = asyncio.Event()
@@ -260,9 +281,9 @@ async def test_killed_worker_restarts_its_clients_reconnect_pending_calls_fail_f
             await asyncio.wait_for(pending, DEATH_TIMEOUT)
         failed_after = time.monotonic() - killed
         print(f"pending call failed {failed_after:.3f} s after the SIGKILL")
-        # the direct link to the dead worker broke (peers.py): the call fails at once;
-        # with peer = "off" the supervisor's obituary fails it ("canceled") in 0.02-0.1 s
-        assert info.value.uri == "wamp.error.unavailable"
+        # direct link: it broke with the worker, the call fails at once ("unavailable");
+        # BROKER_PEER=off: the supervisor's obituary fails it ("canceled") in 0.02-0.1 s
+        assert info.value.uri == expected
         # either way far sooner than its 5 s heartbeat TTL
         assert failed_after < 2.0, f"the pending call failed only after {failed_after:.2f} s"
 

@@ -71,12 +71,36 @@ def test_native_topology_runs_each_node_as_compose_configures_it() -> None:
         compose_env = environment(service)
         assert set(native.env) == set(compose_env)
         for key, value in compose_env.items():
-            if key not in ("BROKER_HOST", "BROKER_PORT", "BROKER_REDIS"):
+            if key not in ("BROKER_HOST", "BROKER_PORT", "BROKER_REDIS", *PEER_ENV):
                 assert native.env[key] == value
         assert native.node_id == name
         # The broker accepts this configuration.
         settings = load_settings(None, environ=native.env, **_flags(native.args))
         assert settings.node_id == name and settings.redis_url == LOCAL_REDIS
+
+
+PEER_ENV = ("BROKER_PEER", "BROKER_PEER_ADVERTISE")
+
+
+def test_nodes_link_directly_on_the_compose_network_only() -> None:
+    """Each node takes direct links on 7070 and advertises its service name; unpublished."""
+    doc = load_compose()
+    for name, service in cluster_nodes(doc).items():
+        env = environment(service)
+        assert env["BROKER_PEER"] == "0.0.0.0:7070"
+        assert env["BROKER_PEER_ADVERTISE"] == f"{name}:7070"
+        settings = load_settings(None, environ=env, **_flags(command(service)))
+        assert (settings.peer, settings.peer_advertise) == ("0.0.0.0:7070", f"{name}:7070")
+        assert "ports" not in service
+        native = native_broker(name, service, LOCAL_REDIS)
+        assert native.env["BROKER_PEER"] == "127.0.0.1:0"
+        assert load_settings(None, environ=native.env).peer_advertise is None
+    for name, service in cluster_nodes(doc, "sentinel").items():
+        # workers: a free port each, advertised under the container's hostname
+        assert environment(service)["BROKER_PEER"] == "0.0.0.0:0"
+        assert service["hostname"] == name
+        assert "BROKER_PEER_ADVERTISE" not in environment(service)
+        assert "7070" not in [str(p).split(":")[-1] for p in service.get("ports", [])]
 
 
 def _flags(args: list[str]) -> dict[str, str | None]:

@@ -4,7 +4,9 @@ The cluster the compose file describes (redis + broker nodes + HAProxy) is start
 natively by ``test_topology``; everything a broker node gets here is *read from
 compose.yaml* (its ``command`` and ``environment``), with only addresses rewritten:
 the Redis host becomes the local redis-server, BROKER_HOST becomes 127.0.0.1 and
-the port is chosen by the broker (port 0, read back from its log). HAProxy runs
+the port is chosen by the broker (port 0, read back from its log); direct links
+(BROKER_PEER) listen on a free loopback port and advertise it (BROKER_PEER_ADVERTISE
+emptied: compose's service names do not resolve here). HAProxy runs
 docker/haproxy.cfg with its ``bind`` and ``server`` addresses rewritten the same way
 and the Docker DNS resolver removed.
 """
@@ -111,6 +113,10 @@ def native_broker(name: str, service: dict[str, Any], local_redis: str) -> Nativ
         env["BROKER_REDIS"] = _rewrite_redis(env["BROKER_REDIS"], local_redis)
     env["BROKER_HOST"] = "127.0.0.1"
     env["BROKER_PORT"] = "0"
+    if env.get("BROKER_PEER", "off").lower() != "off":
+        env["BROKER_PEER"] = "127.0.0.1:0"
+    if "BROKER_PEER_ADVERTISE" in env:
+        env["BROKER_PEER_ADVERTISE"] = ""
     return NativeBroker(name, args, env)
 
 
