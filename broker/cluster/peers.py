@@ -172,6 +172,7 @@ class _Framed(asyncio.Protocol):
         """End the connection (``connection_lost`` reports it)."""
         if not self.closed and self.transport is not None:
             self.why = self.why or why
+            self.closed = True  # no frame after this one counts (``data_received`` stops)
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -268,7 +269,9 @@ class _Incoming(_Framed):
                 isinstance(hello, dict)
                 and hello.get("v") == VERSION
                 and hello.get("to") == self.links.node
-                and secrets.compare_digest(str(hello.get("token", "")), self.links.token)
+                and secrets.compare_digest(
+                    str(hello.get("token", "")).encode(), self.links.token.encode()
+                )
                 and isinstance(hello.get("from"), str)
                 and bool(hello["from"])
             )

@@ -1,0 +1,256 @@
+"""Calls between nodes take the direct link, not Redis; a broken link fails them at once.
+
+Real redis-server, real broker nodes. What Redis carried is read from its own counters
+(``INFO commandstats``); a broken link is a TCP proxy of the test's, cut in the middle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import client_sdk
+from broker.cluster import keys
+from client_sdk import ApplicationError
+from protocol_spec.cluster import PeerRecord
+from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
+
+from .conftest import eventually
+
+Connect = Callable[..., Awaitable[client_sdk.Session]]
+CALLS = 200
+_PEER_PORT = re.compile(r"takes direct links on 127\.0\.0\.1:(\d+)")
+
+
+@pytest.fixture
+def redis_own() -> Iterator[RedisProcess]:
+    server = start_redis()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def started() -> Iterator[list[BrokerProcess]]:
+    """Nodes a test starts (``start``), stopped at teardown."""
+    nodes: list[BrokerProcess] = []
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+def start(
+    started: list[BrokerProcess],
+    redis_server: RedisProcess,
+    config: Path,
+    name: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> BrokerProcess:
+    node = start_broker(
+        "--redis", redis_server.url, "--node-id", name, "--config", str(config), *extra, env=env
+    )
+    started.append(node)
+    return node
+
+
+def publishes(server: RedisProcess) -> int:
+    """PUBLISH commands Redis has run so far."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+def peer_record(server: RedisProcess, node: str) -> PeerRecord | None:
+    client = redis.Redis.from_url(server.url)
+    try:
+        raw = client.get(keys.peer_key(node))
+    finally:
+        client.close()
+    return None if raw is None else PeerRecord.unpack(raw)
+
+
+async def advertised(server: RedisProcess, node: str) -> PeerRecord:
+    """``node``'s ``PeerRecord``, once it wrote it (the node writes it after it started)."""
+    found: list[PeerRecord] = []
+
+    async def written() -> bool:
+        record = peer_record(server, node)
+        found[:] = [] if record is None else [record]
+        return bool(found)
+
+    await eventually(written, what=f"node {node}'s peer record")
+    return found[0]
+
+
+async def _registered(session: client_sdk.Session, procedure: str) -> bool:
+    return (await session.call("wamp.registration.match", procedure)).args[0] is not None
+
+
+async def _calls_across(nodes: list[BrokerProcess], server: RedisProcess, connect: Connect) -> int:
+    """PUBLISHes Redis ran during ``CALLS`` calls, one after the other, from node 0 to node 1."""
+    caller = await connect(nodes[0].url)
+    callee = await connect(nodes[1].url)
+    await callee.register("direct.echo", lambda n: n)
+    await eventually(lambda: _registered(caller, "direct.echo"), what="registration propagated")
+    assert (await caller.call("direct.echo", -1)).args == [-1]  # warm: links dialed
+    before = publishes(server)
+    for n in range(CALLS):
+        assert (await caller.call("direct.echo", n)).args == [n]
+    return publishes(server) - before
+
+
+async def test_calls_between_nodes_go_on_the_direct_link_not_through_redis(
+    redis_own: RedisProcess, cluster_config: Path, started: list[BrokerProcess], connect: Connect
+) -> None:
+    nodes = [start(started, redis_own, cluster_config, f"d{i}") for i in range(2)]
+    for name in ("d0", "d1"):
+        record = await advertised(redis_own, name)
+        assert record.host == "127.0.0.1" and record.port > 0
+    published = await _calls_across(nodes, redis_own, connect)
+    print(f"{CALLS} calls over the direct link: {published} PUBLISHes")
+    # heartbeats and probes still publish (a few per second per node); the calls do not
+    assert published < CALLS // 4
+
+
+async def test_with_peer_off_calls_go_through_redis(
+    redis_own: RedisProcess, cluster_config: Path, started: list[BrokerProcess], connect: Connect
+) -> None:
+    nodes = [
+        start(started, redis_own, cluster_config, "o0", "--peer", "off"),
+        start(started, redis_own, cluster_config, "o1", env={"BROKER_PEER": "off"}),
+    ]
+    published = await _calls_across(nodes, redis_own, connect)
+    # both have joined (and written whatever they advertise) long before now
+    assert peer_record(redis_own, "o0") is None and peer_record(redis_own, "o1") is None
+    assert all("takes direct links" not in node.output for node in nodes)
+    print(f"{CALLS} calls through Redis: {published} PUBLISHes")
+    # an invocation and a result per call, one call after the other: nothing to batch
+    assert published >= 2 * CALLS
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 to ``target``; ``cut`` resets every connection through it."""
+
+    def __init__(self) -> None:
+        self.target: tuple[str, int] | None = None
+        self.server: asyncio.Server | None = None
+        self.accepted = 0
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.changed = asyncio.Event()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.target is not None
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._pairs.append((writer, up_writer))
+        self.accepted += 1
+        self.changed.set()
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    def cut(self) -> None:
+        for down, up in self._pairs:
+            down.transport.abort()
+            up.transport.abort()
+        self._pairs.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    made = Proxy()
+    yield made
+    await made.close()
+
+
+async def _wait_accepted(proxy: Proxy, count: int, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while proxy.accepted < count:
+            proxy.changed.clear()
+            await proxy.changed.wait()
+
+
+async def test_a_broken_link_fails_the_pending_call_at_once_and_the_next_call_redials(
+    redis_own: RedisProcess,
+    cluster_config: Path,
+    started: list[BrokerProcess],
+    connect: Connect,
+    proxy: Proxy,
+) -> None:
+    proxy_port = await proxy.start()
+    caller_node = start(started, redis_own, cluster_config, "p0")
+    callee_node = start(
+        started,
+        redis_own,
+        cluster_config,
+        "p1",
+        env={"BROKER_PEER_ADVERTISE": f"127.0.0.1:{proxy_port}"},
+    )
+    match = _PEER_PORT.search(callee_node.wait_for_output(_PEER_PORT.pattern))
+    assert match is not None
+    proxy.target = ("127.0.0.1", int(match.group(1)))
+    record = await advertised(redis_own, "p1")
+    assert (record.host, record.port) == ("127.0.0.1", proxy_port)  # what the others dial
+
+    caller = await connect(caller_node.url)
+    callee = await connect(callee_node.url)
+    started_call = asyncio.Event()
+
+    async def hang() -> str:
+        started_call.set()
+        await asyncio.sleep(60)
+        return "too late"
+
+    await callee.register("direct.hang", hang)
+    await callee.register("direct.echo", lambda n: n)
+    await eventually(lambda: _registered(caller, "direct.hang"), what="registration propagated")
+    pending = asyncio.create_task(caller.call("direct.hang"))
+    await asyncio.wait_for(started_call.wait(), 5)
+    assert proxy.accepted == 1  # the invocation took the link through the proxy
+
+    proxy.cut()
+    cut_at = time.monotonic()
+    with pytest.raises(ApplicationError) as info:
+        await asyncio.wait_for(pending, 5)
+    failed_after = time.monotonic() - cut_at
+    assert info.value.uri == "wamp.error.unavailable"
+    assert failed_after < 1.0, f"the pending call failed only {failed_after:.2f} s after the cut"
+
+    # the next calls redial (after RETRY_AFTER, sends fail at once with "unavailable")
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            result = await caller.call("direct.echo", 7)
+            break
+        except ApplicationError as exc:
+            if exc.uri != "wamp.error.unavailable" or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)  # between attempts, not as synchronisation
+    assert result.args == [7]
+    await _wait_accepted(proxy, 2)
+    assert proxy.accepted == 2

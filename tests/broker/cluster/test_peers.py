@@ -1,0 +1,525 @@
+"""Direct links between nodes (broker/cluster/peers.py) on real loopback sockets.
+
+Two or three ``PeerLinks`` share the test's event loop; a raw asyncio connection plays
+a broken or hostile peer. Waits are on what the links report (deliveries, ``lost``,
+the other end closing), each bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+
+import msgpack
+import pytest
+
+from broker.cluster import peers
+from broker.cluster.barrier import ControlBarrier
+from broker.cluster.peers import FRAME_BYTES, MACHINE, MAX_FRAME, PeerLinks
+from protocol_spec.cluster import ControlMessage, NodeGone, PeerRecord, SessionJoined, SessionLeft
+from tests.support.processes import free_port
+
+WAIT = 5.0
+HEADER = struct.Struct(">IB")
+
+
+def frame(kind: bytes, body: bytes) -> bytes:
+    return HEADER.pack(len(body) + 1, kind[0]) + body
+
+
+class Node:
+    """One ``PeerLinks`` and what it reported: data frames, lost links, in one log."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.frames: list[bytes] = []
+        self.lost: list[tuple[str, str]] = []
+        self.log: list[object] = []
+        """Deliveries (bytes) and whatever a test adds, in the order they happened."""
+        self._changed = asyncio.Event()
+        self.links = PeerLinks(name, self._deliver, self._lost)
+
+    def _deliver(self, body: bytes) -> None:
+        self.frames.append(body)
+        self.log.append(body)
+        self.note()
+
+    def _lost(self, node: str, why: str) -> None:
+        self.lost.append((node, why))
+        self.note()
+
+    def note(self) -> None:
+        self._changed.set()
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.frames)
+
+    async def until(self, check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+        """Wait until ``check()`` holds, re-checking whenever this node reports something."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not check():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"{self.name}: {what} not reached in {timeout} s") from None
+
+    @property
+    def record(self) -> PeerRecord:
+        assert self.links.record is not None
+        return self.links.record
+
+
+Make = Callable[..., Awaitable[list[Node]]]
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Make]:
+    """``await make("x", "y")``: listening nodes that know each other's records."""
+    made: list[Node] = []
+
+    async def factory(*names: str) -> list[Node]:
+        nodes = [Node(name) for name in names]
+        for node in nodes:
+            await node.links.start("127.0.0.1:0")
+        for node in nodes:
+            for other in nodes:
+                if other is not node:
+                    node.links.known(other.name, other.record)
+        made.extend(nodes)
+        return nodes
+
+    yield factory
+    for node in made:
+        await node.links.close()
+
+
+async def _connected(x: Node, y: Node) -> None:
+    """X's link to Y is up and Y checked its hello."""
+    before = len(y.received)
+    x.links.send(y.name, b"!")
+    await y.until(lambda: len(y.received) > before, "the first envelope")
+    assert y.links.inbound(x.name)
+
+
+async def _raw(y: Node) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", y.record.port)
+
+
+def _hello(y: Node, sender: str = "raw", **changes: object) -> bytes:
+    hello: dict[str, object] = {"v": 1, "from": sender, "to": y.name, "token": y.links.token}
+    hello.update(changes)
+    return frame(b"H", msgpack.packb(hello))
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader) -> None:
+    """Read until the other side closes (EOF or reset); fail after ``WAIT`` seconds."""
+    async with asyncio.timeout(WAIT):
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionResetError:
+            pass
+
+
+# --- data --------------------------------------------------------------------------------
+async def test_envelopes_of_several_sends_arrive_in_order(make: Make) -> None:
+    x, y = await make("x", "y")
+    sent = [b"env-%05d;" % i for i in range(3000)]
+    for i, envelope in enumerate(sent):
+        x.links.send("y", envelope)
+        if i % 500 == 0:
+            await asyncio.sleep(0)  # some sends in later loop passes: more than one frame
+    expected = b"".join(sent)
+    await y.until(lambda: len(y.received) >= len(expected), "all envelopes")
+    assert y.received == expected
+    assert len(y.frames) >= 2
+    assert x.received == b""  # one way: nothing came back as data
+    assert x.lost == [] and y.lost == []
+    assert x.links.links_up == 1 and y.links.links_up == 0
+
+
+async def test_many_small_envelopes_go_in_frames_of_about_frame_bytes(make: Make) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)  # (while dialing, envelopes wait and go in one frame)
+    y.frames.clear()
+    envelope = b"e" * 1000
+    count = 4 * FRAME_BYTES // len(envelope)
+    for _ in range(count):  # one loop pass: only the size splits them
+        x.links.send("y", envelope)
+    await y.until(lambda: len(y.received) >= count * len(envelope), "every envelope")
+    assert y.received == envelope * count
+    assert len(y.frames) >= 4
+    assert all(len(body) < FRAME_BYTES + len(envelope) for body in y.frames)
+    assert all(len(body) % len(envelope) == 0 for body in y.frames)  # never split inside one
+
+
+async def test_an_envelope_larger_than_a_frame_arrives_whole(make: Make) -> None:
+    x, y = await make("x", "y")
+    big = os.urandom(3 * FRAME_BYTES + 17)
+    sent = [b"before", big, b"after"]
+    for envelope in sent:
+        x.links.send("y", envelope)
+    expected = b"".join(sent)
+    await y.until(lambda: len(y.received) >= len(expected), "the large envelope")
+    assert y.received == expected
+
+
+async def test_frames_split_across_reads_are_put_back_together(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (y,) = await make("y")
+    reads: asyncio.Queue[int] = asyncio.Queue()
+    original = peers._Incoming.data_received
+
+    def counting(self: peers._Incoming, data: bytes) -> None:
+        original(self, data)
+        reads.put_nowait(len(data))
+
+    monkeypatch.setattr(peers._Incoming, "data_received", counting)
+    _reader, writer = await _raw(y)
+
+    async def piece(data: bytes) -> None:
+        """Write ``data`` and wait until the link read all of it."""
+        writer.write(data)
+        await writer.drain()
+        got = 0
+        async with asyncio.timeout(WAIT):
+            while got < len(data):
+                got += await reads.get()
+
+    hello = _hello(y)
+    await piece(hello[:3])  # inside the header
+    await piece(hello[3:7])  # the rest of the header, part of the body
+    await piece(hello[7:])
+    assert y.links.inbound("raw")
+    first, second = frame(b"D", b"first-body"), frame(b"D", b"second")
+    stream = first + second
+    cuts = [2, 4, 5, 9, len(first) + 3, len(stream)]  # in the length, before the kind, ...
+    start = 0
+    for cut in cuts:
+        await piece(stream[start:cut])
+        start = cut
+        if cut < len(first):
+            assert y.frames == []
+        elif cut < len(stream):
+            assert y.frames == [b"first-body"]
+    assert y.frames == [b"first-body", b"second"]
+    writer.close()
+    await y.until(lambda: y.lost != [], "the raw link reported lost")
+    assert y.lost[0][0] == "raw"
+
+
+# --- hostile or broken peers ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "hello",
+    [
+        pytest.param({"token": "0" * 32}, id="wrong-token"),
+        pytest.param({"to": "somebody-else"}, id="wrong-to"),
+        pytest.param({"v": 2}, id="wrong-version"),
+        pytest.param({"from": ""}, id="no-from"),
+        pytest.param({"from": 7}, id="from-not-text"),
+        pytest.param({"token": "ß" * 32}, id="non-ascii-token"),
+        pytest.param(b"\xc1\xc1", id="garbage"),
+        pytest.param(msgpack.packb([1, 2, 3]), id="not-a-map"),
+        pytest.param(None, id="data-before-hello"),
+    ],
+)
+async def test_a_hello_that_does_not_check_out_closes_the_link(
+    make: Make, hello: dict[str, object] | bytes | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    (y,) = await make("y")
+    if hello is None:
+        first = b""
+    elif isinstance(hello, bytes):
+        first = frame(b"H", hello)
+    else:
+        first = _hello(y, **hello)
+    reader, writer = await _raw(y)
+    with caplog.at_level(logging.ERROR):
+        writer.write(first + frame(b"D", b"smuggled"))
+        await _closed_by_peer(reader)
+    writer.close()
+    assert y.frames == []
+    assert not y.links.inbound("raw")
+    assert y.lost == []  # nobody it knew: nothing to report
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("bad", [b"Q", b"S", b"H"], ids=["unknown", "sync-request", "hello-again"])
+async def test_an_unexpected_frame_closes_the_link_and_nothing_after_it_counts(
+    make: Make, bad: bytes
+) -> None:
+    (y,) = await make("y")
+    reader, writer = await _raw(y)
+    writer.write(_hello(y) + frame(b"D", b"before") + frame(bad, b"12345678") + frame(b"D", b"x"))
+    await _closed_by_peer(reader)
+    writer.close()
+    await y.until(lambda: y.lost != [], "the link reported lost")
+    assert y.frames == [b"before"]
+    assert y.lost[0][0] == "raw" and "unexpected frame" in y.lost[0][1]
+
+
+async def test_an_outgoing_link_sent_anything_but_sync_requests_is_lost(make: Make) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    incoming = y.links._in["x"]
+    incoming.write(b"D"[0], b"not for a dialer")
+    incoming.write(b"S"[0], b"12345678")
+    await x.until(lambda: x.lost != [], "x gave up the link")
+    assert x.lost[0][0] == "y" and "unexpected frame" in x.lost[0][1]
+    await y.until(lambda: y.lost != [], "y saw the link end")
+    assert y.lost[0][0] == "x" and y.links._syncs == {}
+
+
+async def test_no_hello_in_time_closes_the_link(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peers, "HELLO_TIMEOUT", 0.2)
+    (y,) = await make("y")
+    reader, writer = await _raw(y)
+    writer.write(_hello(y)[:6])  # a hello that never completes
+    started = time.monotonic()
+    await _closed_by_peer(reader)
+    assert time.monotonic() - started < 2.0
+    writer.close()
+    assert not y.links.inbound("raw") and y.frames == []
+
+
+@pytest.mark.parametrize("size", [MAX_FRAME + 1, 0], ids=["too-large", "empty"])
+async def test_a_frame_header_out_of_bounds_closes_the_link(make: Make, size: int) -> None:
+    (y,) = await make("y")
+    reader, writer = await _raw(y)
+    writer.write(_hello(y) + frame(b"D", b"ok") + HEADER.pack(size, b"D"[0]) + b"more")
+    await _closed_by_peer(reader)
+    writer.close()
+    assert y.frames == [b"ok"]
+    await y.until(lambda: y.lost != [], "the link reported lost")
+    assert y.lost[0][0] == "raw" and "frame" in y.lost[0][1]
+    assert not y.links.inbound("raw")
+
+
+async def test_a_second_hello_from_the_same_node_replaces_the_first_link(make: Make) -> None:
+    (y,) = await make("y")
+    old_reader, old_writer = await _raw(y)
+    old_writer.write(_hello(y))
+    _new_reader, new_writer = await _raw(y)
+    await old_writer.drain()
+    await y.until(lambda: y.links.inbound("raw"), "the first hello")
+    first = y.links._in["raw"]
+    new_writer.write(_hello(y) + frame(b"D", b"new"))
+    await y.until(lambda: y.frames == [b"new"], "data on the new link")
+    assert y.links._in["raw"] is not first
+    await _closed_by_peer(old_reader)
+    assert y.lost == []  # the replaced link is not a lost one
+    old_writer.close()
+    new_writer.close()
+
+
+# --- sync ----------------------------------------------------------------------------------
+async def test_sync_answers_after_everything_sent_before_it(make: Make) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    sent = [os.urandom(64 * 1024) for _ in range(64)]  # 4 MiB: many frames on the wire
+    for envelope in sent:
+        x.links.send("y", envelope)
+    expected = b"!" + b"".join(sent)
+    seen_at_done: list[int] = []
+    y.links.sync("x", lambda: (seen_at_done.append(len(y.received)), y.note()), WAIT)
+    assert len(y.received) < len(expected)  # nothing of it had arrived yet
+    await y.until(lambda: seen_at_done != [], "the sync answer")
+    assert seen_at_done == [len(expected)]
+    assert y.received == expected
+    assert y.links._syncs == {}
+
+
+async def test_sync_answers_after_envelopes_sent_in_the_loop_pass_that_reads_it(
+    make: Make,
+) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    out = x.links._out["y"]
+    assert out.transport is not None
+    out.transport.pause_reading()
+    seen_at_done: list[bytes] = []
+    y.links.sync("x", lambda: (seen_at_done.append(y.received), y.note()), WAIT)
+    sock = out.transport.get_extra_info("socket")
+    for _ in range(100):  # y writes the request at the end of a loop pass
+        if not y.links._in["x"]._out:
+            break
+        await asyncio.sleep(0)
+    assert not y.links._in["x"]._out
+    readable, _, _ = select.select([sock.fileno()], [], [], WAIT)  # the request is at x
+    assert readable
+    # the next loop pass runs this send and then reads the request, before any flush
+    asyncio.get_running_loop().call_soon(x.links.send, "y", b"queued")
+    out.transport.resume_reading()
+    await y.until(lambda: seen_at_done != [], "the sync answer")
+    assert seen_at_done == [b"!queued"]
+
+
+async def test_sync_without_a_link_is_done_at_once_and_a_lost_link_ends_a_sync(
+    make: Make,
+) -> None:
+    x, y = await make("x", "y")
+    done: list[str] = []
+    y.links.sync("x", lambda: done.append("no link"), WAIT)
+    assert done == ["no link"]
+    await _connected(x, y)
+    y.links.sync("x", lambda: (done.append("lost"), y.note()), WAIT)
+    x.links._out["y"].transport.abort()  # before x read the request: no answer ever
+    await y.until(lambda: len(done) == 2, "the sync ended by the lost link")
+    assert done == ["no link", "lost"]
+    assert ("x" in [node for node, _ in y.lost]) and y.links._syncs == {}
+
+
+# --- lost links ---------------------------------------------------------------------------
+async def test_forgetting_a_node_reports_the_link_lost_on_the_other_side(make: Make) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    await _connected(y, x)
+    y.links.forget("x")  # y closes both links with x, silently
+    await x.until(lambda: len(x.lost) == 2, "both links with y reported lost")
+    assert sorted(node for node, _ in x.lost) == ["y", "y"]
+    assert y.lost == []
+    assert not y.links.direct("x") and x.links.direct("y")
+
+
+async def test_an_aborted_link_is_lost_on_both_sides(make: Make) -> None:
+    x, y, z = await make("x", "y", "z")
+    await _connected(x, y)
+    await _connected(x, z)
+    x.links._out["y"].transport.abort()  # type: ignore[union-attr]
+    await y.until(lambda: y.lost != [], "y saw the link lost")
+    await x.until(lambda: x.lost != [], "x saw the link lost")
+    assert [node for node, _ in y.lost] == ["x"]
+    assert [node for node, _ in x.lost] == ["y"]
+    assert x.links.failures == 1 and y.links.failures == 1
+    x.links.send("z", b"z still")  # the other link is untouched
+    await z.until(lambda: z.received == b"!z still", "data to z")
+    assert z.lost == [] and x.links.links_up == 1
+
+
+async def test_a_failed_dial_is_lost_and_sends_fail_at_once_until_the_retry(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peers, "RETRY_AFTER", 0.3)
+    (x,) = await make("x")
+    x.links.known("z", PeerRecord("127.0.0.1", free_port(), MACHINE, "t" * 32))
+    x.links.send("z", b"lost")
+    await x.until(lambda: x.lost != [], "the failed dial")
+    assert x.lost[0][0] == "z" and "cannot connect" in x.lost[0][1]
+    failed_at = time.monotonic()
+    dials = set(x.links._tasks)
+    x.links.send("z", b"again")  # within RETRY_AFTER: no dial, lost at once
+    assert "z" not in x.links._out and x.links._tasks == dials
+    await x.until(lambda: len(x.lost) == 2, "the second send reported lost")
+    assert x.lost[1] == ("z", "the direct link failed a moment ago")
+    assert time.monotonic() - failed_at < 0.3
+    await asyncio.sleep(0.3 - (time.monotonic() - failed_at) + 0.01)  # the retry time passes
+    x.links.send("z", b"third")
+    assert "z" in x.links._out  # dialing again
+    await x.until(lambda: len(x.lost) == 3, "the redial failed")
+    assert "cannot connect" in x.lost[2][1]
+
+
+# --- records --------------------------------------------------------------------------------
+async def test_only_reachable_records_make_a_node_direct(make: Make) -> None:
+    (x,) = await make("x")
+    here = PeerRecord("127.0.0.1", 7070, MACHINE, "t")
+    x.links.known("a", here)
+    x.links.known("b", replace(here, machine="another-machine"))
+    x.links.known("c", replace(here, host="localhost", machine="another-machine"))
+    x.links.known("d", replace(here, host="::1", machine="another-machine"))
+    x.links.known("e", replace(here, host="10.1.2.3", machine="another-machine"))
+    x.links.known("f", replace(here, host="node-f.internal", machine="another-machine"))
+    x.links.known("g", None)
+    direct = {node: x.links.direct(node) for node in "abcdefg"}
+    assert direct == dict(a=True, b=False, c=False, d=False, e=True, f=True, g=False)
+    x.links.send("b", b"nowhere")  # not direct: the caller sends through Redis instead
+    assert x.links._out == {} and x.lost == []
+
+
+async def test_a_changed_record_drops_the_outgoing_link(make: Make) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    x.links.known("y", y.record)  # the same record again: nothing changes
+    assert "y" in x.links._out and x.lost == []
+    x.links.known("y", replace(y.record, token="restarted"))
+    assert "y" not in x.links._out
+    assert x.lost == [("y", "the node restarted")]
+    await y.until(lambda: y.lost != [], "y saw the link end")
+    assert y.lost[0][0] == "x"
+    x.links.known("y", y.record)  # back to the real one: the next send dials anew
+    x.links.send("y", b"after")
+    await y.until(lambda: y.received.endswith(b"after"), "data on the new link")
+
+
+# --- the control barrier with real links -----------------------------------------------------
+async def test_a_leave_waits_for_the_link_and_later_control_keeps_its_order(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = await make("x", "y")
+    answered: list[bytes] = []
+    frame_of, flush_of = peers._Outgoing.frame, peers._Outgoing.flush
+
+    def answering(self: peers._Outgoing, kind: int, body: bytes) -> None:
+        frame_of(self, kind, body)
+        answered.append(bytes([kind]))
+
+    def flushing(self: peers._Outgoing) -> None:
+        flush_of(self)
+        x.note()
+
+    monkeypatch.setattr(peers._Outgoing, "frame", answering)
+    monkeypatch.setattr(peers._Outgoing, "flush", flushing)
+    await _connected(x, y)
+    applied: list[ControlMessage] = []
+
+    def apply(msg: ControlMessage) -> None:
+        applied.append(msg)
+        y.log.append(msg)
+        y.note()
+
+    barrier = ControlBarrier(y.links, apply, WAIT)
+    incoming = y.links._in["x"]
+    assert incoming.transport is not None
+    incoming.transport.pause_reading()
+    result = b"the result sent before the leave"
+    x.links.send("y", result)
+    left = SessionLeft("x", "realm1", 42)
+    joined = SessionJoined("x", "realm1", {"session": 43})
+    barrier.control(left)
+    barrier.control(joined)
+    other = SessionLeft("z", "realm1", 7)  # a node without a link: applied at once
+    barrier.control(other)
+    assert applied == [other] and barrier.holding == 2
+    # x got the sync request and wrote the data and its answer: on the wire, unread
+    out = x.links._out["y"]
+    await x.until(lambda: answered == [b"S"] and not out._out, "x answered the sync")
+    assert out.transport is not None and out.transport.get_write_buffer_size() == 0
+    assert applied == [other] and y.frames == [b"!"]
+    incoming.transport.resume_reading()
+    await y.until(lambda: len(applied) == 3, "the held envelopes applied")
+    assert y.log[-3:] == [result, left, joined]
+    assert barrier.holding == 0
+
+
+async def test_a_gone_syncs_too_and_a_broken_link_releases_the_barrier(make: Make) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    applied: list[ControlMessage] = []
+    barrier = ControlBarrier(y.links, lambda msg: (applied.append(msg), y.note()), WAIT)
+    gone = NodeGone("x")
+    barrier.control(gone)
+    assert applied == [] and barrier.holding == 1
+    x.links._out["y"].transport.abort()  # before x read the sync request: no answer ever
+    await y.until(lambda: applied == [gone], "the gone applied after the link broke")
+    assert barrier.holding == 0
