@@ -197,6 +197,10 @@ class _Outgoing(_Framed):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self.closed:  # dropped while dialing
+            assert self.transport is not None
+            self.transport.abort()
+            return
         hello = {"v": VERSION, "from": self.links.node, "to": self.node, "token": self.token}
         self.write(HELLO, msgpack.packb(hello))
         self.ready = True
@@ -443,9 +447,10 @@ class PeerLinks:
 
     def _drop_outgoing(self, node: str, why: str) -> None:
         conn = self._unlist(node)
-        if conn is not None and conn.transport is not None:
+        if conn is not None:  # connected or still dialing: what it queued is lost
             conn.closed = True
-            conn.transport.abort()
+            if conn.transport is not None:
+                conn.transport.abort()
             self._report(node, why)
 
     def _unlist(self, node: str) -> _Outgoing | None:
@@ -457,7 +462,8 @@ class PeerLinks:
     def outgoing_lost(self, conn: _Outgoing, why: str) -> None:
         if self._out.get(conn.node) is conn:
             self._unlist(conn.node)
-            self._retry_at[conn.node] = time.monotonic() + RETRY_AFTER
+            if not conn.ready:  # the dial failed: no storm of dials; a broken link redials
+                self._retry_at[conn.node] = time.monotonic() + RETRY_AFTER
             self._report(conn.node, why)
 
     def incoming_ready(self, conn: _Incoming, node: str) -> None:
