@@ -58,6 +58,9 @@ FRAME_BYTES: Final = 256 * 1024
 """Envelopes queued for one link are written in frames of about this size."""
 MAX_BUFFERED: Final = 64 * 1024 * 1024
 """An outgoing link whose unsent bytes pass this ends (the peer does not read)."""
+MAX_HELLO: Final = 4096
+"""Until its hello checked out, a connection may announce no larger frame (no memory for
+whoever can reach the port)."""
 HELLO_TIMEOUT: Final = 5.0
 RETRY_AFTER: Final = 0.5
 """After a failed dial, sends to that node fail at once for this long (no dial storm)."""
@@ -109,8 +112,8 @@ class _Framed(asyncio.Protocol):
         """The other node (incoming: known once its hello checked out)."""
         self._buf = bytearray()
         self._out: list[bytes] = []
-        self._out_size = 0
         self._flush_soon = False
+        self.max_frame = MAX_FRAME
         self.closed = False
         self.why = ""
         """Why this side ended the connection (``fail``)."""
@@ -128,7 +131,7 @@ class _Framed(asyncio.Protocol):
         pos, end = 0, len(buf)
         while end - pos >= 5:
             size, kind = HEADER.unpack_from(buf, pos)
-            if size < 1 or size > MAX_FRAME:
+            if size < 1 or size > self.max_frame:
                 self.fail(f"a frame of {size} bytes")
                 return
             if end - pos - 4 < size:
@@ -148,7 +151,6 @@ class _Framed(asyncio.Protocol):
         """Queue one frame; queued frames go out together at the end of this loop pass."""
         self._out.append(HEADER.pack(len(body) + 1, kind))
         self._out.append(body)
-        self._out_size += len(body) + 5
         self._schedule()
 
     def _schedule(self) -> None:
@@ -163,7 +165,6 @@ class _Framed(asyncio.Protocol):
             return
         data = b"".join(self._out)
         self._out.clear()
-        self._out_size = 0
         transport.write(data)
         if transport.get_write_buffer_size() > MAX_BUFFERED:
             self.fail(f"more than {MAX_BUFFERED} bytes unsent")
@@ -248,6 +249,7 @@ class _Incoming(_Framed):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.max_frame = MAX_HELLO
         loop = asyncio.get_running_loop()
         self._hello_timer: asyncio.TimerHandle | None = loop.call_later(
             HELLO_TIMEOUT, self.fail, "no hello"
@@ -284,6 +286,7 @@ class _Incoming(_Framed):
         if not ok:
             self.fail("a hello that does not check out (wrong node or token)")
             return
+        self.max_frame = MAX_FRAME
         self.links.incoming_ready(self, hello["from"])
 
     def gone(self, why: str) -> None:

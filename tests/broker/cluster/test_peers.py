@@ -327,6 +327,18 @@ async def test_a_frame_header_out_of_bounds_closes_the_link(make: Make, size: in
     assert not y.links.inbound("raw")
 
 
+async def test_before_its_hello_a_connection_cannot_announce_a_large_frame(make: Make) -> None:
+    (y,) = await make("y")
+    reader, writer = await _raw(y)
+    # a header announcing 1 MiB instead of a hello: closed at once, nothing buffered
+    started = time.monotonic()
+    writer.write(HEADER.pack(1024 * 1024, b"H"[0]) + b"x" * 1000)
+    await _closed_by_peer(reader)
+    writer.close()
+    assert time.monotonic() - started < 2.0  # not the hello timeout (5 s)
+    assert y.frames == [] and not y.links.inbound("raw") and y.lost == []
+
+
 async def test_a_second_hello_from_the_same_node_replaces_the_first_link(make: Make) -> None:
     (y,) = await make("y")
     old_reader, old_writer = await _raw(y)
