@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from broker import __version__
+from broker.cluster.peers import PeerListenError
 from broker.config import ConfigError, Settings, load_settings
 from broker.server import BrokerServer
 from broker.supervisor import INDEX_ENV, Supervisor, WorkerEndpoint, serve_worker_endpoint
@@ -184,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_run(settings, worker))
+    except PeerListenError as exc:
+        log.error("cannot listen for direct links on %s ([cluster] peer): %s", exc.where, exc)
+        return 1
     except OSError as exc:
         log.error(
             "cannot listen on %s:%s: %s",

@@ -44,7 +44,7 @@ from protocol_spec.cluster_rows import array_header
 
 from .keys import inbox, inbox_node
 
-__all__ = ["MACHINE", "PeerLinks", "parse_peer_address"]
+__all__ = ["MACHINE", "PeerLinks", "PeerListenError", "parse_peer_address"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,17 @@ whoever can reach the port)."""
 HELLO_TIMEOUT: Final = 5.0
 RETRY_AFTER: Final = 0.5
 """After a failed dial, sends to that node fail at once for this long (no dial storm)."""
+
+
+class PeerListenError(OSError):
+    """The peer address cannot be listened on (in use, not this machine's, no permission)."""
+
+    def __init__(self, where: str, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.where = where
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def _machine() -> str:
@@ -340,7 +351,10 @@ class PeerLinks:
         """Listen on ``listen`` (``host:port``; port 0: a free one) and build the record."""
         host, port = parse_peer_address(listen, "[cluster] peer")
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Incoming(self), host, port)
+        try:
+            self._server = await loop.create_server(lambda: _Incoming(self), host, port)
+        except OSError as exc:
+            raise PeerListenError(listen, exc) from None
         bound = self._server.sockets[0].getsockname()[1]
         if advertise:
             adv_host, adv_port = parse_peer_address(advertise, "[cluster] peer_advertise")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,16 @@ def test_the_command_line_refuses_a_shared_or_malformed_peer_address() -> None:
     done = _broker(*redis, "--peer", "nonsense")
     assert done.returncode == 2
     assert "--peer 'nonsense' is not host:port" in done.stderr
+
+
+def test_a_peer_address_in_use_stops_the_broker_with_a_message_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # the peer listener starts before Redis is reached: an unreachable Redis is fine
+        done = _broker("--redis", "redis://127.0.0.1:1/0", "--peer", f"127.0.0.1:{port}")
+    assert done.returncode == 1
+    said = done.stdout + done.stderr  # the log goes to stdout
+    assert f"cannot listen for direct links on 127.0.0.1:{port} ([cluster] peer)" in said
+    assert "address already in use" in said
