@@ -47,6 +47,14 @@ DEATH_TIMEOUT = 10.0
 """Seconds a test waits for the others to notice a dead node (expected: ~2.5 s)."""
 
 
+@pytest.fixture
+def redis_own() -> Iterator[RedisProcess]:
+    """A redis-server of the test's own (tests that kill or stop Redis)."""
+    server = start_redis()
+    yield server
+    server.kill()
+
+
 @pytest.fixture(scope="session")
 def cluster_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cluster") / "broker.toml"

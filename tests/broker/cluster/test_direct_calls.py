@@ -20,20 +20,13 @@ import client_sdk
 from broker.cluster import keys
 from client_sdk import ApplicationError
 from protocol_spec.cluster import PeerRecord
-from tests.support.processes import BrokerProcess, RedisProcess, start_broker, start_redis
+from tests.support.processes import BrokerProcess, RedisProcess, start_broker
 
 from .conftest import eventually
 
 Connect = Callable[..., Awaitable[client_sdk.Session]]
 CALLS = 200
 _PEER_PORT = re.compile(r"takes direct links on 127\.0\.0\.1:(\d+)")
-
-
-@pytest.fixture
-def redis_own() -> Iterator[RedisProcess]:
-    server = start_redis()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

@@ -19,13 +19,6 @@ Connect = Callable[..., Awaitable[client_sdk.Session]]
 
 
 @pytest.fixture
-def redis_own() -> Iterator[RedisProcess]:
-    server = start_redis()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
 def pair(redis_own: RedisProcess, cluster_config: Path) -> Iterator[list[BrokerProcess]]:
     """Two nodes of their own (tests here kill nodes and Redis)."""
     started = [start_node(redis_own, cluster_config, f"f{i}") for i in range(2)]
