@@ -40,6 +40,7 @@ __all__ = [
     "row_decoder",
     "row_packer",
     "text",
+    "unpack",
     "wire",
     "wire_keys",
 ]
@@ -173,11 +174,16 @@ def wire_keys(cls: type) -> tuple[str, ...]:
     return tuple(key for _name, key, _dec, _enc, _default in _spec(cls))
 
 
-def load(data: bytes | str) -> dict[Any, Any]:
+def unpack(data: bytes | str, what: str = "envelope") -> Any:
+    """One msgpack value; ``ClusterProtocolError`` ("undecodable ``what``") when it is not."""
     try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several types for bad input
-        raise ClusterProtocolError(f"undecodable envelope: {exc}") from None
+        raise ClusterProtocolError(f"undecodable {what}: {exc}") from None
+
+
+def load(data: bytes | str) -> dict[Any, Any]:
+    value = unpack(data)
     if type(value) is not dict:
         raise ClusterProtocolError("an envelope must be a map")
     return value

@@ -19,10 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-import msgpack
-
 from .cluster import InboxError, InboxInterrupt, InboxInvocation, InboxMessage, InboxResult
-from .cluster_codec import ClusterProtocolError, row_decoder, row_packer
+from .cluster_codec import ClusterProtocolError, row_decoder, row_packer, unpack
 
 __all__ = [
     "ROW_TYPES",
@@ -66,10 +64,7 @@ def decode_rows(node: str, data: bytes) -> list[InboxMessage | ClusterProtocolEr
     """The envelopes of one data frame from ``node``: each row on its own (a malformed
     one is its ``ClusterProtocolError``); raise it when the bytes are not one array.
     """
-    try:
-        rows = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several types for bad input
-        raise ClusterProtocolError(f"undecodable frame: {exc}") from None
+    rows = unpack(data, "frame")
     if type(rows) is not list:
         raise ClusterProtocolError("a data frame must be an array of rows")
     found: list[InboxMessage | ClusterProtocolError] = []
