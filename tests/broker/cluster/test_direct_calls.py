@@ -188,6 +188,22 @@ async def _wait_accepted(proxy: Proxy, count: int, timeout: float = 5.0) -> None
             await proxy.changed.wait()
 
 
+async def _proxied_pair(
+    redis_server: RedisProcess, config: Path, started: list[BrokerProcess], proxy: Proxy
+) -> tuple[BrokerProcess, BrokerProcess]:
+    """(caller node, callee node): the callee advertises ``proxy``, which forwards to it."""
+    proxy_port = await proxy.start()
+    caller_node = start(started, redis_server, config, "p0")
+    env = {"BROKER_PEER_ADVERTISE": f"127.0.0.1:{proxy_port}"}
+    callee_node = start(started, redis_server, config, "p1", env=env)
+    match = _PEER_PORT.search(callee_node.wait_for_output(_PEER_PORT.pattern))
+    assert match is not None
+    proxy.target = ("127.0.0.1", int(match.group(1)))
+    record = await advertised(redis_server, "p1")
+    assert (record.host, record.port) == ("127.0.0.1", proxy_port)  # what the others dial
+    return caller_node, callee_node
+
+
 async def test_a_broken_link_fails_the_pending_call_at_once_and_the_next_call_redials(
     redis_own: RedisProcess,
     cluster_config: Path,
@@ -195,21 +211,7 @@ async def test_a_broken_link_fails_the_pending_call_at_once_and_the_next_call_re
     connect: Connect,
     proxy: Proxy,
 ) -> None:
-    proxy_port = await proxy.start()
-    caller_node = start(started, redis_own, cluster_config, "p0")
-    callee_node = start(
-        started,
-        redis_own,
-        cluster_config,
-        "p1",
-        env={"BROKER_PEER_ADVERTISE": f"127.0.0.1:{proxy_port}"},
-    )
-    match = _PEER_PORT.search(callee_node.wait_for_output(_PEER_PORT.pattern))
-    assert match is not None
-    proxy.target = ("127.0.0.1", int(match.group(1)))
-    record = await advertised(redis_own, "p1")
-    assert (record.host, record.port) == ("127.0.0.1", proxy_port)  # what the others dial
-
+    caller_node, callee_node = await _proxied_pair(redis_own, cluster_config, started, proxy)
     caller = await connect(caller_node.url)
     callee = await connect(callee_node.url)
     started_call = asyncio.Event()
@@ -240,3 +242,52 @@ async def test_a_broken_link_fails_the_pending_call_at_once_and_the_next_call_re
     assert result.args == [7]
     await _wait_accepted(proxy, 2)
     assert proxy.accepted == 2
+
+
+async def test_a_link_cut_under_load_answers_every_call_exactly_once(
+    redis_own: RedisProcess,
+    cluster_config: Path,
+    started: list[BrokerProcess],
+    connect: Connect,
+    proxy: Proxy,
+) -> None:
+    """50 callers, 8 calls each, the link cut after the first 100 results: every call
+    ends in its own result or ``unavailable``, none hangs, none is answered wrongly, and
+    calls after the cut go through a new link."""
+    caller_node, callee_node = await _proxied_pair(redis_own, cluster_config, started, proxy)
+    caller = await connect(caller_node.url)
+    callee = await connect(callee_node.url)
+
+    async def slow_echo(n: int) -> int:
+        await asyncio.sleep(0.001 * (n % 20))
+        return n
+
+    await callee.register("direct.slow", slow_echo)
+    await eventually(lambda: _registered(caller, "direct.slow"), what="registration propagated")
+    outcomes: dict[int, str] = {}
+    hundred = asyncio.Event()
+    cut_at: list[int] = []
+
+    async def one_caller(first: int) -> None:
+        for n in range(first, first + 8):
+            try:
+                result = await asyncio.wait_for(caller.call("direct.slow", n), 10)
+                outcomes[n] = "ok" if result.args == [n] else f"wrong {result.args}"
+            except ApplicationError as exc:
+                outcomes[n] = exc.uri
+            if len(outcomes) >= 100:
+                hundred.set()
+
+    callers = [asyncio.create_task(one_caller(i * 8)) for i in range(50)]
+    await asyncio.wait_for(hundred.wait(), 10)
+    proxy.cut()
+    cut_at.append(len(outcomes))
+    await asyncio.wait_for(asyncio.gather(*callers), 30)  # none hangs
+    assert sorted(outcomes) == list(range(400))
+    kinds = {kind for kind in outcomes.values()}
+    assert kinds <= {"ok", "wamp.error.unavailable"}, kinds
+    failed = sum(1 for kind in outcomes.values() if kind != "ok")
+    print(f"\ncut after {cut_at[0]} answers: {400 - failed} ok, {failed} unavailable")
+    assert failed >= 1  # calls were in flight on the link when it was cut
+    assert 400 - failed > cut_at[0]  # and calls after the cut took a new link
+    assert proxy.accepted >= 2
