@@ -187,6 +187,16 @@ class _Framed(asyncio.Protocol):
             self.closed = True  # no frame after this one counts (``data_received`` stops)
             self.transport.abort()
 
+    def drop(self, graceful: bool = False) -> None:
+        """End the connection without it counting as a failure (no ``lost``); a dial still
+        under way is aborted as it connects (``_Outgoing.connection_made``)."""
+        self.closed = True
+        if self.transport is not None:
+            if graceful:
+                self.transport.close()
+            else:
+                self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._out.clear()
@@ -372,9 +382,7 @@ class PeerLinks:
         for task in self._tasks:
             task.cancel()
         for conn in [*self._out.values(), *self._in.values()]:
-            conn.closed = True
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.drop(graceful=True)
         self._out.clear()
         self.by_channel.clear()
         self._in.clear()
@@ -403,9 +411,8 @@ class PeerLinks:
         self._known.pop(node, None)
         self._retry_at.pop(node, None)
         for conn in (self._unlist(node), self._in.pop(node, None)):
-            if conn is not None and conn.transport is not None:
-                conn.closed = True
-                conn.transport.abort()
+            if conn is not None:
+                conn.drop()
 
     def direct(self, node: str) -> bool:
         """Whether envelopes for ``node`` take the direct link (else Redis's inbox)."""
@@ -465,9 +472,7 @@ class PeerLinks:
     def _drop_outgoing(self, node: str, why: str) -> None:
         conn = self._unlist(node)
         if conn is not None:  # connected or still dialing: what it queued is lost
-            conn.closed = True
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.drop()
             self._report(node, why)
 
     def _unlist(self, node: str) -> _Outgoing | None:
@@ -487,9 +492,8 @@ class PeerLinks:
         conn.node = node
         old = self._in.get(node)
         self._in[node] = conn
-        if old is not None and old.transport is not None:
-            old.closed = True
-            old.transport.abort()
+        if old is not None:
+            old.drop()
 
     def incoming_lost(self, conn: _Incoming, why: str) -> None:
         for key, (sync_conn, done, timer) in list(self._syncs.items()):

@@ -556,3 +556,17 @@ async def test_a_gone_syncs_too_and_a_broken_link_releases_the_barrier(make: Mak
     x.links._out["y"].transport.abort()  # before x read the sync request: no answer ever
     await y.until(lambda: applied == [gone], "the gone applied after the link broke")
     assert barrier.holding == 0
+
+
+async def test_a_node_forgotten_while_its_link_is_dialing_gets_no_link(make: Make) -> None:
+    x, y = await make("x", "y")
+    x.links.send("y", b"queued")  # the dial starts; the connection is not made yet
+    dialing = x.links._out["y"]
+    assert dialing.transport is None
+    x.links.forget("y")  # the node is gone
+    async with asyncio.timeout(WAIT):
+        while x.links._tasks:  # the dial finishes (connects, then is dropped)
+            await asyncio.wait(set(x.links._tasks))
+    assert dialing.transport is not None and dialing.transport.is_closing()
+    assert not dialing.ready and x.links.links_up == 0 and x.lost == []
+    assert y.frames == []
