@@ -440,11 +440,7 @@ def parse_peer(value: str, where: str = "--peer") -> str | None:
     """A peer listening address ``host:port``, or None for ``off``."""
     if value.strip().lower() in ("off", "none", ""):
         return None
-    try:
-        parse_peer_address(value, where)
-    except ValueError as exc:
-        raise ConfigError(f'{exc} (or "off")') from None
-    return value.strip()
+    return _address(value, where, ' (or "off")')
 
 
 def _advertise(value: Any, where: str) -> str | None:
@@ -452,10 +448,15 @@ def _advertise(value: Any, where: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string host:port")
+    return _address(value, where)
+
+
+def _address(value: str, where: str, hint: str = "") -> str:
+    """``value`` stripped, once it parses as ``host:port``; else ``ConfigError``."""
     try:
         parse_peer_address(value, where)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{exc}{hint}") from None
     return value.strip()
 
 
