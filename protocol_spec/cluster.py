@@ -513,15 +513,8 @@ def decode_inboxes(data: bytes | str) -> list[InboxMessage | ClusterProtocolErro
     Each envelope decodes on its own: a malformed one is its ``ClusterProtocolError`` in
     the list and the others still count. Bytes that do not split into maps raise it.
     """
-    return _inbox_envelopes(load_many(data))
-
-
-def _inbox_envelopes(envs: list[dict[Any, Any]]) -> list[InboxMessage | ClusterProtocolError]:
     found: list[InboxMessage | ClusterProtocolError] = []
-    for env in envs:
-        if type(env) is not dict:
-            found.append(ClusterProtocolError("an envelope must be a map"))
-            continue
+    for env in load_many(data):
         try:
             if env.get("v") == VERSION:
                 found.append(_INBOX_DECODERS[env["op"]](env))
