@@ -45,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
     "CLUSTER_SCHEME",
+    "PUBSUB_PROTOCOL",
     "SENTINEL_SCHEME",
     "Client",
     "Endpoint",
@@ -61,6 +62,16 @@ __all__ = [
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
 _SINGLE_SCHEMES = ("redis", "rediss", "unix")
+
+PUBSUB_PROTOCOL: Final = 2
+"""The RESP version of every pub/sub connection (``link``).
+
+RESP2 delivers a message as a plain array, which ``PubSubLink.read`` takes straight
+from the reply. Under RESP3 (redis-py 8's default) it is a push frame, and redis-py
+first passes each one through its push handler, which formats the whole message,
+payload included, for a debug line: that doubled the cost of receiving an event
+(bench/README.md, "Fifth pass"). Command connections keep redis-py's default.
+"""
 
 Client = Redis | RedisCluster
 """A command client: one server (or Sentinel's master), or a Redis Cluster."""
@@ -256,10 +267,13 @@ async def connect_clients(
         cmd = Redis.from_url(
             target.url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
         )
-        return cmd, Redis.from_url(target.url, socket_connect_timeout=timeout, retry=retry), None
+        sub = Redis.from_url(
+            target.url, socket_connect_timeout=timeout, retry=retry, protocol=PUBSUB_PROTOCOL
+        )
+        return cmd, sub, None
     master = await discover_master(target, timeout)
 
-    def client(read_timeout: float | None) -> Redis:
+    def client(read_timeout: float | None, protocol: int | None = None) -> Redis:
         return Redis(
             host=master.host,
             port=master.port,
@@ -268,6 +282,7 @@ async def connect_clients(
             socket_timeout=read_timeout,
             socket_connect_timeout=timeout,
             retry=retry,
+            protocol=protocol,
         )
 
     cmd = client(timeout)
@@ -278,7 +293,7 @@ async def connect_clients(
     except BaseException:
         await cmd.aclose()
         raise
-    return cmd, client(None), master
+    return cmd, client(None, PUBSUB_PROTOCOL), master
 
 
 _NO_ANSWER: Final = Endpoint("", 0)

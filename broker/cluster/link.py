@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 from collections import Counter
@@ -26,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
 
 from protocol_spec.cluster import Probe
 
 from .connect import Client
+from .resp import RespProtocol
 
 __all__ = ["ClusterTiming", "Lane", "LinkDeaf", "LinkLost", "PubSubLink", "Route", "Target"]
 
@@ -195,28 +196,18 @@ class PubSubLink:
     async def read(self, lane: Lane, dispatch: Dispatch) -> None:
         """Read a lane: confirmations, probe echoes, and messages for ``dispatch``.
 
-        Messages (the hot path) are taken from the connection's raw replies; everything
-        else goes through redis-py's ``handle_message``, which keeps its subscription
-        bookkeeping. A pub/sub object of another kind is read with ``get_message``.
+        The lane's connection is read by ``_LaneReader`` (``resp``), which handles every
+        message in the loop pass that received it; this waits until the connection
+        ends and raises ``LinkLost``. A pub/sub object without a connection of redis-py's
+        own kind is read with ``get_message``.
         """
         pubsub = lane.pubsub
         conn = pubsub.connection if type(pubsub) is PubSub else None
+        if conn is not None:
+            reader = _LaneReader(conn, self, lane, dispatch)
+            raise LinkLost(str(await reader.ended))
         while True:
-            if conn is None:
-                msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
-            else:
-                raw = await conn.read_response(
-                    timeout=math.inf, disconnect_on_error=False, push_request=True
-                )
-                if type(raw) is list:
-                    kind = raw[0]
-                    if (kind == b"message" or kind == b"smessage") and len(raw) == 3:
-                        self._receive(lane, raw[1], raw[2], dispatch)
-                        continue
-                    if kind == b"pmessage" and len(raw) == 4:
-                        self._receive(lane, raw[2], raw[3], dispatch)
-                        continue
-                msg = await pubsub.handle_message(raw, ignore_subscribe_messages=False)
+            msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
             if msg is not None:
                 self._handle(lane, msg, dispatch)
 
@@ -299,3 +290,33 @@ class PubSubLink:
                     await asyncio.wait_for(lane.back.wait(), max(left, 0.0))
                 except TimeoutError:
                     raise LinkDeaf("pub/sub link is deaf (probe lost)") from None
+
+
+class _LaneReader(RespProtocol):
+    """A lane's pub/sub connection, read as messages arrive (RESP2: plain arrays)."""
+
+    def __init__(
+        self, conn: AbstractConnection, link: PubSubLink, lane: Lane, dispatch: Dispatch
+    ) -> None:
+        super().__init__(conn)
+        self.ended: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+        """Why the connection ended (a result, not an exception: nobody may be waiting)."""
+        self.link = link
+        self.lane = lane
+        self.dispatch = dispatch
+
+    def reply(self, value: Any) -> None:
+        if not isinstance(value, list) or len(value) < 3:
+            return  # not a pub/sub reply (nothing else is asked on this connection)
+        kind = value[0]
+        if kind == b"message" or kind == b"smessage":
+            self.link._receive(self.lane, value[1], value[2], self.dispatch)
+        elif kind == b"pmessage" and len(value) == 4:
+            self.link._receive(self.lane, value[2], value[3], self.dispatch)
+        else:  # a (un)subscription's confirmation
+            msg = {"type": kind.decode(), "channel": value[1], "data": value[2]}
+            self.link._handle(self.lane, msg, self.dispatch)
+
+    def lost(self, exc: Exception) -> None:
+        if not self.ended.done():
+            self.ended.set_result(exc)

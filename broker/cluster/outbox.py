@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
 
 from .connect import Client
 from .link import LinkLost
+from .resp import RespProtocol
 
 __all__ = ["MAX_OUTBOX", "Build", "Command", "Outbox", "Reply", "Tally"]
 
@@ -81,35 +80,44 @@ class _Piped:
         return results
 
 
-class _Direct:
-    """Batches written as one buffer on a connection of its own, replies read in order.
+class _Wire(RespProtocol):
+    """Batches written as one buffer on a connection of the writer's own (``resp``).
 
-    Skips the pipeline's per-command work (argument encoding, response callbacks, a
-    read timeout per reply): the writer bounds the whole batch with ``command_timeout``.
-    Replies are Redis's raw values, which is what every ``Reply`` here expects.
+    Each batch goes out as one buffer of commands this module packs itself; the
+    replies are collected as they arrive and the last one resolves the batch's one
+    future. No coroutine, read timeout or parser call per reply: the writer bounds the
+    batch with ``command_timeout``. Replies are Redis's raw values (an error reply is
+    a ``ResponseError`` in its place), which is what every ``Reply`` here expects.
     """
 
     def __init__(self, conn: AbstractConnection) -> None:
-        self.conn = conn
+        super().__init__(conn)
+        self.results: list[Any] = []
+        self.expected = 0
+        self.answered: asyncio.Future[list[Any]] | None = None
+        self.gone: Exception | None = None
 
     async def send(self, commands: list[Command]) -> list[Any]:
-        conn = self.conn
-        data = pack_commands(commands)
-        writer = getattr(conn, "_writer", None)
-        if isinstance(writer, asyncio.StreamWriter):
-            # what ``send_packed_command`` does, without the task its ``wait_for`` starts
-            # per write (the batch's own timeout bounds the drain)
-            writer.write(data)
-            await writer.drain()
-        else:
-            await conn.send_packed_command(data, check_health=False)
-        results: list[Any] = []
-        for _command in commands:
-            try:
-                results.append(await conn.read_response(timeout=math.inf))
-            except ResponseError as exc:
-                results.append(exc)
-        return results
+        if self.gone is not None:
+            raise self.gone
+        self.results = []
+        self.expected = len(commands)
+        answered: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.answered = answered
+        self.transport.write(pack_commands(commands))
+        return await answered
+
+    def reply(self, value: Any) -> None:
+        results = self.results
+        results.append(value)
+        answered = self.answered
+        if len(results) == self.expected and answered is not None and not answered.done():
+            answered.set_result(results)
+
+    def lost(self, exc: Exception) -> None:
+        self.gone = exc
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_exception(exc)
 
 
 class _Post:
@@ -259,9 +267,8 @@ class Outbox:
     async def write(self, cmd: Client) -> None:
         """Send batches on ``cmd`` for the connection's life; raise ``LinkLost`` on failure.
 
-        A plain ``Redis`` client lends the writer one connection for its life, and each
-        batch goes out as one buffer of commands this module packs itself, its replies
-        read back one by one (``_Direct``); any other client gets a redis-py pipeline.
+        A plain ``Redis`` client lends the writer one connection for its life, taken over
+        by ``_Wire``; any other client (a Redis Cluster's) gets a redis-py pipeline.
         """
         if type(cmd) is not Redis:
             await self._write_batches(_Piped(cmd))
@@ -269,8 +276,9 @@ class Outbox:
         pool = cmd.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await self._write_batches(_Direct(conn))
+            await self._write_batches(_Wire(conn))
         finally:
+            await conn.disconnect()  # redis-py no longer reads it: never back to the pool
             await pool.release(conn)
 
     async def _write_batches(self, sender: _Sender) -> None:

@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from . import keys
-from .connect import Endpoint, RedisTarget, cluster_client
+from .connect import PUBSUB_PROTOCOL, Endpoint, RedisTarget, cluster_client
 from .link import Lane
 
 __all__ = ["ShardMap", "connect_cluster", "lanes_for", "servers"]
@@ -92,6 +92,7 @@ async def connect_cluster(
             password=target.password,
             socket_connect_timeout=timeout,
             retry=retry,
+            protocol=PUBSUB_PROTOCOL,
         )
         for master in found.masters
     ]

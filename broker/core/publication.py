@@ -98,12 +98,16 @@ def _strs(value: Any) -> frozenset[str] | None:
     return frozenset(value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publication:
     """One event to deliver: what every subscriber it reaches gets (before per-sub details).
 
     ``details`` holds the publisher disclosure (computed by the origin node); ``retain``
     says the event is also kept as its topic's retained event (event_retention).
+
+    Read-only by convention, not ``frozen``: one is built for every PUBLISH and for
+    every event from another node, and a frozen dataclass sets each field through
+    ``object.__setattr__`` (about 4x the construction cost, bench/README.md, "Fifth pass").
     """
 
     topic: str

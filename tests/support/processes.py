@@ -190,6 +190,25 @@ def kill_connections(url: str, pid: int) -> int:
     return killed
 
 
+def subscriber_protocols(port: int, pids: Sequence[int]) -> list[int]:
+    """The RESP version (``resp=``) of each subscribed connection processes ``pids`` hold
+    to the Redis server on ``port`` (``CLIENT LIST``: channels, patterns or shard channels)."""
+    import redis
+
+    ports = set().union(*(local_ports(pid) for pid in pids))
+    client = redis.Redis(port=port, socket_timeout=2)
+    try:
+        clients = client.client_list()
+    finally:
+        client.close()
+    return [
+        int(info["resp"])
+        for info in clients
+        if int(info["addr"].rsplit(":", 1)[1]) in ports
+        and any(int(info.get(kind, 0)) for kind in ("sub", "psub", "ssub"))
+    ]
+
+
 @dataclass
 class RedisProcess:
     """A real redis-server on a free loopback port, without persistence."""

@@ -19,9 +19,15 @@ import pytest
 
 import client_sdk
 from client_sdk import ApplicationError, CallResult, Event, PublishOptions
-from tests.support.processes import BrokerProcess, RedisProcess, broker_nodes, start_broker
-from tests.support.redis_cluster import start_redis_cluster
-from tests.support.sentinel import start_sentinel_set
+from tests.support.processes import (
+    BrokerProcess,
+    RedisProcess,
+    broker_nodes,
+    start_broker,
+    subscriber_protocols,
+)
+from tests.support.redis_cluster import RedisClusterSet, start_redis_cluster
+from tests.support.sentinel import SentinelSet, start_sentinel_set
 
 from .conftest import call_until, eventually, start_node
 
@@ -44,29 +50,33 @@ def redis_pair(redis_server: RedisProcess, cluster_config: Path) -> Iterator[lis
 
 
 @pytest.fixture(scope="module")
-def sentinel_pair(
-    tmp_path_factory: pytest.TempPathFactory, cluster_config: Path
-) -> Iterator[list[BrokerProcess]]:
+def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
     if shutil.which("redis-sentinel") is None:  # pragma: no cover - the test command installs it
         pytest.skip("redis-sentinel is not installed")
     deployment = start_sentinel_set(tmp_path_factory.mktemp("sentinel"))
-    try:
-        with broker_nodes(deployment.url, cluster_config, ("s0", "s1")) as started:
-            yield started
-    finally:
-        deployment.stop()
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_pair(sentinel_set: SentinelSet, cluster_config: Path) -> Iterator[list[BrokerProcess]]:
+    with broker_nodes(sentinel_set.url, cluster_config, ("s0", "s1")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterSet]:
+    deployment = start_redis_cluster(tmp_path_factory.mktemp("rcluster"))
+    yield deployment
+    deployment.stop()
 
 
 @pytest.fixture(scope="module")
 def cluster_pair(
-    tmp_path_factory: pytest.TempPathFactory, cluster_config: Path
+    redis_cluster: RedisClusterSet, cluster_config: Path
 ) -> Iterator[list[BrokerProcess]]:
-    deployment = start_redis_cluster(tmp_path_factory.mktemp("rcluster"))
-    try:
-        with broker_nodes(deployment.url, cluster_config, ("k0", "k1")) as started:
-            yield started
-    finally:
-        deployment.stop()
+    with broker_nodes(redis_cluster.url, cluster_config, ("k0", "k1")) as started:
+        yield started
 
 
 @pytest.fixture(params=["local", "redis", "sentinel", "cluster"])
@@ -94,6 +104,37 @@ async def sessions() -> AsyncIterator[Callable[[str], Awaitable[client_sdk.Sessi
 
 
 Open = Callable[[str], Awaitable[client_sdk.Session]]
+
+
+def _data_ports(kind: str, request: pytest.FixtureRequest) -> list[int]:
+    """The Redis servers a deployment's pub/sub connections go to (its master or masters)."""
+    if kind == "redis":
+        return [request.getfixturevalue("redis_server").port]
+    if kind == "sentinel":
+        port = request.getfixturevalue("sentinel_set").master_port()
+        assert port is not None
+        return [port]
+    return list(request.getfixturevalue("redis_cluster").masters())
+
+
+@pytest.mark.parametrize("kind", ["redis", "sentinel", "cluster"])
+async def test_every_pubsub_connection_speaks_resp2(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """RESP2 messages are plain arrays the link reads itself; RESP3 pushes cost twice as
+    much through redis-py (broker/cluster/connect.py, ``PUBSUB_PROTOCOL``)."""
+    pair: list[BrokerProcess] = request.getfixturevalue(f"{kind}_pair")
+    pids = [node.proc.pid for node in pair]
+    ports = _data_ports(kind, request)
+    found: list[int] = []
+
+    async def all_subscribed() -> bool:
+        nonlocal found
+        found = [resp for port in ports for resp in subscriber_protocols(port, pids)]
+        return len(found) >= len(pair) * len(ports)
+
+    await eventually(all_subscribed, 15, "every node's pub/sub connection on every master")
+    assert found == [2] * len(pair) * len(ports)
 
 
 async def test_subscribed_means_events_published_afterwards_arrive(

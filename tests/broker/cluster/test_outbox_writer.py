@@ -1,4 +1,4 @@
-"""The writer's own command path (``outbox._Direct``) against a real redis-server.
+"""The writer's own command path (``outbox._Wire``) against a real redis-server.
 
 A plain ``Redis`` client lends the writer one connection and the writer packs the
 commands itself: the bytes must be what redis-py would send, and every reply (an
