@@ -1,13 +1,16 @@
 """The single writer: every PUBLISH, state write and claim script, pipelined in order.
 
-Commands are queued without awaiting (the core never waits on the cluster) and one
-task sends them in batches on the command connection, so Redis sees this node's
-writes in the order they were made (protocol_spec/cluster.md, "Guarantees").
+Commands are queued without awaiting (the core never waits on the cluster) and sent
+in batches on the command connection, one batch in flight at a time, so Redis sees
+this node's writes in the order they were made (protocol_spec/cluster.md,
+"Guarantees"). A batch goes at the end of the loop pass that queued its first command,
+or as soon as the previous batch's last reply arrives.
 Writes that only the latest state matters for (a subscription's subscribers, a
 session's testaments) are *deferred* under a key and built when the next batch goes.
 
-Every batch must come back within ``command_timeout``: a Redis that hangs (stopped,
-forking, on a stalled disk) makes ``write`` raise ``LinkLost`` instead of waiting, and
+Every batch must come back within ``command_timeout`` (checked every eighth of it): a
+Redis that hangs (stopped, forking, on a stalled disk) makes ``write`` raise
+``LinkLost`` instead of waiting, and
 ``fail`` then answers the batch in flight and everything queued behind it. A reply
 gets each command's result only once Redis executed it, which is what an acknowledged
 PUBLISH waits for (protocol_spec/cluster.md, "Guarantees").
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
@@ -61,63 +65,88 @@ def pack_commands(commands: list[Command]) -> bytes:
     return bytes(out)
 
 
+Done = Callable[[Any, "list[Any] | Exception"], None]
+"""Called by a sender (itself, then the batch's results or why it failed) when a batch ends."""
+
+
 class _Sender(Protocol):
-    async def send(self, commands: list[Command]) -> list[Any]:
-        """Run ``commands`` in order; each one's result, or the error Redis answered."""
+    def start(self, commands: list[Command], done: Done) -> None:
+        """Send ``commands`` in order; ``done`` gets each one's result or the error Redis
+        answered, or the exception that ended the batch."""
+
+    def close(self) -> None:
+        """Stop: no batch will be answered any more."""
 
 
 class _Piped:
-    """Batches through a redis-py pipeline (any client)."""
+    """Batches through a redis-py pipeline (any client), one task per batch."""
 
     def __init__(self, cmd: Client) -> None:
         self.cmd = cmd
+        self.task: asyncio.Task[list[Any]] | None = None
 
-    async def send(self, commands: list[Command]) -> list[Any]:
+    def start(self, commands: list[Command], done: Done) -> None:
+        self.task = task = asyncio.ensure_future(self._send(commands))
+
+        def finished(task: asyncio.Task[list[Any]]) -> None:
+            if task.cancelled():
+                return
+            error = task.exception()
+            done(self, error if isinstance(error, Exception) else task.result())
+
+        task.add_done_callback(finished)
+
+    async def _send(self, commands: list[Command]) -> list[Any]:
         pipe = self.cmd.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
 
 class _Wire(RespProtocol):
     """Batches written as one buffer on a connection of the writer's own (``resp``).
 
     Each batch goes out as one buffer of commands this module packs itself; the
-    replies are collected as they arrive and the last one resolves the batch's one
-    future. No coroutine, read timeout or parser call per reply: the writer bounds the
-    batch with ``command_timeout``. Replies are Redis's raw values (an error reply is
-    a ``ResponseError`` in its place), which is what every ``Reply`` here expects.
+    replies are collected as they arrive and the last one ends the batch, in the loop
+    pass that received it. No task, future or parser call per reply or per batch: the
+    writer's watchdog bounds the batch with ``command_timeout``. Replies are Redis's
+    raw values (an error reply is a ``ResponseError`` in its place), which is what
+    every ``Reply`` here expects. A connection lost while idle ends the writer at once.
     """
 
-    def __init__(self, conn: AbstractConnection) -> None:
+    def __init__(self, conn: AbstractConnection, done: Done) -> None:
         super().__init__(conn)
+        self.done = done
         self.results: list[Any] = []
         self.expected = 0
-        self.answered: asyncio.Future[list[Any]] | None = None
-        self.gone: Exception | None = None
 
-    async def send(self, commands: list[Command]) -> list[Any]:
-        if self.gone is not None:
-            raise self.gone
+    def start(self, commands: list[Command], done: Done) -> None:
+        self.done = done
         self.results = []
         self.expected = len(commands)
-        answered: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self.answered = answered
         self.transport.write(pack_commands(commands))
-        return await answered
 
     def reply(self, value: Any) -> None:
         results = self.results
         results.append(value)
-        answered = self.answered
-        if len(results) == self.expected and answered is not None and not answered.done():
-            answered.set_result(results)
+        if len(results) == self.expected:
+            self.expected = 0
+            self.done(self, results)
 
     def lost(self, exc: Exception) -> None:
-        self.gone = exc
-        if self.answered is not None and not self.answered.done():
-            self.answered.set_exception(exc)
+        self.done(self, exc)
+
+    def close(self) -> None:
+        self.done = _ignore
+
+
+def _ignore(_sender: Any, _result: Any) -> None:
+    """Where a closed sender's late answers go."""
 
 
 class _Post:
@@ -171,7 +200,7 @@ class Tally:
 
 
 class Outbox:
-    """The queue of commands for Redis, and the task that writes it."""
+    """The queue of commands for Redis, and the writer that sends it in batches."""
 
     def __init__(self, command_timeout: float = 1.0, pub: str = "PUBLISH") -> None:
         self.command_timeout = command_timeout
@@ -181,7 +210,14 @@ class Outbox:
         self._queue: deque[tuple[Command | _Post, Reply | None]] = deque()
         self._inflight: list[tuple[Command | _Post, Reply | None]] = []
         self._deferred: dict[Hashable, Build] = {}
-        self._wake = asyncio.Event()
+        self._sender: _Sender | None = None
+        """The connection batches go to (None: no writer is running)."""
+        self._scheduled = False
+        """A send is scheduled for the end of this loop pass."""
+        self._sent_at = 0.0
+        self._ended: asyncio.Future[str] | None = None
+        """Resolved with why the writer must stop (a failed or unanswered batch)."""
+        self._watchdog: asyncio.TimerHandle | None = None
         self._drops = Tally(DROP_LOG_EVERY)
         self._post: _Post | None = None
         """The post at the tail of the queue, which later envelopes may join."""
@@ -212,7 +248,8 @@ class Outbox:
                 reply(LinkLost("cluster outbox full"))
             return False
         self._queue.append((item, reply))
-        self._wake.set()
+        if not self._scheduled:
+            self._kick()
         return True
 
     def post(self, channel: bytes, data: bytes) -> None:
@@ -233,7 +270,7 @@ class Outbox:
     def defer(self, key: Hashable, build: Build) -> None:
         """Write what ``build`` gives with the next batch (a later call for ``key`` wins)."""
         self._deferred[key] = build
-        self._wake.set()
+        self._kick()
 
     def cancel(self, key: Hashable) -> None:
         """Forget the deferred write of ``key``."""
@@ -261,7 +298,7 @@ class Outbox:
     async def drain(self) -> None:
         """Wait until the writer has sent everything (shutdown only)."""
         while self.pending:
-            self._wake.set()
+            self._kick()
             await asyncio.sleep(0.01)  # polling the writer's queue during shutdown only
 
     async def write(self, cmd: Client) -> None:
@@ -271,42 +308,94 @@ class Outbox:
         by ``_Wire``; any other client (a Redis Cluster's) gets a redis-py pipeline.
         """
         if type(cmd) is not Redis:
-            await self._write_batches(_Piped(cmd))
+            await self._run(_Piped(cmd))
             return
         pool = cmd.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await self._write_batches(_Wire(conn))
+            await self._run(_Wire(conn, self._answered))
         finally:
             await conn.disconnect()  # redis-py no longer reads it: never back to the pool
             await pool.release(conn)
 
-    async def _write_batches(self, sender: _Sender) -> None:
+    async def _run(self, sender: _Sender) -> None:
+        """Batches go to ``sender`` until one fails or goes unanswered; then ``LinkLost``.
+
+        Sending is driven by the loop, not by a task: a command queued schedules a send
+        for the end of the loop pass (``_kick``), and the reply that ends a batch sends
+        what queued meanwhile. A watchdog checks the batch in flight every eighth of
+        ``command_timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        self._ended = ended = loop.create_future()
+        self._sender = sender
+        tick = self.command_timeout / 8
+        self._watchdog = loop.call_later(tick, self._watch, loop, tick)
+        self._kick()
+        try:
+            why = await ended
+        finally:
+            self._sender = None
+            self._scheduled = False
+            sender.close()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+        raise LinkLost(why)
+
+    def _kick(self) -> None:
+        """Send at the end of this loop pass, unless a batch is in flight (its reply sends)."""
+        if self._sender is None or self._inflight or self._scheduled:
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self._scheduled = False
+        sender = self._sender
+        if sender is None or self._inflight:
+            return
+        self._build_deferred()
         queue = self._queue
-        while True:
-            if not queue and not self._deferred:
-                self._wake.clear()
-                await self._wake.wait()
-            self._build_deferred()
-            batch = [queue.popleft() for _ in range(min(len(queue), BATCH))]
-            if not queue:
-                self._post = None
-            self._inflight = batch
-            commands = [c.command() if isinstance(c, _Post) else c for c, _reply in batch]
-            try:
-                async with asyncio.timeout(self.command_timeout):
-                    results = await sender.send(commands)
-            except TimeoutError:
-                # the batch stays in flight: ``fail`` answers it once the link is degraded
-                raise LinkLost(f"Redis did not answer within {self.command_timeout:g} s") from None
-            except Exception as exc:
-                raise LinkLost(f"write failed: {exc}") from exc
-            self._inflight = []
-            for (_command, reply), result in zip(batch, results, strict=False):
-                if reply is not None:
-                    reply(result)
-                elif isinstance(result, Exception):
-                    log.warning("cluster: Redis refused a command: %s", result)
+        if not queue:
+            return
+        batch = [queue.popleft() for _ in range(min(len(queue), BATCH))]
+        if not queue:
+            self._post = None
+        self._inflight = batch
+        self._sent_at = time.monotonic()
+        commands = [c.command() if isinstance(c, _Post) else c for c, _reply in batch]
+        try:
+            sender.start(commands, self._answered)
+        except Exception as exc:
+            self._end(f"write failed: {exc}")
+
+    def _answered(self, sender: Any, results: list[Any] | Exception) -> None:
+        if sender is not self._sender:
+            return  # a writer that ended already
+        if isinstance(results, Exception):
+            # the batch stays in flight: ``fail`` answers it once the link is degraded
+            self._end(f"write failed: {results}")
+            return
+        batch, self._inflight = self._inflight, []
+        for (_command, reply), result in zip(batch, results, strict=False):
+            if reply is not None:
+                reply(result)
+            elif isinstance(result, Exception):
+                log.warning("cluster: Redis refused a command: %s", result)
+        if self._queue or self._deferred:
+            self._send()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        if self._inflight and time.monotonic() - self._sent_at > self.command_timeout:
+            # the batch stays in flight: ``fail`` answers it once the link is degraded
+            self._end(f"Redis did not answer within {self.command_timeout:g} s")
+            return
+        if self._sender is not None:
+            self._watchdog = loop.call_later(tick, self._watch, loop, tick)
+
+    def _end(self, why: str) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(why)
 
     def _build_deferred(self) -> None:
         deferred, self._deferred = self._deferred, {}
