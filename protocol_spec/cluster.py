@@ -87,6 +87,7 @@ __all__ = [
     "decode_inbox",
     "decode_inboxes",
     "pack_error",
+    "pack_event",
     "pack_interrupt",
     "pack_invocation",
     "pack_result",
@@ -252,13 +253,21 @@ def _event(value: Any) -> EventEnvelope:
     return EventEnvelope._from_fields(mapping(value))
 
 
+pack_event: Final = packer(EventEnvelope)
+"""``EventEnvelope(*fields).pack()`` without the instance (every cross-node publish)."""
+_decode_event: Final = decoder(EventEnvelope)
+
+
 def decode_event(data: bytes | str) -> EventEnvelope:
     """Decode an event envelope; raise ``ClusterProtocolError`` when malformed."""
     env = load(data)
     version = env.get("v")
     if version != VERSION:
         raise ClusterProtocolError(f"unsupported cluster protocol version {version!r}")
-    return EventEnvelope._from_fields(env)
+    try:
+        return _decode_event(env)  # every delivered cross-node event: no lookups
+    except (KeyError, ClusterProtocolError):
+        return EventEnvelope._from_fields(env)  # names the fault
 
 
 # --- control envelopes (wamp:ctl) ------------------------------------------------------------

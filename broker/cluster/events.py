@@ -20,7 +20,7 @@ from broker.core.host import ClusterHost
 from broker.core.ids import random_id
 from broker.core.ports import PublishDone
 from broker.core.publication import DeliveryFilter, Publication
-from protocol_spec.cluster import EventEnvelope, RetainedChanged, TestamentsRecord
+from protocol_spec.cluster import EventEnvelope, RetainedChanged, TestamentsRecord, pack_event
 
 from . import keys
 from .keys import CONTROL
@@ -55,13 +55,14 @@ def event_envelope(node: str, realm: str, publication: Publication) -> EventEnve
 
 def publication_of(env: EventEnvelope) -> Publication:
     """The publication an event envelope from another node carries (never retained here)."""
+    found = env.filter
     return Publication(
         env.topic,
         env.publication,
         env.details,
         env.args,
         env.kwargs,
-        Publication.remote_filter(env.filter),
+        None if found is None else Publication.remote_filter(found),
     )
 
 
@@ -114,9 +115,20 @@ class EventChannels:
         ``done`` hears once Redis ran all of the event's writes (``accepted``), or why not.
         """
         topic = publication.topic
-        env = event_envelope(self.node, realm, publication)
+        found = publication.filter
         try:
-            data = env.pack()
+            data = pack_event(
+                self.node,
+                realm,
+                topic,
+                publication.id,
+                publication.details,
+                publication.args,
+                publication.kwargs,
+                None if found is None else found.to_options(),
+                None,
+                None,
+            )
         except (TypeError, ValueError, OverflowError) as exc:
             log.warning("cluster: event on %r cannot cross nodes: %s", topic, exc)
             if done is not None:
@@ -124,7 +136,7 @@ class EventChannels:
             return
         push, pub = self.outbox.push, self.outbox.pub
         channel = keys.event_channel(realm, topic)
-        pattern = self._pattern_copy(realm, topic)
+        pattern = None if self.patterns is None else self._pattern_copy(realm, topic)
         rule = None if self.history is None else self.history.rule(realm, publication)
         if rule is None or self.history is None:
             writes = [(pub, channel, data)]
@@ -142,6 +154,7 @@ class EventChannels:
         if publication.retain:
             self.owned_retained[(realm, topic)] = data
             push(("HSET", keys.retained_key(realm), topic, data), reply)
+            env = event_envelope(self.node, realm, publication)
             changed = RetainedChanged(self.node, realm, topic, env).pack()
             push((pub, CONTROL, changed), reply)
 

@@ -272,7 +272,8 @@ class Broker:
 
     def deliver_remote(self, publication: Publication) -> int:
         """Deliver an event published on another node to the local subscribers."""
-        return self.deliver_local(publication)
+        self.realm.history.record(publication)
+        return self._fan_out(self._subs.matching(publication.topic), publication, None)
 
     def deliver_remote_batch(self, publications: list[Publication]) -> int:
         """Deliver events of one topic published on other nodes, in order (one lookup)."""

@@ -128,6 +128,16 @@ def test_inbox_packers_give_the_bytes_of_the_envelope(msg: cluster.InboxMessage)
 
 
 @FUZZ
+@given(events, st.none() | ids, st.none() | names)
+def test_the_event_packer_gives_the_bytes_of_the_envelope(
+    env: EventEnvelope, offset: int | None, epoch: str | None
+) -> None:
+    env = dataclasses.replace(env, offset=offset, epoch=epoch)
+    values = [getattr(env, f.name) for f in dataclasses.fields(env)]
+    assert cluster.pack_event(*values) == env.pack()
+
+
+@FUZZ
 @given(st.one_of(subscriptions, callees))
 def test_records_round_trip(record: cluster.Record) -> None:
     assert type(record).unpack(record.pack()) == record
