@@ -35,7 +35,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import msgpack
 
@@ -130,8 +130,8 @@ class _Framed(asyncio.Protocol):
         """Why this side ended the connection (``fail``)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # asyncio's transport or uvloop's (not an ``asyncio.Transport`` subclass)
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

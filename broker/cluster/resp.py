@@ -34,9 +34,9 @@ class RespProtocol(asyncio.Protocol):
         stream = getattr(conn, "_writer", None)
         if not isinstance(stream, asyncio.StreamWriter):
             raise ConnectionError("the Redis connection has no stream to read")
-        transport = stream.transport
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # asyncio's transport or uvloop's (not an ``asyncio.Transport`` subclass, the same API)
+        transport: Any = stream.transport
+        self.transport: asyncio.Transport = transport
         self.previous = transport.get_protocol()
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.error: Exception | None = None
