@@ -62,6 +62,15 @@ def _kill_others(port: int, kind: str) -> int:
         client.close()
 
 
+async def _ends_at_once(port: int, kind: str, task: asyncio.Task[None]) -> None:
+    """Kill the task's connection (the only other one of ``kind``): it ends, promptly."""
+    assert _kill_others(port, kind) == 1
+    started = time.monotonic()
+    with pytest.raises(LinkLost, match="connection lost"):
+        await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 2
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_the_writer_answers_every_command_in_order(loop: str, own_redis: RedisProcess) -> None:
     async def main() -> None:
@@ -109,11 +118,7 @@ def test_an_idle_writer_whose_connection_is_killed_ends_at_once(
         writer = asyncio.create_task(outbox.write(cmd))
         try:
             await asyncio.wait_for(answered.wait(), 5)
-            assert _kill_others(own_redis.port, "normal") == 1
-            started = time.monotonic()
-            with pytest.raises(LinkLost, match="connection lost"):
-                await asyncio.wait_for(writer, 5)
-            assert time.monotonic() - started < 2
+            await _ends_at_once(own_redis.port, "normal", writer)
         finally:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
@@ -154,11 +159,7 @@ def test_a_lane_gets_messages_in_order_and_ends_when_its_connection_is_killed(
                 await publisher.publish(b"wamp:ev:resp", b"%d" % n)
             await asyncio.wait_for(all_in.wait(), 10)
             assert got == [(b"wamp:ev:resp", b"%d" % n) for n in range(count)]
-            assert _kill_others(own_redis.port, "pubsub") == 1
-            started = time.monotonic()
-            with pytest.raises(LinkLost, match="connection lost"):
-                await asyncio.wait_for(reader, 5)
-            assert time.monotonic() - started < 2
+            await _ends_at_once(own_redis.port, "pubsub", reader)
         finally:
             for task in (reader, subscriber):
                 task.cancel()
