@@ -11,6 +11,8 @@ more source trees (``--tree``; ``before`` vs ``after``), and runs, in the same r
 - ``rpc-cross-redis``: the same on nodes C and D, both started with ``--peer off``, so
   call traffic goes through Redis's inboxes (C and D are started only for this case; a
   tree without ``--peer`` starts them as they are, its calls cross through Redis anyway);
+- ``rpc-cross-tls``: the same on nodes E and F, whose direct link is mutual TLS
+  (``BROKER_PEER_TLS_*``, certificates from a throwaway CA; only trees that have it);
 - ``fanout-local``: publisher and subscribers on the single node;
 - ``fanout-cross``: publisher on A, subscribers on B.
 
@@ -46,17 +48,20 @@ CASES = (
     "rpc-cluster-local",
     "rpc-cross",
     "rpc-cross-redis",
+    "rpc-cross-tls",
     "fanout-local",
     "fanout-cross",
 )
-CROSS = {"rpc": ("rpc-cross", "rpc-cross-redis"), "fanout": ("fanout-cross",)}
+CROSS = {"rpc": ("rpc-cross", "rpc-cross-redis", "rpc-cross-tls"), "fanout": ("fanout-cross",)}
 """The cross-node cases compared with each kind's local case in the summary."""
 
 
-def start_node(tree: Path, cpus: list[int], extra: list[str]) -> Server:
+def start_node(
+    tree: Path, cpus: list[int], extra: list[str], env_extra: dict[str, str] | None = None
+) -> Server:
     """A broker from ``tree`` (its own working directory and PYTHONPATH)."""
     args = [sys.executable, "-m", "broker", "--host", "127.0.0.1", "--port", "0"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(tree))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(tree), **(env_extra or {}))
     proc = subprocess.Popen(
         [*args, *extra],
         cwd=tree,
@@ -158,6 +163,22 @@ def has_peer_flag(tree: Path) -> bool:
     return main.exists() and '"--peer"' in main.read_text()
 
 
+def has_peer_tls(tree: Path) -> bool:
+    """Whether ``tree``'s broker takes ``BROKER_PEER_TLS_*`` (TLS on direct links)."""
+    config = tree / "broker" / "config.py"
+    return config.exists() and "BROKER_PEER_TLS_" in config.read_text()
+
+
+def tls_env(node: str, authority: Any) -> dict[str, str]:
+    """``BROKER_PEER_TLS_*`` for ``node``, its certificate from ``authority``."""
+    cert = authority.issue(node)
+    return {
+        "BROKER_PEER_TLS_CERT": str(cert.cert),
+        "BROKER_PEER_TLS_KEY": str(cert.key),
+        "BROKER_PEER_TLS_CA": str(cert.ca),
+    }
+
+
 def run_case(
     case: str, nodes: dict[str, Server], port: int, p: argparse.Namespace
 ) -> dict[str, Any]:
@@ -168,8 +189,8 @@ def run_case(
         common += ["--subscribers", str(p.subscribers)]
     single, a, b = nodes["single"], nodes["a"], nodes["b"]
     pids_ab = ["--pid", str(a.proc.pid), "--pid", str(b.proc.pid)]
-    if case == "rpc-cross-redis":
-        c, d = nodes["c"], nodes["d"]
+    if case in ("rpc-cross-redis", "rpc-cross-tls"):
+        c, d = (nodes["c"], nodes["d"]) if case == "rpc-cross-redis" else (nodes["e"], nodes["f"])
         pids_cd = ["--pid", str(c.proc.pid), "--pid", str(d.proc.pid)]
         argv = ["rpc", "--url", d.url, "--callee-url", c.url, *pids_cd]
     else:
@@ -216,13 +237,23 @@ def one_round(name: str, tree: Path, p: argparse.Namespace, index: int = 0) -> l
             nodes["single"] = start_node(tree, cpus, [])
             for node in ("a", "b"):
                 nodes[node] = start_node(tree, cpus, ["--redis", url, "--node-id", node])
-            if "rpc-cross-redis" in p.cases.split(","):
+            cases = p.cases.split(",")
+            if not has_peer_tls(tree) and "rpc-cross-tls" in cases:
+                cases.remove("rpc-cross-tls")  # that tree has no TLS on direct links
+            if "rpc-cross-redis" in cases:
                 off = ["--peer", "off"] if has_peer_flag(tree) else []
                 for node in ("c", "d"):
                     nodes[node] = start_node(tree, cpus, ["--redis", url, "--node-id", node, *off])
+            if "rpc-cross-tls" in cases:
+                from tests.support.certs import Authority  # bench-only: a throwaway CA
+
+                authority = Authority(Path(workdir))
+                for node in ("e", "f"):
+                    env = tls_env(node, authority)
+                    nodes[node] = start_node(tree, cpus, ["--redis", url, "--node-id", node], env)
             p.redis_idle = idle_rate(port)
             return print_rows(
-                p.cases,
+                ",".join(cases),
                 lambda case: {"tree": name, "round": index, **run_case(case, nodes, port, p)},
             )
         finally:

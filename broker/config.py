@@ -58,6 +58,10 @@ TOML layout (every key optional; protocol_spec/security.md explains each)::
     peer = "127.0.0.1:0"        # direct links for call traffic (env BROKER_PEER); "off": via Redis
     # peer = "0.0.0.0:7070"     # nodes on other machines: listen on a reachable address
     # peer_advertise = "node-a.internal:7070"   # the address the other nodes dial
+    # peer_retry = 10.0         # seconds before a link that could not be dialed is tried again
+    # peer_tls_cert = "/etc/broker/peer.pem"    # mutual TLS on direct links: this node's
+    # peer_tls_key = "/etc/broker/peer.key"     # certificate and key, and the CA of all
+    # peer_tls_ca = "/etc/broker/peer-ca.pem"   # nodes (env BROKER_PEER_TLS_CERT/_KEY/_CA)
 
     [[realm]]
     name = "realm1"
@@ -119,8 +123,16 @@ from pathlib import Path
 from typing import Any
 
 from broker.cluster.connect import parse_redis_url
-from broker.cluster.peers import parse_peer_address
+from broker.cluster.peers import PeerTLS
 from broker.config_checks import ConfigError, check_keys, str_list, typed
+from broker.config_peer import (
+    PEER_TLS_KEYS,
+    advertise,
+    check_peer_workers,
+    parse_peer,
+    peer_override,
+    peer_tls,
+)
 from broker.console.settings import ConsoleSettings, console_from_toml
 from broker.core.settings import RealmSettings, SessionLimits
 from broker.httpapi.settings import (
@@ -231,6 +243,8 @@ class Settings:
     """Where this node takes direct links for call traffic (``host:port``); None: off."""
     peer_advertise: str | None = None
     """The ``host:port`` the other nodes dial (default: the listening address)."""
+    peer_tls: PeerTLS | None = None
+    """Mutual TLS on direct links (``[cluster] peer_tls_*``); None: plain TCP."""
     development_default: bool = False
     session_limits: SessionLimits = field(default_factory=SessionLimits)
     workers: int = 1
@@ -283,8 +297,13 @@ _CLUSTER_TIMING_KEYS = {
     "probe_interval",
     "probe_timeout",
     "command_timeout",
+    "peer_retry",
 }
-_CLUSTER_KEYS = {"redis", "node_id", "peer", "peer_advertise"} | _CLUSTER_TIMING_KEYS
+_CLUSTER_KEYS = (
+    {"redis", "node_id", "peer", "peer_advertise"}
+    | {f"peer_tls_{part}" for part in PEER_TLS_KEYS}
+    | _CLUSTER_TIMING_KEYS
+)
 _TOP_KEYS = {"server", "tls", "limits", "cluster", "realm", "log", "listener", "console"}
 
 
@@ -377,6 +396,19 @@ def _transport(
     return transport, session_limits
 
 
+def _cluster_timing(cluster: Mapping[str, Any]) -> dict[str, float]:
+    """The ``[cluster]`` timings given (seconds); the positive-only ones checked."""
+    timing = {
+        key: float(typed("cluster", key, cluster[key], (int, float)))
+        for key in _CLUSTER_TIMING_KEYS
+        if key in cluster
+    }
+    for key in ("command_timeout", "peer_retry"):
+        if key in timing and not timing[key] > 0:
+            raise ConfigError(f"[cluster] {key} must be positive")
+    return timing
+
+
 def settings_from_toml(
     data: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -388,11 +420,6 @@ def settings_from_toml(
     log_table = data.get("log", {})
     check_keys("server", server, _SERVER_KEYS)
     check_keys("cluster", cluster, _CLUSTER_KEYS)
-    if (
-        "command_timeout" in cluster
-        and not typed("cluster", "command_timeout", cluster["command_timeout"], (int, float)) > 0
-    ):
-        raise ConfigError("[cluster] command_timeout must be positive")
     check_keys("log", log_table, {"level", "format"})
     transport, session_limits = _transport(data, server, env)
     realm_tables = data.get("realm", [])
@@ -424,40 +451,13 @@ def settings_from_toml(
         peer=parse_peer(
             typed("cluster", "peer", cluster.get("peer", DEFAULT_PEER), str), "[cluster] peer"
         ),
-        peer_advertise=_advertise(cluster.get("peer_advertise"), "[cluster] peer_advertise"),
-        cluster_timing={
-            key: float(typed("cluster", key, cluster[key], (int, float)))
-            for key in _CLUSTER_TIMING_KEYS
-            if key in cluster
-        },
+        peer_advertise=advertise(cluster.get("peer_advertise"), "[cluster] peer_advertise"),
+        peer_tls=peer_tls(cluster, env),
+        cluster_timing=_cluster_timing(cluster),
         session_limits=session_limits,
         workers=parse_workers(server.get("workers", 1), "[server] workers"),
         supervisor_port=typed("server", "supervisor_port", server.get("supervisor_port", 0), int),
     )
-
-
-def parse_peer(value: str, where: str = "--peer") -> str | None:
-    """A peer listening address ``host:port``, or None for ``off``."""
-    if value.strip().lower() in ("off", "none", ""):
-        return None
-    return _address(value, where, ' (or "off")')
-
-
-def _advertise(value: Any, where: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string host:port")
-    return _address(value, where)
-
-
-def _address(value: str, where: str, hint: str = "") -> str:
-    """``value`` stripped, once it parses as ``host:port``; else ``ConfigError``."""
-    try:
-        parse_peer_address(value, where)
-    except ValueError as exc:
-        raise ConfigError(f"{exc}{hint}") from None
-    return value.strip()
 
 
 def parse_workers(value: Any, where: str = "--workers") -> int:
@@ -478,7 +478,7 @@ def _check_scale(settings: Settings) -> Settings:
             parse_redis_url(settings.redis_url)
         except ValueError as exc:
             raise ConfigError(f"redis URL: {exc}") from None
-        _check_peer_workers(settings)
+        check_peer_workers(settings.workers, settings.peer, settings.peer_advertise)
     elif settings.workers > 1:
         raise ConfigError(
             f"{settings.workers} workers need a Redis URL (--redis, BROKER_REDIS or "
@@ -486,27 +486,6 @@ def _check_scale(settings: Settings) -> Settings:
             "broker runs as one process"
         )
     return settings
-
-
-def _peer_override(flag: str | None, env: Mapping[str, str], setting: str | None) -> str | None:
-    """--peer, else BROKER_PEER, else the file's (or the default) peer address."""
-    if flag is not None:
-        return parse_peer(flag, "--peer")
-    if env.get("BROKER_PEER") is not None:
-        return parse_peer(env["BROKER_PEER"], "BROKER_PEER")
-    return setting
-
-
-def _check_peer_workers(settings: Settings) -> None:
-    """Workers take one free peer port each: a fixed port or address cannot be shared."""
-    if settings.workers <= 1 or settings.peer is None:
-        return
-    if parse_peer_address(settings.peer)[1] != 0 or settings.peer_advertise:
-        raise ConfigError(
-            f"{settings.workers} workers cannot share one peer address: give [cluster] peer "
-            "port 0 (each worker takes a free one and advertises it) and no peer_advertise, "
-            'or "off"'
-        )
 
 
 def _from_file(path: str | None, env: Mapping[str, str]) -> Settings:
@@ -574,9 +553,10 @@ def load_settings(
         development_default=development,
         workers=count,
         supervisor_port=settings.supervisor_port if supervisor_port is None else supervisor_port,
-        peer=_peer_override(peer, env, settings.peer),
-        peer_advertise=_advertise(
+        peer=peer_override(peer, env, settings.peer),
+        peer_advertise=advertise(
             env.get("BROKER_PEER_ADVERTISE") or settings.peer_advertise, "BROKER_PEER_ADVERTISE"
         ),
+        peer_tls=peer_tls({}, env) if settings.peer_tls is None else settings.peer_tls,
     )
     return _check_scale(merged)

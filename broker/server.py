@@ -175,6 +175,7 @@ class BrokerServer:
                 timing,
                 peer=settings.peer,
                 peer_advertise=settings.peer_advertise,
+                peer_tls=settings.peer_tls,
             )
             for realm in self.router.realms.values():
                 realm.cluster = self.cluster

@@ -68,6 +68,7 @@ __all__ = [
     "InboxInvocation",
     "InboxMessage",
     "InboxResult",
+    "InboxSwitch",
     "KillSessions",
     "NodeGone",
     "NodeHello",
@@ -202,13 +203,15 @@ class PeerRecord(Record):
     """``wamp:{ctl}:node:{node}:peer`` value: where the node takes direct links.
 
     ``machine`` says who shares the node's loopback (a loopback ``host`` is only dialed
-    from there); ``token`` must open the dialer's hello (broker/cluster/peers.py).
+    from there); ``token`` must open the dialer's hello (broker/cluster/peers.py); ``tls``:
+    the node takes links with mutual TLS only (absent in records of older nodes: false).
     """
 
     host: str = field(metadata=wire("host", text))
     port: int = field(metadata=wire("port", integer))
     machine: str = field(metadata=wire("machine", text))
     token: str = field(metadata=wire("token", text))
+    tls: bool = field(default=False, metadata=wire("tls", boolean))
 
 
 # --- event envelopes -------------------------------------------------------------------------
@@ -493,8 +496,23 @@ class InboxError(InboxMessage):
     kwargs: dict[str, Any] | None = field(default=None, metadata=wire("k", opt_mapping))
 
 
+@dataclass(slots=True)
+class InboxSwitch(InboxMessage):
+    """``sw`` node X → node Y, through Redis only: X's envelopes for Y take X's direct link
+    from here on (the link's ``W`` frame carries the same ``key``); everything X published
+    to Y's inbox before is ahead of it. No realm, session or call: ``r``, ``s``, ``i`` are
+    empty (cluster.md, "Falling back to Redis")."""
+
+    OP: ClassVar[str] = "sw"
+    node: str = field(metadata=wire("n", text))
+    key: str = field(metadata=wire("key", text))
+    realm: str = field(default="", metadata=wire("r", text))
+    session: int = field(default=0, metadata=wire("s", integer))
+    request: int = field(default=0, metadata=wire("i", integer))
+
+
 INBOX_TYPES: Final[dict[str, type[InboxMessage]]] = {
-    cls.OP: cls for cls in (InboxInvocation, InboxInterrupt, InboxResult, InboxError)
+    cls.OP: cls for cls in (InboxInvocation, InboxInterrupt, InboxResult, InboxError, InboxSwitch)
 }
 """``op`` → class of every inbox envelope."""
 

@@ -57,6 +57,9 @@ class ClusterTiming:
     backoff_max: float = 2.0
     command_timeout: float = 1.0
     """A Redis command or pipelined batch not answered by then: Redis counts as hung."""
+    peer_retry: float = 10.0
+    """A node reached through Redis because its direct link could not be dialed is dialed
+    again after this (doubling up to 300 s) while there is traffic for it."""
 
 
 class LinkLost(Exception):

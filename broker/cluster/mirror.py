@@ -31,6 +31,7 @@ from protocol_spec.cluster import (
     InboxInvocation,
     InboxMessage,
     InboxResult,
+    InboxSwitch,
     KillSessions,
     NodeGone,
     NodeHello,
@@ -192,6 +193,8 @@ class Mirror:
         """The direct link of a node's inbox channel (``peers``), None for Redis."""
         self.forget: Callable[[str], None] = lambda node: None
         """Called with every node dropped (its direct links close)."""
+        self.switched: Callable[[str, str], None] = lambda node, key: None
+        """Gets (node, key) of each ``InboxSwitch``: that node's direct link takes over."""
 
     def _realm(self, name: str) -> Realm | None:
         return self.host.realms.get(name)
@@ -337,7 +340,10 @@ class Mirror:
             try:
                 apply = _INBOX[type(msg)]
             except KeyError:
-                malformed(msg)  # type: ignore[arg-type]  # decode_inboxes: the rest are errors
+                if type(msg) is InboxSwitch:  # rare: off the call path's table
+                    self.switched(msg.node, msg.key)
+                else:
+                    malformed(msg)  # type: ignore[arg-type]  # decode_inboxes: errors
                 continue
             realm = realms.get(msg.realm)  # type: ignore[union-attr]
             if realm is not None:
@@ -510,4 +516,5 @@ _INBOX: dict[type, Callable[[Mirror, Realm, Any], None]] = {
     InboxResult: Mirror._result,
     InboxError: Mirror._error,
 }
-"""Inbox envelope class → how this node applies it (one entry per ``INBOX_TYPES``)."""
+"""Inbox envelope class → how this node applies it (one entry per ``INBOX_TYPES`` but
+``InboxSwitch``, which concerns the direct link: ``Mirror.switched``)."""

@@ -1,329 +1,74 @@
 """Direct links between nodes: call envelopes without a trip through Redis.
 
 A node listens on its *peer address* and advertises it in Redis (``PeerRecord``: host,
-port, the machine it runs on, a random token). Node X sends the inbox envelopes for
-node Y on one TCP connection X dials to Y (X's *outgoing* link to Y; Y's *incoming*
-link from X), so a call crosses two hops (caller node → callee node → caller node)
-instead of four, and Redis carries no call traffic. The link is one way for envelopes:
-Y answers on its own outgoing link to X. Frames (protocol_spec/cluster.md, "Direct
-links")::
-
-    length (4 bytes, big endian, of kind + body) | kind (1 byte) | body
-
-    H  hello, dialer → acceptor, first frame: msgpack {v, from, to, token}
-    D  data: a msgpack array of inbox envelopes as rows (protocol_spec/cluster_rows.py)
-    S  sync request, acceptor → dialer: 8 bytes
-    Y  sync answer, dialer → acceptor: the same 8 bytes, after all data sent before it
+port, the machine it runs on, a random token, TLS or not). Node X sends the inbox
+envelopes for node Y on one TCP connection X dials to Y (X's *outgoing* link to Y; Y's
+*incoming* link from X), so a call crosses two hops (caller node → callee node → caller
+node) instead of four, and Redis carries no call traffic. The link is one way for
+envelopes: Y answers on its own outgoing link to X. The frames and both ends of a link
+are in broker/cluster/peer_wire.py; this module decides which path a node's envelopes
+take (protocol_spec/cluster.md, "Direct links between nodes").
 
 A node uses the link for another node only when that node advertises an address this
-node can reach (a loopback address only on the same machine and network namespace);
-otherwise the inbox channel in Redis carries the envelopes, as it always did. The
-choice is fixed per pair for a node's life, so one pair's envelopes never mix paths.
-Whatever breaks a link (either side closing, a write failing, a frame too large, a dial
-that fails) ends every call crossing between the two nodes with
-``wamp.error.unavailable`` (``lost``): envelopes in flight on it are gone.
+node can reach (a loopback address only on the same machine and network namespace) and
+both sides agree on TLS (``PeerTLS``: mutual TLS with one CA, or plain TCP on both);
+otherwise the inbox channel in Redis carries the envelopes, as it always did. So does a
+node whose first dial was never accepted (wrong address, refused certificate): it is
+*reached through Redis*, dialed again now and then, and its traffic moves back to the
+link behind an ``InboxSwitch`` marker. Whatever breaks a link (either side closing, a
+write failing, a frame too large, a dial that fails) ends every call crossing between
+the two nodes with ``wamp.error.unavailable`` (``lost``): envelopes in flight on it are
+gone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import os
 import secrets
 import socket
-import struct
+import ssl
 import time
 from collections.abc import Callable
-from typing import Final, cast
-
-import msgpack
+from typing import Final
 
 from protocol_spec.cluster import PeerRecord
-from protocol_spec.cluster_rows import array_header
 
 from .keys import inbox, inbox_node
+from .peer_wire import (
+    FRAME_BYTES,
+    HELLO_TIMEOUT,
+    MACHINE,
+    MAX_FRAME,
+    SINK,
+    SYNC,
+    WAIT,
+    Incoming,
+    Outgoing,
+    PeerListenError,
+    PeerTLS,
+    Sink,
+    parse_peer_address,
+    reachable,
+)
 
-__all__ = ["MACHINE", "PeerLinks", "PeerListenError", "parse_peer_address"]
+__all__ = [
+    "FRAME_BYTES",
+    "MACHINE",
+    "MAX_FRAME",
+    "PeerLinks",
+    "PeerListenError",
+    "PeerTLS",
+    "parse_peer_address",
+]
 
 log = logging.getLogger(__name__)
 
-HEADER: Final = struct.Struct(">IB")
-"""Frame header: length of kind + body, kind."""
-HELLO, DATA, SYNC, SYNCED = b"H"[0], b"D"[0], b"S"[0], b"Y"[0]
-VERSION: Final = 1
-MAX_FRAME: Final = 256 * 1024 * 1024
-"""A frame announcing more than this ends the link (the peer is broken or hostile)."""
-FRAME_BYTES: Final = 256 * 1024
-"""Envelopes queued for one link are written in frames of about this size."""
-MAX_BUFFERED: Final = 64 * 1024 * 1024
-"""An outgoing link whose unsent bytes pass this ends (the peer does not read)."""
-MAX_HELLO: Final = 4096
-"""Until its hello checked out, a connection may announce no larger frame (no memory for
-whoever can reach the port)."""
-HELLO_TIMEOUT: Final = 5.0
 RETRY_AFTER: Final = 0.5
 """After a failed dial, sends to that node fail at once for this long (no dial storm)."""
-
-
-class PeerListenError(OSError):
-    """The peer address cannot be listened on (in use, not this machine's, no permission)."""
-
-    def __init__(self, where: str, exc: OSError) -> None:
-        super().__init__(exc.errno, exc.strerror or str(exc))
-        self.where = where
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def _machine() -> str:
-    """Who shares this process's loopback: boot ID and network namespace, else the host name."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-        return f"{boot}:{os.stat('/proc/self/ns/net').st_ino}"
-    except OSError:
-        return socket.gethostname()
-
-
-MACHINE: Final = _machine()
-
-
-def parse_peer_address(text: str, what: str = "peer address") -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``) → (host, port); raise ``ValueError`` when malformed."""
-    host, sep, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{what} {text!r} is not host:port")
-    return host, int(port)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def reachable(record: PeerRecord) -> bool:
-    """Whether this node can dial ``record``'s address (loopback: same machine only)."""
-    return record.machine == MACHINE or not _loopback(record.host)
-
-
-class _Framed(asyncio.Protocol):
-    """Length-prefixed frames in both directions; writes coalesced per loop iteration."""
-
-    def __init__(self, links: PeerLinks) -> None:
-        self.links = links
-        self.transport: asyncio.Transport | None = None
-        self.node = ""
-        """The other node (incoming: known once its hello checked out)."""
-        self._buf = bytearray()
-        self._out: list[bytes] = []
-        self._flush_soon = False
-        self.max_frame = MAX_FRAME
-        self.closed = False
-        self.why = ""
-        """Why this side ended the connection (``fail``)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio's transport or uvloop's (not an ``asyncio.Transport`` subclass)
-        self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        pos, end = 0, len(buf)
-        while end - pos >= 5:
-            size, kind = HEADER.unpack_from(buf, pos)
-            if size < 1 or size > self.max_frame:
-                self.fail(f"a frame of {size} bytes")
-                return
-            if end - pos - 4 < size:
-                break
-            body = bytes(buf[pos + 5 : pos + 4 + size])
-            pos += 4 + size
-            self.frame(kind, body)
-            if self.closed:
-                return
-        if pos:
-            del buf[:pos]
-
-    def frame(self, kind: int, body: bytes) -> None:
-        raise NotImplementedError
-
-    def write(self, kind: int, body: bytes) -> None:
-        """Queue one frame; queued frames go out together at the end of this loop pass."""
-        self._out.append(HEADER.pack(len(body) + 1, kind))
-        self._out.append(body)
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._flush_soon and self.transport is not None:
-            self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._flush_soon = False
-        transport = self.transport
-        if self.closed or transport is None or not self._out:
-            return
-        data = b"".join(self._out)
-        self._out.clear()
-        transport.write(data)
-        if transport.get_write_buffer_size() > MAX_BUFFERED:
-            self.fail(f"more than {MAX_BUFFERED} bytes unsent")
-
-    def fail(self, why: str) -> None:
-        """End the connection (``connection_lost`` reports it)."""
-        if not self.closed and self.transport is not None:
-            self.why = self.why or why
-            self.closed = True  # no frame after this one counts (``data_received`` stops)
-            self.transport.abort()
-
-    def drop(self, graceful: bool = False) -> None:
-        """End the connection without it counting as a failure (no ``lost``); a dial still
-        under way is aborted as it connects (``_Outgoing.connection_made``)."""
-        self.closed = True
-        if self.transport is not None:
-            if graceful:
-                self.transport.close()
-            else:
-                self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._out.clear()
-        self.gone(self.why or (str(exc) if exc else "closed by the other side"))
-
-    def gone(self, why: str) -> None:
-        raise NotImplementedError
-
-
-class _Outgoing(_Framed):
-    """This node's link to ``node``: envelopes out, sync requests in (answered in order)."""
-
-    def __init__(self, links: PeerLinks, node: str, token: str) -> None:
-        super().__init__(links)
-        self.node = node
-        self.token = token
-        self.ready = False
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if self.closed:  # dropped while dialing
-            assert self.transport is not None
-            self.transport.abort()
-            return
-        hello = {"v": VERSION, "from": self.links.node, "to": self.node, "token": self.token}
-        self.write(HELLO, msgpack.packb(hello))
-        self.ready = True
-        self._move_pending()
-
-    def send(self, data: bytes) -> None:
-        """Queue one packed inbox envelope for the node."""
-        self._pending.append(data)
-        size = self._pending_size = self._pending_size + len(data)
-        if size >= FRAME_BYTES:
-            if size > MAX_BUFFERED:
-                self.fail(f"more than {MAX_BUFFERED} bytes waiting for the connection")
-            elif self.ready:
-                self._move_pending()
-        elif self.ready and not self._flush_soon:
-            self._schedule()
-
-    def _move_pending(self) -> None:
-        pending = self._pending
-        if pending:
-            body = array_header(len(pending)) + b"".join(pending)
-            pending.clear()
-            self._pending_size = 0
-            self.write(DATA, body)
-
-    def flush(self) -> None:
-        if self.ready:
-            self._move_pending()
-        super().flush()
-
-    def frame(self, kind: int, body: bytes) -> None:
-        if kind == SYNC:
-            self._move_pending()  # everything sent before the request, then the answer
-            self.write(SYNCED, body)
-        else:
-            self.fail(f"unexpected frame {bytes([kind])!r} on an outgoing link")
-
-    def gone(self, why: str) -> None:
-        self._pending.clear()
-        self.links.outgoing_lost(self, why)
-
-
-class _Incoming(_Framed):
-    """Another node's link to this one: its hello, then envelopes; sync answers."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.max_frame = MAX_HELLO
-        loop = asyncio.get_running_loop()
-        self._hello_timer: asyncio.TimerHandle | None = loop.call_later(
-            HELLO_TIMEOUT, self.fail, "no hello"
-        )
-
-    def frame(self, kind: int, body: bytes) -> None:
-        if kind == DATA and self.node:
-            self.links.deliver(self.node, body)
-        elif kind == SYNCED and self.node:
-            self.links.synced(self, body)
-        elif kind == HELLO and not self.node:
-            self._hello(body)
-        else:
-            self.fail(f"unexpected frame {bytes([kind])!r} on an incoming link")
-
-    def _hello(self, body: bytes) -> None:
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
-            self._hello_timer = None
-        try:
-            hello = msgpack.unpackb(body)
-            ok = (
-                isinstance(hello, dict)
-                and hello.get("v") == VERSION
-                and hello.get("to") == self.links.node
-                and secrets.compare_digest(
-                    str(hello.get("token", "")).encode(), self.links.token.encode()
-                )
-                and isinstance(hello.get("from"), str)
-                and bool(hello["from"])
-            )
-        except (ValueError, msgpack.UnpackException):
-            ok = False
-        if not ok:
-            self.fail("a hello that does not check out (wrong node or token)")
-            return
-        self.max_frame = MAX_FRAME
-        self.links.incoming_ready(self, hello["from"])
-
-    def gone(self, why: str) -> None:
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
-        self.links.incoming_lost(self, why)
-
-
-class _Sink:
-    """Where rows go while a node's link is known to be broken: nowhere."""
-
-    def send(self, data: bytes) -> None:
-        """Drop ``data`` (the calls it belongs to were ended with the link)."""
-
-
-_SINK: Final = _Sink()
+RETRY_DIRECT_MAX: Final = 300.0
+"""A node reached through Redis after its first dial failed is dialed again after
+``PeerLinks.retry`` seconds, doubling up to this, while there is traffic for it."""
 
 
 class PeerLinks:
@@ -334,24 +79,53 @@ class PeerLinks:
         node: str,
         deliver: Callable[[str, bytes], None],
         lost: Callable[[str, str], None],
+        tls: PeerTLS | None = None,
+        retry: float = 10.0,
     ) -> None:
         self.node = node
+        self.tls = tls
+        self.retry = retry
+        """Seconds before a node reached through Redis is dialed again (``peer_retry``)."""
+        contexts = tls.contexts() if tls is not None else None
+        self._accept_tls: ssl.SSLContext | None = contexts[0] if contexts else None
+        self._dial_tls: ssl.SSLContext | None = contexts[1] if contexts else None
         self.deliver = deliver
         """Gets (sending node, body) of every data frame: a msgpack array of rows."""
         self.lost = lost
         """Called with (node, why) when a link to or from ``node`` broke."""
+        self.switch: Callable[[str, str], bool] | None = None
+        """Publishes an ``InboxSwitch`` (this node, key) to a node's inbox in Redis, behind
+        everything published there before; False when it cannot (Redis is not up). Without
+        it, a node reached through Redis stays there."""
+        self.reroute: Callable[[str, bytes], None] | None = None
+        """Gets (node, rows as a data frame's body) that waited for a first dial to ``node``
+        that failed to connect: never written, they go through Redis (else: ``lost``)."""
         self.token = secrets.token_hex(16)
         self.record: PeerRecord | None = None
         """This node's advertisement, once listening."""
         self._server: asyncio.Server | None = None
+        self._records: dict[str, PeerRecord] = {}
+        """Every other node's advertisement, as last loaded (usable or not)."""
         self._known: dict[str, PeerRecord] = {}
-        self._out: dict[str, _Outgoing] = {}
+        """The nodes reached on direct links, by their record."""
+        self.linked: set[str] = set()
+        """Nodes whose current record was connected to at least once."""
+        self.via_redis: dict[str, str] = {}
+        """Nodes that advertise a link this node cannot use, and why: reached through Redis
+        (``wamp_cluster_peer_fallbacks``)."""
+        self._probe_at: dict[str, tuple[float, float]] = {}
+        """Nodes reached through Redis whose link is tried again: (when, interval)."""
+        self._probes: dict[str, Outgoing] = {}
+        """Links dialed to try a node reached through Redis again (not used until accepted)."""
+        self._markers: dict[str, str] = {}
+        """The key of an ``InboxSwitch`` that came before its link's ``W``, per node."""
+        self._out: dict[str, Outgoing] = {}
         self._inbox_nodes: dict[bytes, str] = {}
-        self.by_channel: dict[bytes, _Outgoing] = {}
+        self.by_channel: dict[bytes, Outgoing] = {}
         """Outgoing links by the node's inbox channel: the call path's lookup."""
-        self._in: dict[str, _Incoming] = {}
+        self._in: dict[str, Incoming] = {}
         self._retry_at: dict[str, float] = {}
-        self._syncs: dict[bytes, tuple[_Incoming, Callable[[], None], asyncio.TimerHandle]] = {}
+        self._syncs: dict[bytes, tuple[Incoming, Callable[[], None], asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.failures = 0
         """Links that broke so far (``wamp_cluster_peer_failures_total``)."""
@@ -362,7 +136,13 @@ class PeerLinks:
         host, port = parse_peer_address(listen, "[cluster] peer")
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(lambda: _Incoming(self), host, port)
+            self._server = await loop.create_server(
+                lambda: Incoming(self),
+                host,
+                port,
+                ssl=self._accept_tls,
+                ssl_handshake_timeout=HELLO_TIMEOUT if self._accept_tls else None,
+            )
         except OSError as exc:
             raise PeerListenError(listen, exc) from None
         bound = self._server.sockets[0].getsockname()[1]
@@ -371,8 +151,14 @@ class PeerLinks:
         else:
             unspecified = host in ("0.0.0.0", "::", "")
             adv_host, adv_port = (socket.gethostname() if unspecified else host), bound
-        self.record = PeerRecord(adv_host, adv_port, MACHINE, self.token)
-        log.info("cluster: node %s takes direct links on %s:%d", self.node, host, bound)
+        self.record = PeerRecord(adv_host, adv_port, MACHINE, self.token, self.tls is not None)
+        log.info(
+            "cluster: node %s takes direct links on %s:%d%s",
+            self.node,
+            host,
+            bound,
+            " (TLS)" if self.tls else "",
+        )
         return self.record
 
     async def close(self) -> None:
@@ -381,9 +167,10 @@ class PeerLinks:
             self._server.close()
         for task in self._tasks:
             task.cancel()
-        for conn in [*self._out.values(), *self._in.values()]:
+        for conn in [*self._out.values(), *self._in.values(), *self._probes.values()]:
             conn.drop(graceful=True)
         self._out.clear()
+        self._probes.clear()
         self.by_channel.clear()
         self._in.clear()
         for _conn, done, timer in self._syncs.values():
@@ -396,19 +183,52 @@ class PeerLinks:
         """``node``'s advertisement as loaded from Redis (None: it has none).
 
         A node that takes no direct links itself (``peer = "off"``) dials none either:
-        "off" keeps all of its call traffic in Redis.
+        "off" keeps all of its call traffic in Redis. The same record again changes
+        nothing; another one (the node restarted or moved) drops the link to the old one
+        and decides anew.
         """
-        old = self._known.get(node)
-        if record is not None and self.record is not None and reachable(record):
-            self._known[node] = record
+        old = self._records.get(node)
+        if old == record:
+            return
+        if record is None:
+            self._records.pop(node, None)
         else:
-            self._known.pop(node, None)
-        if old is not None and old != record:
+            self._records[node] = record
+        self._unprobe(node)
+        self.linked.discard(node)
+        self._retry_at.pop(node, None)
+        self._known.pop(node, None)
+        if record is not None and self.record is not None and reachable(record):
+            if record.tls == (self.tls is not None):
+                self._known[node] = record
+            else:  # that will not change before the record does: never tried again
+                self._fall_back(node, record, "TLS on one side only ([cluster] peer_tls_*)")
+                self._probe_at.pop(node, None)
+        if old is not None:
             self._drop_outgoing(node, "the node restarted")
+
+    def _fall_back(self, node: str, record: PeerRecord, why: str) -> None:
+        """Reach ``node`` through Redis until it advertises another record or a later
+        dial (``_probe``) gets accepted."""
+        self._known.pop(node, None)
+        self.via_redis[node] = why
+        self._probe_at[node] = (time.monotonic() + self.retry, self.retry)
+        log.warning(
+            "cluster: no direct link to node %s at %s:%d (%s): its call traffic goes "
+            "through Redis until a later dial gets through or it advertises another address",
+            node,
+            record.host,
+            record.port,
+            why,
+        )
 
     def forget(self, node: str) -> None:
         """``node`` is gone: close its links without reporting them lost."""
         self._known.pop(node, None)
+        self._records.pop(node, None)
+        self._unprobe(node)
+        self._markers.pop(node, None)
+        self.linked.discard(node)
         self._retry_at.pop(node, None)
         for conn in (self._unlist(node), self._in.pop(node, None)):
             if conn is not None:
@@ -418,7 +238,7 @@ class PeerLinks:
         """Whether envelopes for ``node`` take the direct link (else Redis's inbox)."""
         return node in self._known
 
-    def outgoing(self, node: str) -> _Outgoing | _Sink | None:
+    def outgoing(self, node: str) -> Outgoing | Sink | None:
         """The link rows for ``node`` go on (dialed when needed); None when ``node`` takes
         no direct links (its envelopes go through Redis). Right after a failed dial it
         is a sink: ``lost`` already ends the calls, and nothing may take Redis instead.
@@ -426,11 +246,13 @@ class PeerLinks:
         conn = self._out.get(node)
         if conn is None:
             if node not in self._known:
+                if node in self._probe_at:
+                    self._probe(node)
                 return None
-            return self._dial(node) or _SINK
+            return self._dial(node) or SINK
         return conn
 
-    def route(self, channel: bytes) -> _Outgoing | _Sink | None:
+    def route(self, channel: bytes) -> Outgoing | Sink | None:
         """``outgoing`` of the node whose inbox channel is ``channel``."""
         node = self._inbox_nodes.get(channel)
         if node is None:
@@ -445,7 +267,7 @@ class PeerLinks:
         link.send(data)
         return True
 
-    def _dial(self, node: str) -> _Outgoing | None:
+    def _dial(self, node: str) -> Outgoing | None:
         record = self._known.get(node)
         loop = asyncio.get_running_loop()
         if record is None:
@@ -453,21 +275,29 @@ class PeerLinks:
         if time.monotonic() < self._retry_at.get(node, 0.0):
             loop.call_soon(self.lost, node, "the direct link failed a moment ago")
             return None
-        conn = _Outgoing(self, node, record.token)
+        conn = Outgoing(self, node, record.token)
         self._out[node] = self.by_channel[inbox(node)] = conn
         task = loop.create_task(self._connect(conn, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return conn
 
-    async def _connect(self, conn: _Outgoing, record: PeerRecord) -> None:
+    async def _connect(self, conn: Outgoing, record: PeerRecord) -> None:
         loop = asyncio.get_running_loop()
+        tls = self._dial_tls
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
-                await loop.create_connection(lambda: conn, record.host, record.port)
-        except (OSError, TimeoutError) as exc:
+                await loop.create_connection(
+                    lambda: conn,
+                    record.host,
+                    record.port,
+                    ssl=tls,
+                    server_hostname=record.host if tls else None,
+                )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             conn.closed = True
-            self.outgoing_lost(conn, f"cannot connect to {record.host}:{record.port}: {exc}")
+            why = str(exc) or type(exc).__name__
+            self.outgoing_lost(conn, f"cannot connect to {record.host}:{record.port}: {why}")
 
     def _drop_outgoing(self, node: str, why: str) -> None:
         conn = self._unlist(node)
@@ -475,27 +305,113 @@ class PeerLinks:
             conn.drop()
             self._report(node, why)
 
-    def _unlist(self, node: str) -> _Outgoing | None:
+    def _unlist(self, node: str) -> Outgoing | None:
         """Take ``node``'s outgoing link out of the tables (None: it had none)."""
         self.by_channel.pop(inbox(node), None)
         return self._out.pop(node, None)
 
-    # --- link events ----------------------------------------------------------------------
-    def outgoing_lost(self, conn: _Outgoing, why: str) -> None:
-        if self._out.get(conn.node) is conn:
-            self._unlist(conn.node)
-            if not conn.ready:  # the dial failed: no storm of dials; a broken link redials
-                self._retry_at[conn.node] = time.monotonic() + RETRY_AFTER
-            self._report(conn.node, why)
+    # --- back from Redis to the link ----------------------------------------------------
+    def _probe(self, node: str) -> None:
+        """Dial ``node`` again if it is time (its traffic keeps taking Redis meanwhile)."""
+        when, _interval = self._probe_at[node]
+        record = self._records.get(node)
+        if node in self._probes or record is None or time.monotonic() < when:
+            return
+        if self.switch is None:
+            return
+        conn = self._probes[node] = Outgoing(self, node, record.token)
+        task = asyncio.get_running_loop().create_task(self._connect(conn, record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def incoming_ready(self, conn: _Incoming, node: str) -> None:
+    def _probe_failed(self, node: str, why: str) -> None:
+        del self._probes[node]
+        if node in self._probe_at:
+            interval = min(self._probe_at[node][1] * 2, RETRY_DIRECT_MAX)
+            self._probe_at[node] = (time.monotonic() + interval, interval)
+            log.info(
+                "cluster: node %s still not reachable on its direct link (%s); next try in %.0f s",
+                node,
+                why,
+                interval,
+            )
+
+    def _unprobe(self, node: str) -> None:
+        """Forget that ``node`` is reached through Redis, and any dial trying it again."""
+        self.via_redis.pop(node, None)
+        self._probe_at.pop(node, None)
+        probe = self._probes.pop(node, None)
+        if probe is not None:
+            probe.drop()
+
+    def accepted(self, conn: Outgoing) -> None:
+        """``conn``'s hello was accepted; a probe takes over ``conn.node``'s traffic."""
+        node = conn.node
+        self.linked.add(node)
+        if self._probes.get(node) is not conn:
+            return
+        del self._probes[node]
+        record = self._records.get(node)
+        key = secrets.token_hex(8)
+        # the marker goes behind everything published for the node so far, and nothing
+        # for it takes Redis after: the node holds the link's data until the marker is in
+        if record is None or self.switch is None or not self.switch(node, key):
+            conn.drop()
+            return
+        conn.write(WAIT, key.encode())
+        self.via_redis.pop(node, None)
+        self._probe_at.pop(node, None)
+        self._known[node] = record
+        self._out[node] = self.by_channel[inbox(node)] = conn
+        log.info("cluster: direct link to node %s works: its call traffic leaves Redis", node)
+
+    def hold(self, conn: Incoming, key: str) -> None:
+        """``conn`` asks to wait for the ``InboxSwitch`` ``key`` (maybe already here)."""
+        if self._markers.get(conn.node) == key:
+            del self._markers[conn.node]
+        else:
+            conn.hold(key)
+
+    def switched(self, node: str, key: str) -> None:
+        """An ``InboxSwitch`` from ``node`` came through Redis: release its link's data."""
+        conn = self._in.get(node)
+        if conn is not None and conn.holding == key:
+            conn.release()
+        else:
+            self._markers[node] = key
+
+    # --- link events ----------------------------------------------------------------------
+    def outgoing_lost(self, conn: Outgoing, why: str) -> None:
+        node = conn.node
+        if self._probes.get(node) is conn:
+            self._probe_failed(node, why)
+        elif self._out.get(node) is conn:
+            self._unlist(node)
+            record = self._known.get(node)
+            if conn.accepted:  # a link that broke: the next envelope redials
+                pass
+            elif record is not None and node not in self.linked:
+                # never accepted: a wrong address, a certificate or token refused, a node
+                # too old for this version: that will not mend by itself
+                self._fall_back(node, record, why)
+                if not conn.ready and self.reroute is not None:
+                    # nothing was written: what waited for the dial takes Redis, no call fails
+                    pending = conn.take_pending()
+                    if pending:
+                        self.reroute(node, pending)
+                    return
+            else:  # a redial failed (the node is going away?): no storm of dials
+                self._retry_at[node] = time.monotonic() + RETRY_AFTER
+            self._report(node, why)
+
+    def incoming_ready(self, conn: Incoming, node: str) -> None:
         conn.node = node
         old = self._in.get(node)
         self._in[node] = conn
         if old is not None:
             old.drop()
 
-    def incoming_lost(self, conn: _Incoming, why: str) -> None:
+    def incoming_lost(self, conn: Incoming, why: str) -> None:
         for key, (sync_conn, done, timer) in list(self._syncs.items()):
             if sync_conn is conn:
                 del self._syncs[key]
@@ -538,7 +454,7 @@ class PeerLinks:
         self._syncs[key] = (conn, done, timer)
         conn.write(SYNC, key)
 
-    def synced(self, conn: _Incoming, key: bytes) -> None:
+    def synced(self, conn: Incoming, key: bytes) -> None:
         found = self._syncs.pop(key, None)
         if found is not None:
             found[2].cancel()

@@ -74,7 +74,6 @@ from protocol_spec.cluster import (
     decode_event,
     decode_inboxes,
 )
-from protocol_spec.cluster_rows import decode_rows
 from protocol_spec.uri import MATCH_EXACT
 
 from . import keys
@@ -93,10 +92,11 @@ from .events import EventChannels
 from .history import RedisHistory
 from .keys import CONTROL
 from .link import ClusterTiming, Lane, LinkDeaf, LinkLost, PubSubLink, Route
-from .mirror import Mirror, RowSink
+from .mirror import Mirror
 from .outbox import Command, Outbox, Tally
+from .paths import CallPaths
 from .patterns import Patterns
-from .peers import PeerLinks
+from .peers import PeerTLS
 from .repair import GapRepair
 from .scripts import HISTORY_PUBLISH
 from .shards import connect_cluster, lanes_for, servers
@@ -149,6 +149,7 @@ class RedisCluster(Cluster):
         timing: ClusterTiming | None = None,
         peer: str | None = None,
         peer_advertise: str | None = None,
+        peer_tls: PeerTLS | None = None,
     ) -> None:
         self.url = url
         self.target = parse_redis_url(url)
@@ -191,12 +192,13 @@ class RedisCluster(Cluster):
         self._inbox = keys.inbox(self.node)
         self.peer, self.peer_advertise = peer, peer_advertise
         """Where to take direct links (``host:port``; None: none) and the address to give."""
-        self.peers = PeerLinks(self.node, self._from_peer, self._peer_lost)
+        self.paths = CallPaths(
+            self.node, self.mirror, self.outbox, self.link_state, self._malformed_envelope, peer_tls
+        )
+        self.peers = self.paths.peers
+        self.peers.retry = self.timing.peer_retry
         self.barrier = ControlBarrier(self.peers, self._apply_control, self.timing.command_timeout)
         self.directory.peer_known = self.peers.known
-        self.mirror.forget = self.peers.forget
-        self.mirror.route = self._route
-        self._direct = self.peers.by_channel
 
     @property
     def available(self) -> bool:
@@ -227,6 +229,7 @@ class RedisCluster(Cluster):
             "outbox_dropped": self.outbox.dropped,
             "peer_links": self.peers.links_up,
             "peer_failures": self.peers.failures,
+            "peer_fallbacks": len(self.peers.via_redis),
         }
 
     # --- life cycle ------------------------------------------------------------------------
@@ -434,25 +437,6 @@ class RedisCluster(Cluster):
     def _send_inbox(self, channel: bytes, data: bytes) -> None:
         if self.link_state.state is LinkState.UP:  # ``available``, inlined (call path)
             self.outbox.post(channel, data)
-
-    def _route(self, channel: bytes) -> RowSink | None:
-        """The direct link of a node's inbox channel; None: through Redis (or not at all)."""
-        if self.link_state.state is LinkState.UP:  # as ``_send_inbox``: else nothing goes
-            return self._direct.get(channel) or self.peers.route(channel)
-        return None
-
-    def _from_peer(self, node: str, data: bytes) -> None:
-        """Inbox envelopes (rows) that came on ``node``'s direct link."""
-        try:
-            self.mirror.inboxes(decode_rows(node, data), self._malformed_inbox)
-        except ClusterProtocolError as exc:
-            self._malformed_envelope(b"direct link", exc)
-        except Exception:
-            log.exception("cluster: cannot apply envelopes from a direct link")
-
-    def _peer_lost(self, node: str, why: str) -> None:
-        text = f"the direct link with node {node} broke: {why}"
-        self.mirror.abandon_node(node, errors.UNAVAILABLE, text)
 
     # --- the Cluster hooks (called by the core) --------------------------------------------
     def publish(

@@ -46,6 +46,8 @@ Exposed families::
     wamp_cluster_outbox_dropped_total          counter, only with a cluster backend
     wamp_cluster_peer_links                    gauge, only with a cluster backend: direct links open
     wamp_cluster_peer_failures_total           counter, only with a cluster backend: links broken
+    wamp_cluster_peer_fallbacks                gauge, only with a cluster backend: nodes whose
+                                               advertised link is unusable (through Redis)
     wamp_auth_failures_total{realm,authmethod} counter: authentication checks that failed
     wamp_auth_throttled_total{realm,authmethod} counter: attempts refused unchecked (throttled)
     wamp_auth_overloaded_total{realm,authmethod} counter: attempts refused, auth work queue full

@@ -169,6 +169,12 @@ def cluster_families(cluster: ClusterView) -> Iterator[Metric]:
         "Direct links to or from other nodes that broke (the calls crossing them failed).",
         value=report["peer_failures"],
     )
+    yield GaugeMetricFamily(
+        "wamp_cluster_peer_fallbacks",
+        "Nodes that advertise a direct link this node cannot use (the first dial failed, "
+        "or TLS on one side only): their call traffic goes through Redis.",
+        value=report["peer_fallbacks"],
+    )
 
 
 def counter_family(name: str, help_text: str, counts: LabelCounts) -> Metric:

@@ -50,6 +50,8 @@ class ClusterMetrics(TypedDict):
     """Direct links to other nodes open now (broker/cluster/peers.py)."""
     peer_failures: int
     """Direct links to or from other nodes that broke since the process started."""
+    peer_fallbacks: int
+    """Nodes advertising a direct link this node cannot use: reached through Redis."""
 
 
 class ClusterView(Protocol):

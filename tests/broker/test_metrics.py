@@ -122,6 +122,7 @@ def _report(**changes: Any) -> ClusterMetrics:
         "outbox_dropped": 7,
         "peer_links": 2,
         "peer_failures": 3,
+        "peer_fallbacks": 1,
     }
     report.update(changes)  # type: ignore[typeddict-item]
     return report
@@ -152,6 +153,8 @@ def test_cluster_gauges_come_from_the_backend_when_there_is_one() -> None:
     assert _value(families["wamp_cluster_peer_links"], "wamp_cluster_peer_links") == 2
     failures = families["wamp_cluster_peer_failures"]
     assert _value(failures, "wamp_cluster_peer_failures_total") == 3
+    fallbacks = families["wamp_cluster_peer_fallbacks"]
+    assert _value(fallbacks, "wamp_cluster_peer_fallbacks") == 1
 
 
 def test_unknown_redis_rtt_leaves_the_rtt_gauge_out() -> None:
@@ -261,6 +264,7 @@ def test_exposition_keeps_todays_names_types_help_and_labels() -> None:
         "wamp_cluster_outbox_dropped",
         "wamp_cluster_peer_links",
         "wamp_cluster_peer_failures",
+        "wamp_cluster_peer_fallbacks",
         "wamp_auth_failures",
     }
 

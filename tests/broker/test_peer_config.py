@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.cluster.peers import PeerTLS
 from broker.config import ConfigError, load_settings
+from tests.support.certs import Authority, NodeCert
 from tests.support.processes import ROOT
 
 REDIS = {"BROKER_REDIS": "redis://127.0.0.1:6379/0"}
@@ -138,3 +140,45 @@ def test_a_peer_address_in_use_stops_the_broker_with_a_message_naming_it() -> No
     said = done.stdout + done.stderr  # the log goes to stdout
     assert f"cannot listen for direct links on 127.0.0.1:{port} ([cluster] peer)" in said
     assert "address already in use" in said
+
+
+# --- TLS on direct links ----------------------------------------------------------------------
+def _tls_lines(node: NodeCert) -> str:
+    return "\n".join(
+        f'peer_tls_{part} = "{path}"'
+        for part, path in (("cert", node.cert), ("key", node.key), ("ca", node.ca))
+    )
+
+
+def test_peer_tls_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    authority = Authority(tmp_path)
+    first, second = authority.issue("a"), authority.issue("b")
+    assert load_settings(environ={}).peer_tls is None
+    from_file = load_settings(_config(tmp_path, _tls_lines(first)), environ={}).peer_tls
+    assert from_file == PeerTLS(str(first.cert), str(first.key), str(first.ca))
+    env = {
+        "BROKER_PEER_TLS_CERT": str(second.cert),
+        "BROKER_PEER_TLS_KEY": str(second.key),
+        "BROKER_PEER_TLS_CA": str(second.ca),
+    }
+    assert load_settings(environ=env).peer_tls == PeerTLS(*env.values())
+    # each variable beats its key in the file
+    mixed = load_settings(
+        _config(tmp_path, _tls_lines(first)), environ={"BROKER_PEER_TLS_CERT": str(first.cert)}
+    ).peer_tls
+    assert mixed == from_file
+
+
+def test_peer_tls_refuses_a_partial_or_broken_set_with_a_clear_error(tmp_path: Path) -> None:
+    authority = Authority(tmp_path)
+    node, other = authority.issue("a"), authority.issue("b")
+    partial = f'peer_tls_cert = "{node.cert}"\npeer_tls_key = "{node.key}"'
+    with pytest.raises(ConfigError, match="missing: peer_tls_ca"):
+        load_settings(_config(tmp_path, partial), environ={})
+    with pytest.raises(ConfigError, match="peer_tls_ca: no such file"):
+        load_settings(_config(tmp_path, partial + '\npeer_tls_ca = "/nowhere.pem"'), environ={})
+    wrong_key = _tls_lines(node).replace(str(node.key), str(other.key))
+    with pytest.raises(ConfigError, match="cannot load the certificates"):
+        load_settings(_config(tmp_path, wrong_key), environ={})
+    with pytest.raises(ConfigError, match="peer_tls_cert: expected str"):
+        load_settings(_config(tmp_path, "peer_tls_cert = 7"), environ={})

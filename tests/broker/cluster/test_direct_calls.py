@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +21,14 @@ import client_sdk
 from broker.cluster import keys
 from client_sdk import ApplicationError
 from protocol_spec.cluster import PeerRecord
-from tests.support.processes import BrokerProcess, RedisProcess, start_broker
+from tests.support.certs import Authority, NodeCert
+from tests.support.processes import (
+    CLUSTER_TIMING,
+    BrokerProcess,
+    RedisProcess,
+    free_port,
+    start_broker,
+)
 
 from .conftest import eventually
 
@@ -131,6 +139,71 @@ async def test_with_peer_off_calls_go_through_redis(
     assert published >= 2 * CALLS
 
 
+def _tls_env(node: NodeCert) -> dict[str, str]:
+    return {
+        "BROKER_PEER_TLS_CERT": str(node.cert),
+        "BROKER_PEER_TLS_KEY": str(node.key),
+        "BROKER_PEER_TLS_CA": str(node.ca),
+    }
+
+
+def _gauge(node: BrokerProcess, name: str) -> float:
+    with urllib.request.urlopen(node.http_base + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found is not None, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+async def test_calls_between_nodes_with_tls_take_the_encrypted_link(
+    redis_own: RedisProcess,
+    cluster_config: Path,
+    started: list[BrokerProcess],
+    connect: Connect,
+    tmp_path: Path,
+) -> None:
+    authority = Authority(tmp_path)
+    nodes = [
+        start(started, redis_own, cluster_config, name, env=_tls_env(authority.issue(name)))
+        for name in ("t0", "t1")
+    ]
+    for name in ("t0", "t1"):
+        assert (await advertised(redis_own, name)).tls
+    published = await _calls_across(nodes, redis_own, connect)
+    print(f"{CALLS} calls over a TLS link: {published} PUBLISHes")
+    assert published < CALLS // 4
+    assert "takes direct links on 127.0.0.1" in nodes[0].output and "(TLS)" in nodes[0].output
+    assert _gauge(nodes[0], "wamp_cluster_peer_links") == 1
+    assert _gauge(nodes[0], "wamp_cluster_peer_fallbacks") == 0
+
+
+@pytest.mark.parametrize("fault", ["unreachable-address", "tls-on-one-side"])
+async def test_a_node_whose_link_cannot_be_used_is_called_through_redis(
+    redis_own: RedisProcess,
+    cluster_config: Path,
+    started: list[BrokerProcess],
+    connect: Connect,
+    tmp_path: Path,
+    fault: str,
+) -> None:
+    """Every call succeeds, the first one too: it waited for the dial and takes Redis."""
+    if fault == "unreachable-address":
+        callee_env = {"BROKER_PEER_ADVERTISE": f"127.0.0.1:{free_port()}"}  # nobody there
+    else:
+        callee_env = _tls_env(Authority(tmp_path).issue("f1"))
+    nodes = [
+        start(started, redis_own, cluster_config, "f0"),
+        start(started, redis_own, cluster_config, "f1", env=callee_env),
+    ]
+    await advertised(redis_own, "f1")
+    published = await _calls_across(nodes, redis_own, connect)
+    print(f"{fault}: {CALLS} calls through Redis: {published} PUBLISHes")
+    assert published >= CALLS  # the invocations at least (the results may take f1's link)
+    assert _gauge(nodes[0], "wamp_cluster_peer_fallbacks") == 1
+    assert _gauge(nodes[0], "wamp_cluster_peer_failures_total") == 0  # no call failed
+    nodes[0].wait_for_output("its call traffic goes through Redis")
+
+
 class Proxy:
     """A TCP proxy on 127.0.0.1 to ``target``; ``cut`` resets every connection through it."""
 
@@ -142,8 +215,8 @@ class Proxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", port)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -291,3 +364,67 @@ async def test_a_link_cut_under_load_answers_every_call_exactly_once(
     assert failed >= 1  # calls were in flight on the link when it was cut
     assert 400 - failed > cut_at[0]  # and calls after the cut took a new link
     assert proxy.accepted >= 2
+
+
+async def test_a_node_reached_through_redis_moves_back_to_its_link_losing_no_call(
+    redis_own: RedisProcess,
+    tmp_path: Path,
+    started: list[BrokerProcess],
+    connect: Connect,
+    proxy: Proxy,
+) -> None:
+    """The callee's advertised address answers nothing at first: calls take Redis. Then it
+    does (the proxy starts there): the caller's node dials again after ``peer_retry``, and
+    its traffic moves to the link behind the marker, while 20 callers keep calling. Every
+    call is answered once with its own result; none fails."""
+    config = tmp_path / "broker.toml"
+    config.write_text(CLUSTER_TIMING + "peer_retry = 0.3\n", encoding="utf-8")
+    port = free_port()
+    caller_node = start(started, redis_own, config, "m0")
+    env = {"BROKER_PEER_ADVERTISE": f"127.0.0.1:{port}"}
+    callee_node = start(started, redis_own, config, "m1", env=env)
+    match = _PEER_PORT.search(callee_node.wait_for_output(_PEER_PORT.pattern))
+    assert match is not None
+    proxy.target = ("127.0.0.1", int(match.group(1)))
+    caller = await connect(caller_node.url)
+    callee = await connect(callee_node.url)
+
+    async def slow_echo(n: int) -> int:
+        await asyncio.sleep(0.001 * (n % 7))
+        return n
+
+    await callee.register("direct.back", slow_echo)
+    await eventually(lambda: _registered(caller, "direct.back"), what="registration propagated")
+    assert (await caller.call("direct.back", -1)).args == [-1]  # the dial fails: via Redis
+    await asyncio.to_thread(caller_node.wait_for_output, "its call traffic goes through Redis")
+    outcomes: dict[int, list[object]] = {}
+    moved = asyncio.Event()
+
+    async def one_caller(first: int) -> None:
+        n = first
+        while not moved.is_set() or n < first + 40:  # keep calling through the switch
+            result = await asyncio.wait_for(caller.call("direct.back", n), 10)
+            outcomes.setdefault(n, []).append(result.args)
+            n += 1
+            if n - first > 5000:
+                raise AssertionError("the link never took over")
+
+    callers = [asyncio.create_task(one_caller(i * 10_000)) for i in range(20)]
+    await asyncio.sleep(0)
+    await proxy.start(port)  # the advertised address answers now
+    await asyncio.to_thread(caller_node.wait_for_output, "its call traffic leaves Redis")
+    moved.set()
+    await asyncio.wait_for(asyncio.gather(*callers), 60)
+    assert proxy.accepted >= 1
+    assert all(answers == [[n]] for n, answers in outcomes.items()), "a call answered twice"
+    before = publishes(redis_own)
+    for n in range(50):
+        assert (await caller.call("direct.back", n)).args == [n]
+    published = publishes(redis_own) - before
+    print(
+        f"\n{len(outcomes)} calls through the switch, all answered once; after it, "
+        f"50 calls made {published} PUBLISHes"
+    )
+    assert published < 25  # the invocations take the link now
+    assert _gauge(caller_node, "wamp_cluster_peer_fallbacks") == 0
+    assert _gauge(caller_node, "wamp_cluster_peer_failures_total") == 0

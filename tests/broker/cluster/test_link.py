@@ -29,7 +29,15 @@ from .conftest import eventually
 TIMING = ClusterTiming(
     heartbeat_interval=0.25, node_timeout=2.0, probe_interval=0.3, probe_timeout=0.5
 )
-METRIC_KEYS = {"links", "redis_rtt", "state", "outbox_dropped", "peer_links", "peer_failures"}
+METRIC_KEYS = {
+    "links",
+    "redis_rtt",
+    "state",
+    "outbox_dropped",
+    "peer_links",
+    "peer_failures",
+    "peer_fallbacks",
+}
 
 
 @pytest.fixture
@@ -145,6 +153,7 @@ def test_reconnection_uses_the_shared_jittered_backoff() -> None:
         "outbox_dropped": 0,
         "peer_links": 0,
         "peer_failures": 0,
+        "peer_fallbacks": 0,
     }
 
 

@@ -11,18 +11,21 @@ import asyncio
 import logging
 import os
 import select
+import ssl
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import msgpack
 import pytest
 
-from broker.cluster import peers
+from broker.cluster import peer_wire, peers
 from broker.cluster.barrier import ControlBarrier
-from broker.cluster.peers import FRAME_BYTES, MACHINE, MAX_FRAME, PeerLinks
+from broker.cluster.peers import FRAME_BYTES, MACHINE, MAX_FRAME, PeerLinks, PeerTLS
 from protocol_spec.cluster import ControlMessage, NodeGone, PeerRecord, SessionJoined, SessionLeft
+from tests.support.certs import Authority, NodeCert
 from tests.support.processes import free_port
 
 WAIT = 5.0
@@ -53,7 +56,7 @@ def _rows(body: bytes) -> bytes:
 class Node:
     """One ``PeerLinks`` and what it reported: data frames, lost links, in one log."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, tls: PeerTLS | None = None) -> None:
         self.name = name
         self.frames: list[bytes] = []
         self.senders: list[str] = []
@@ -62,13 +65,32 @@ class Node:
         self.log: list[object] = []
         """Deliveries (bytes) and whatever a test adds, in the order they happened."""
         self._changed = asyncio.Event()
-        self.links = PeerLinks(name, self._deliver, self._lost)
+        self.links = PeerLinks(name, self._deliver, self._lost, tls)
+        self.rerouted: list[tuple[str, bytes]] = []
+        """Rows of a first dial that never connected, handed back for Redis."""
+        self.links.reroute = self._reroute
+        self.markers: list[tuple[str, str]] = []
+        """``InboxSwitch`` markers this node published (node, key); a test delivers them."""
+        self.links.switch = self._switch
+        self.marker_first: PeerLinks | None = None
+        """When set, the marker reaches that node before the link's ``W`` frame does."""
 
     def _deliver(self, node: str, body: bytes) -> None:
         self.senders.append(node)
         body = _rows(body)
         self.frames.append(body)
         self.log.append(body)
+        self.note()
+
+    def _switch(self, node: str, key: str) -> bool:
+        self.markers.append((node, key))
+        if self.marker_first is not None:
+            self.marker_first.switched(self.name, key)
+        self.note()
+        return True
+
+    def _reroute(self, node: str, body: bytes) -> None:
+        self.rerouted.append((node, _rows(body)))
         self.note()
 
     def _lost(self, node: str, why: str) -> None:
@@ -103,11 +125,12 @@ Make = Callable[..., Awaitable[list[Node]]]
 
 @pytest.fixture
 async def make() -> AsyncIterator[Make]:
-    """``await make("x", "y")``: listening nodes that know each other's records."""
+    """``await make("x", "y")``: listening nodes that know each other's records
+    (``tls={"x": PeerTLS(...)}``: those nodes take and dial links with TLS)."""
     made: list[Node] = []
 
-    async def factory(*names: str) -> list[Node]:
-        nodes = [Node(name) for name in names]
+    async def factory(*names: str, tls: dict[str, PeerTLS] | None = None) -> list[Node]:
+        nodes = [Node(name, (tls or {}).get(name)) for name in names]
         for node in nodes:
             await node.links.start("127.0.0.1:0")
         for node in nodes:
@@ -135,7 +158,12 @@ async def _raw(y: Node) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 
 
 def _hello(y: Node, sender: str = "raw", **changes: object) -> bytes:
-    hello: dict[str, object] = {"v": 1, "from": sender, "to": y.name, "token": y.links.token}
+    hello: dict[str, object] = {
+        "v": peer_wire.VERSION,
+        "from": sender,
+        "to": y.name,
+        "token": y.links.token,
+    }
     hello.update(changes)
     return frame(b"H", msgpack.packb(hello))
 
@@ -198,13 +226,13 @@ async def test_frames_split_across_reads_are_put_back_together(
 ) -> None:
     (y,) = await make("y")
     reads: asyncio.Queue[int] = asyncio.Queue()
-    original = peers._Incoming.data_received
+    original = peer_wire.Incoming.data_received
 
-    def counting(self: peers._Incoming, data: bytes) -> None:
+    def counting(self: peer_wire.Incoming, data: bytes) -> None:
         original(self, data)
         reads.put_nowait(len(data))
 
-    monkeypatch.setattr(peers._Incoming, "data_received", counting)
+    monkeypatch.setattr(peer_wire.Incoming, "data_received", counting)
     _reader, writer = await _raw(y)
 
     async def piece(data: bytes) -> None:
@@ -244,7 +272,7 @@ async def test_frames_split_across_reads_are_put_back_together(
     [
         pytest.param({"token": "0" * 32}, id="wrong-token"),
         pytest.param({"to": "somebody-else"}, id="wrong-to"),
-        pytest.param({"v": 2}, id="wrong-version"),
+        pytest.param({"v": 3}, id="wrong-version"),
         pytest.param({"from": ""}, id="no-from"),
         pytest.param({"from": 7}, id="from-not-text"),
         pytest.param({"token": "ß" * 32}, id="non-ascii-token"),
@@ -272,6 +300,37 @@ async def test_a_hello_that_does_not_check_out_closes_the_link(
     assert not y.links.inbound("raw")
     assert y.lost == []  # nobody it knew: nothing to report
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_hello_is_answered_accepted_and_an_older_nodes_hello_is_taken_silently(
+    make: Make,
+) -> None:
+    (y,) = await make("y")
+    for version in (peer_wire.VERSION, 1):
+        sender = f"v{version}"
+        reader, writer = await _raw(y)
+        writer.write(_hello(y, sender, v=version) + frame(b"D", b"rows"))
+        await y.until(lambda: y.links.inbound(sender), f"the link of {sender}")  # noqa: B023
+        y.links.sync(sender, lambda: None, WAIT)  # y's next frame on the link: a sync request
+        async with asyncio.timeout(WAIT):
+            first = await reader.readexactly(5)
+        if version == 1:  # no answer to a hello of 1: the sync request comes first
+            assert first[4:] == b"S"
+        else:
+            assert first == frame(b"A", b"")
+            assert (await reader.readexactly(5))[4:] == b"S"
+        writer.close()
+    assert y.senders == ["v2", "v1"]
+
+
+async def test_a_dial_whose_hello_is_refused_reaches_the_node_through_redis(make: Make) -> None:
+    x, y = await make("x", "y")
+    x.links.known("y", replace(y.record, token="a stale token"))
+    x.links.send("y", b"refused")
+    await x.until(lambda: x.lost != [], "the refused hello")
+    assert "y" in x.links.via_redis and not x.links.send("y", b"through Redis")
+    assert y.frames == [] and y.lost == []
+    assert x.rerouted == []  # written to a connection: lost with it, never sent twice
 
 
 @pytest.mark.parametrize("bad", [b"Q", b"S", b"H"], ids=["unknown", "sync-request", "hello-again"])
@@ -303,7 +362,7 @@ async def test_an_outgoing_link_sent_anything_but_sync_requests_is_lost(make: Ma
 async def test_no_hello_in_time_closes_the_link(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(peers, "HELLO_TIMEOUT", 0.2)
+    monkeypatch.setattr(peer_wire, "HELLO_TIMEOUT", 0.2)
     (y,) = await make("y")
     reader, writer = await _raw(y)
     writer.write(_hello(y)[:6])  # a hello that never completes
@@ -440,27 +499,232 @@ async def test_an_aborted_link_is_lost_on_both_sides(make: Make) -> None:
     assert z.lost == [] and x.links.links_up == 1
 
 
-async def test_a_failed_dial_is_lost_and_sends_fail_at_once_until_the_retry(
+async def test_a_first_dial_that_fails_puts_the_node_on_redis_until_it_advertises_anew(
+    make: Make,
+) -> None:
+    x, y = await make("x", "y")
+    bad = replace(y.record, port=free_port())  # nothing listens there
+    x.links.known("y", bad)
+    assert x.links.send("y", b"first") and x.links.send("y", b"second")  # queued on the dial
+    await x.until(lambda: "y" in x.links.via_redis, "the failed dial")
+    assert "cannot connect" in x.links.via_redis["y"] and not x.links.direct("y")
+    # nothing was written: the queued rows are handed back for Redis, no call fails
+    assert x.rerouted == [("y", b"firstsecond")] and x.lost == []
+    assert not x.links.send("y", b"again")  # through Redis now: the caller publishes it
+    x.links.known("y", bad)  # reloaded unchanged (a reconnect): still through Redis
+    assert not x.links.direct("y") and x.links._out == {}
+    x.links.known("y", y.record)  # another record: direct again
+    assert x.links.direct("y") and x.links.via_redis == {}
+    x.links.send("y", b"direct")
+    await y.until(lambda: y.received == b"direct", "the envelope on the new link")
+
+
+async def test_a_redial_that_fails_is_lost_and_sends_fail_at_once_until_the_retry(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(peers, "RETRY_AFTER", 0.3)
-    (x,) = await make("x")
-    x.links.known("z", PeerRecord("127.0.0.1", free_port(), MACHINE, "t" * 32))
-    x.links.send("z", b"lost")
-    await x.until(lambda: x.lost != [], "the failed dial")
-    assert x.lost[0][0] == "z" and "cannot connect" in x.lost[0][1]
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    await y.links.close()  # y goes away: its listener and the link close
+    await x.until(lambda: x.lost != [], "the link broke")
+    x.links.send("y", b"lost")  # redials: refused
+    await x.until(lambda: len(x.lost) == 2, "the failed redial")
+    assert x.lost[1][0] == "y" and "cannot connect" in x.lost[1][1]
+    assert x.links.direct("y") and x.links.via_redis == {}  # it connected once: no fallback
     failed_at = time.monotonic()
     dials = set(x.links._tasks)
-    x.links.send("z", b"again")  # within RETRY_AFTER: no dial, lost at once
-    assert "z" not in x.links._out and x.links._tasks == dials
-    await x.until(lambda: len(x.lost) == 2, "the second send reported lost")
-    assert x.lost[1] == ("z", "the direct link failed a moment ago")
+    assert x.links.send("y", b"again")  # within RETRY_AFTER: no dial, lost at once
+    assert "y" not in x.links._out and x.links._tasks == dials
+    await x.until(lambda: len(x.lost) == 3, "the second send reported lost")
+    assert x.lost[2] == ("y", "the direct link failed a moment ago")
     assert time.monotonic() - failed_at < 0.3
     await asyncio.sleep(0.3 - (time.monotonic() - failed_at) + 0.01)  # the retry time passes
-    x.links.send("z", b"third")
-    assert "z" in x.links._out  # dialing again
-    await x.until(lambda: len(x.lost) == 3, "the redial failed")
-    assert "cannot connect" in x.lost[2][1]
+    x.links.send("y", b"third")
+    assert "y" in x.links._out  # dialing again
+    await x.until(lambda: len(x.lost) == 4, "the redial failed")
+    assert "cannot connect" in x.lost[3][1]
+
+
+# --- back from Redis to the link --------------------------------------------------------------
+async def _fallen_back(make: Make) -> tuple[Node, Node, int]:
+    """x reaches y through Redis: y was not listening when x first dialed (y's port)."""
+    x, y = await make("x", "y")
+    await y.links.close()
+    port = free_port()
+    record = replace(y.record, port=port)
+    y.links = PeerLinks("y", y._deliver, y._lost)
+    y.links.switch = y._switch
+    x.links.known("y", record)
+    x.links.send("y", b"early")
+    await x.until(lambda: "y" in x.links.via_redis, "the failed dial")
+    assert x.rerouted == [("y", b"early")]
+    y.links.token = record.token
+    await y.links.start(f"127.0.0.1:{port}")  # y now answers at the advertised address
+    return x, y, port
+
+
+def _due(x: Node, node: str) -> None:
+    """Make the retry of ``node``'s link due now (instead of waiting ``peer_retry``)."""
+    x.links._probe_at[node] = (0.0, x.links._probe_at[node][1])
+
+
+async def _link_synced(y: Node, node: str) -> None:
+    """Everything ``node`` wrote on its link before now has reached y (held or not)."""
+    done = asyncio.Event()
+    y.links.sync(node, done.set, WAIT)
+    async with asyncio.timeout(WAIT):
+        await done.wait()
+
+
+async def test_a_node_reached_through_redis_gets_its_link_back_behind_a_marker(
+    make: Make,
+) -> None:
+    x, y, _port = await _fallen_back(make)
+    assert not x.links.send("y", b"not yet")  # not due: Redis, and no dial
+    assert x.links._probes == {}
+    _due(x, "y")
+    assert not x.links.send("y", b"still redis")  # due: this one takes Redis, a dial starts
+    assert "y" in x.links._probes and not x.links.direct("y")
+    await x.until(lambda: x.markers != [], "the accepted dial published its marker")
+    ((node, key),) = x.markers
+    assert node == "y" and x.links.direct("y") and x.links.via_redis == {}
+    assert x.links.send("y", b"after the switch")  # on the link now
+    await _link_synced(y, "x")
+    incoming = y.links._in["x"]
+    assert incoming.holding == key and _rows(b"".join(incoming.held)) == b"after the switch"
+    assert y.frames == []  # held until the marker comes through Redis
+    y.links.switched("x", key)
+    assert y.received == b"after the switch" and incoming.holding is None
+    x.links.send("y", b"then")
+    await y.until(lambda: y.received.endswith(b"then"), "later data delivered at once")
+    assert x.lost == [] and y.lost == []
+
+
+async def test_a_marker_that_comes_before_the_wait_frame_holds_nothing(make: Make) -> None:
+    x, y, _port = await _fallen_back(make)
+    x.marker_first = y.links
+    _due(x, "y")
+    x.links.send("y", b"redis")
+    await x.until(lambda: x.markers != [], "the marker")
+    x.links.send("y", b"direct")
+    await y.until(lambda: y.received == b"direct", "the data, not held")
+    assert y.links._in["x"].holding is None and y.links._markers == {}
+
+
+async def test_a_wait_whose_marker_never_comes_ends_the_link(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peer_wire, "SWITCH_TIMEOUT", 0.2)
+    x, y, _port = await _fallen_back(make)
+    _due(x, "y")
+    x.links.send("y", b"redis")
+    await x.until(lambda: x.markers != [], "the marker (never delivered)")
+    x.links.send("y", b"held, then lost")
+    await y.until(lambda: y.lost != [], "y ended the link")
+    assert "switch marker" in y.lost[0][1] and y.frames == []
+    await x.until(lambda: x.lost != [], "x saw the link end")
+    assert x.links.direct("y")  # it was accepted: the next envelope redials, no fallback
+
+
+async def test_a_retry_that_fails_backs_off_and_fails_no_call(make: Make) -> None:
+    (x,) = await make("x")
+    x.links.known("z", PeerRecord("127.0.0.1", free_port(), MACHINE, "t" * 32))
+    x.links.send("z", b"first")
+    await x.until(lambda: "z" in x.links.via_redis, "the failed dial")
+    interval = x.links._probe_at["z"][1]
+    _due(x, "z")
+    x.links.send("z", b"again")
+    probe = x.links._probes["z"]
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(*x.links._tasks)  # the background dial, refused
+    assert "z" not in x.links._probes and probe.closed and x.links._probe_at["z"][1] == 2 * interval
+    assert x.links._probe_at["z"][0] > time.monotonic() + interval  # not before 2x
+    assert x.lost == [] and x.markers == [] and "z" in x.links.via_redis
+
+
+# --- TLS ------------------------------------------------------------------------------------
+def _tls(cert: NodeCert, ca: Path | None = None) -> PeerTLS:
+    return PeerTLS(str(cert.cert), str(cert.key), str(ca or cert.ca))
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> Authority:
+    return Authority(tmp_path)
+
+
+async def test_links_with_tls_carry_envelopes_and_are_encrypted(
+    make: Make, authority: Authority
+) -> None:
+    tls = {name: _tls(authority.issue(name)) for name in "xy"}
+    x, y = await make("x", "y", tls=tls)
+    assert x.record.tls and y.record.tls
+    x.links.send("y", b"secret-1" * 10)
+    x.links.send("y", b"secret-2")
+    await y.until(lambda: y.received.endswith(b"secret-2"), "the envelopes")
+    assert y.received == b"secret-1" * 10 + b"secret-2" and y.senders == ["x"]
+    conn = x.links._out["y"]
+    assert conn.transport is not None and conn.transport.get_extra_info("ssl_object") is not None
+    # a plain-TCP hello is a bad TLS handshake: nothing reaches the node, nothing is lost
+    reader, writer = await _raw(y)
+    writer.write(_hello(y) + frame(b"D", b"plain"))
+    await _closed_by_peer(reader)
+    writer.close()
+    assert not y.links.inbound("raw") and y.lost == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["another-ca", "wrong-host", "no-client-cert"],
+)
+async def test_a_tls_peer_that_does_not_verify_gets_no_link(
+    make: Make, authority: Authority, tmp_path: Path, fault: str
+) -> None:
+    """The dialer checks the acceptor's certificate (CA and host name) and the acceptor the
+    dialer's (CA): either failing ends the dial, and the node is reached through Redis."""
+    tls = {"y": _tls(authority.issue("y"))}
+    if fault == "another-ca":  # x trusts only its own CA, which did not sign y's
+        tls["x"] = _tls(Authority(tmp_path, "other").issue("x"))
+    elif fault == "wrong-host":
+        tls["x"] = _tls(authority.issue("x"))
+        tls["y"] = _tls(authority.issue("y", hosts=("node-y.internal",)))
+    else:  # x trusts y, but presents a certificate y's CA did not sign
+        tls["x"] = _tls(Authority(tmp_path, "other").issue("x"), authority.ca)
+        tls["y"] = _tls(authority.issue("y"))
+    x, y = await make("x", "y", tls=tls)
+    x.links.send("y", b"unverified")
+    await x.until(lambda: "y" in x.links.via_redis, "the failed dial")
+    if fault == "no-client-cert":
+        # TLS 1.3: the dialer's handshake is over before the acceptor checks its
+        # certificate; the link closes before the hello is accepted, what it wrote is lost
+        assert "closed by the other side" in x.links.via_redis["y"]
+        assert x.lost[0][0] == "y" and x.rerouted == []
+    else:  # the handshake failed on the dialer: nothing written, it all takes Redis
+        assert "certificate verify failed" in x.links.via_redis["y"]
+        assert x.rerouted == [("y", b"unverified")] and x.lost == []
+    assert not x.links.send("y", b"through Redis")
+    assert y.frames == [] and not y.links.inbound("x")
+
+
+async def test_tls_on_one_side_only_reaches_the_node_through_redis_without_dialing(
+    make: Make, authority: Authority
+) -> None:
+    x, y = await make("x", "y", tls={"y": _tls(authority.issue("y"))})
+    assert y.record.tls and not x.record.tls
+    assert not x.links.direct("y") and "TLS on one side only" in x.links.via_redis["y"]
+    assert not y.links.direct("x") and "TLS on one side only" in y.links.via_redis["x"]
+    assert not x.links.send("y", b"through Redis") and x.links._out == {}
+    assert x.lost == [] and y.lost == []
+    assert "y" not in x.links._probe_at  # only another record can change that: no retry
+
+
+def test_peer_tls_refuses_files_that_do_not_load(authority: Authority, tmp_path: Path) -> None:
+    good = authority.issue("x")
+    other = authority.issue("z")
+    with pytest.raises(ssl.SSLError):
+        PeerTLS(str(good.cert), str(other.key), str(good.ca)).contexts()  # key of another cert
+    (tmp_path / "junk.pem").write_text("not PEM")
+    with pytest.raises(ssl.SSLError):
+        PeerTLS(str(good.cert), str(good.key), str(tmp_path / "junk.pem")).contexts()
 
 
 # --- records --------------------------------------------------------------------------------
@@ -501,18 +765,18 @@ async def test_a_leave_waits_for_the_link_and_later_control_keeps_its_order(
 ) -> None:
     x, y = await make("x", "y")
     answered: list[bytes] = []
-    frame_of, flush_of = peers._Outgoing.frame, peers._Outgoing.flush
+    frame_of, flush_of = peer_wire.Outgoing.frame, peer_wire.Outgoing.flush
 
-    def answering(self: peers._Outgoing, kind: int, body: bytes) -> None:
+    def answering(self: peer_wire.Outgoing, kind: int, body: bytes) -> None:
         frame_of(self, kind, body)
         answered.append(bytes([kind]))
 
-    def flushing(self: peers._Outgoing) -> None:
+    def flushing(self: peer_wire.Outgoing) -> None:
         flush_of(self)
         x.note()
 
-    monkeypatch.setattr(peers._Outgoing, "frame", answering)
-    monkeypatch.setattr(peers._Outgoing, "flush", flushing)
+    monkeypatch.setattr(peer_wire.Outgoing, "frame", answering)
+    monkeypatch.setattr(peer_wire.Outgoing, "flush", flushing)
     await _connected(x, y)
     applied: list[ControlMessage] = []
 
@@ -536,7 +800,7 @@ async def test_a_leave_waits_for_the_link_and_later_control_keeps_its_order(
     assert applied == [other] and barrier.holding == 2
     # x got the sync request and wrote the data and its answer: on the wire, unread
     out = x.links._out["y"]
-    await x.until(lambda: answered == [b"S"] and not out._out, "x answered the sync")
+    await x.until(lambda: answered == [b"A", b"S"] and not out._out, "x answered the sync")
     assert out.transport is not None and out.transport.get_write_buffer_size() == 0
     assert applied == [other] and y.frames == [b"!"]
     incoming.transport.resume_reading()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from broker.config import ConfigError, settings_from_toml
-from tests.broker.security.test_limits import self_signed
+from tests.support.certs import self_signed
 from tests.support.processes import start_broker
 
 HELLO = [1, "realm1", {"roles": {"caller": {}}}]
