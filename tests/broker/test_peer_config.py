@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.cluster.link import ClusterTiming
 from broker.cluster.peers import PeerTLS
 from broker.config import ConfigError, load_settings
 from tests.support.certs import Authority, NodeCert
@@ -182,3 +183,15 @@ def test_peer_tls_refuses_a_partial_or_broken_set_with_a_clear_error(tmp_path: P
         load_settings(_config(tmp_path, wrong_key), environ={})
     with pytest.raises(ConfigError, match="peer_tls_cert: expected str"):
         load_settings(_config(tmp_path, "peer_tls_cert = 7"), environ={})
+
+
+def test_peer_retry_reaches_the_links_and_must_be_positive(tmp_path: Path) -> None:
+    settings = load_settings(_config(tmp_path, "peer_retry = 2.5"), environ={})
+    assert settings.cluster_timing["peer_retry"] == 2.5
+    assert ClusterTiming(**settings.cluster_timing).peer_retry == 2.5
+    assert ClusterTiming().peer_retry == 10.0  # the default
+    for bad in ("0", "-1"):
+        with pytest.raises(ConfigError, match="peer_retry must be positive"):
+            load_settings(_config(tmp_path, f"peer_retry = {bad}"), environ={})
+    with pytest.raises(ConfigError, match="peer_retry: expected int or float"):
+        load_settings(_config(tmp_path, 'peer_retry = "soon"'), environ={})
