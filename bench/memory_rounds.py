@@ -59,7 +59,7 @@ def start(tree: Path) -> Server:
 
 def rss_mib(pid: int) -> tuple[float, float]:
     """(RSS now, peak RSS) of ``pid`` in MiB."""
-    rss, hwm = procstat._read_rss_kib(pid)
+    rss, hwm = procstat._read_status(pid)[:2]
     return round(rss / 1024, 1), round(hwm / 1024, 1)
 
 

@@ -27,19 +27,28 @@ def _read_stat(pid: int) -> tuple[int, float] | None:
     return ppid, (utime + stime) / _TICKS
 
 
-def _read_rss_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of ``pid`` in KiB: resident memory now and its peak so far."""
-    rss = hwm = 0
+_STATUS_FIELDS = {
+    b"VmRSS:": 0,
+    b"VmHWM:": 1,
+    b"voluntary_ctxt_switches:": 2,
+    b"nonvoluntary_ctxt_switches:": 3,
+}
+
+
+def _read_status(pid: int) -> tuple[int, int, int, int]:
+    """(VmRSS KiB, VmHWM KiB, voluntary, nonvoluntary context switches) of ``pid``: resident
+    memory now and its peak so far; how often it slept, and how often it was preempted."""
+    found = [0, 0, 0, 0]
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(b"VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith(b"VmHWM:"):
-                    hwm = int(line.split()[1])
+                key, _, value = line.partition(b"\t")
+                index = _STATUS_FIELDS.get(key)
+                if index is not None:
+                    found[index] = int(value.split()[0])
     except OSError:
         pass
-    return rss, hwm
+    return found[0], found[1], found[2], found[3]
 
 
 def process_tree(pids: list[int]) -> list[int]:
@@ -71,21 +80,25 @@ class Sample:
     rss_kib: int  # VmRSS, summed
     hwm_kib: int  # VmHWM (each process's peak RSS so far), summed
     pids: tuple[int, ...]
+    slept: int = 0  # voluntary context switches, summed
+    preempted: int = 0  # nonvoluntary context switches, summed
 
 
 def sample(pids: list[int]) -> Sample:
     """Read CPU seconds and RSS of ``pids`` and their descendants now."""
     tree = process_tree(pids)
     cpu = 0.0
-    rss = hwm = 0
+    rss = hwm = slept = preempted = 0
     for pid in tree:
         st = _read_stat(pid)
         if st is not None:
             cpu += st[1]
-            now, peak = _read_rss_kib(pid)
+            now, peak, voluntary, involuntary = _read_status(pid)
             rss += now
             hwm += peak
-    return Sample(at=time.perf_counter(), cpu_s=cpu, rss_kib=rss, hwm_kib=hwm, pids=tuple(tree))
+            slept += voluntary
+            preempted += involuntary
+    return Sample(time.perf_counter(), cpu, rss, hwm, tuple(tree), slept, preempted)
 
 
 def delta(before: Sample | None, after: Sample | None) -> dict[str, object] | None:
@@ -103,6 +116,8 @@ def delta(before: Sample | None, after: Sample | None) -> dict[str, object] | No
         "rss_start_kib": before.rss_kib,
         "peak_rss_kib": after.hwm_kib,
         "peak_rss_mib": round(after.hwm_kib / 1024, 1),
+        "slept": after.slept - before.slept,
+        "preempted": after.preempted - before.preempted,
     }
 
 

@@ -217,6 +217,8 @@ def run_case(
         "ops": ops,
         "errors": record["errors"],
         "router_cpu_us": broker.get("cpu_us_per_op"),
+        "router_slept_per_op": broker.get("slept_per_op"),
+        "router_preempted_per_op": broker.get("preempted_per_op"),
         "redis_idle_cpu": round(p.redis_idle, 4),
         "redis_commands_per_publish_or_call": round(commands / max(record["sent"], 1), 3),
         "redis_cpu_us": round(redis_s / max(total_ops, 1) * 1e6, 3),
@@ -279,7 +281,7 @@ def summary(rows: list[dict[str, Any]]) -> None:
         by.setdefault((row["tree"], row["case"]), []).append(row)
 
     def med(tree: str, case: str, key: str) -> float:
-        values = sorted(r[key] for r in by.get((tree, case), []) if r[key] is not None)
+        values = sorted(r[key] for r in by.get((tree, case), []) if r.get(key) is not None)
         return values[len(values) // 2] if values else float("nan")
 
     for tree in dict.fromkeys(r["tree"] for r in rows):
@@ -292,6 +294,8 @@ def summary(rows: list[dict[str, Any]]) -> None:
                     f" {med(tree, case, 'redis_cpu_us_per_publish'):7.2f} µs/publish-or-call"
                     f" {med(tree, case, 'redis_commands_per_publish_or_call'):6.3f} cmds"
                     f"  {med(tree, case, 'throughput'):10.0f} op/s"
+                    f"  switches/op slept {med(tree, case, 'router_slept_per_op'):.3f}"
+                    f" preempted {med(tree, case, 'router_preempted_per_op'):.3f}"
                     f"  (runs: {len(by[(tree, case)])})"
                 )
         for kind, crosses in CROSS.items():
