@@ -315,6 +315,7 @@ class Incoming(Framed):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.held: list[bytes] = []
+        self.held_size = 0
         self._hold_timer: asyncio.TimerHandle | None = None
         self.max_frame = MAX_HELLO
         loop = asyncio.get_running_loop()
@@ -328,6 +329,9 @@ class Incoming(Framed):
                 self.links.deliver(self.node, body)
             else:
                 self.held.append(body)
+                self.held_size += len(body)
+                if self.held_size > MAX_BUFFERED:
+                    self.fail(f"more than {MAX_BUFFERED} bytes held for a switch marker")
         elif kind == WAIT and self.node and self.holding is None:
             self.links.hold(self, body.decode("ascii", "replace"))
         elif kind == SYNCED and self.node:
@@ -375,7 +379,7 @@ class Incoming(Framed):
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        held, self.held, self.holding = self.held, [], None
+        held, self.held, self.holding, self.held_size = self.held, [], None, 0
         for body in held:
             if self.closed:
                 return

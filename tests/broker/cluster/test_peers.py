@@ -626,6 +626,22 @@ async def test_a_wait_whose_marker_never_comes_ends_the_link(
     assert x.links.direct("y")  # it was accepted: the next envelope redials, no fallback
 
 
+async def test_data_held_for_a_marker_is_bounded(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peer_wire, "MAX_BUFFERED", 1000)
+    x, y, _port = await _fallen_back(make)
+    _due(x, "y")
+    x.links.send("y", b"redis")
+    await x.until(lambda: x.markers != [], "the marker (never delivered)")
+    x.links.send("y", b"a" * 600)
+    await _link_synced(y, "x")
+    assert y.links._in["x"].held_size > 0 and y.lost == []  # held, within the bound
+    x.links.send("y", b"b" * 600)
+    await y.until(lambda: y.lost != [], "y ended the link")
+    assert "held for a switch marker" in y.lost[0][1] and y.frames == []
+
+
 async def test_a_retry_that_fails_backs_off_and_fails_no_call(make: Make) -> None:
     (x,) = await make("x")
     x.links.known("z", PeerRecord("127.0.0.1", free_port(), MACHINE, "t" * 32))
