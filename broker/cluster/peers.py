@@ -80,11 +80,10 @@ class PeerLinks:
         deliver: Callable[[str, bytes], None],
         lost: Callable[[str, str], None],
         tls: PeerTLS | None = None,
-        retry: float = 10.0,
     ) -> None:
         self.node = node
         self.tls = tls
-        self.retry = retry
+        self.retry = 10.0
         """Seconds before a node reached through Redis is dialed again (``peer_retry``)."""
         contexts = tls.contexts() if tls is not None else None
         self._accept_tls: ssl.SSLContext | None = contexts[0] if contexts else None
@@ -202,17 +201,18 @@ class PeerLinks:
             if record.tls == (self.tls is not None):
                 self._known[node] = record
             else:  # that will not change before the record does: never tried again
-                self._fall_back(node, record, "TLS on one side only ([cluster] peer_tls_*)")
-                self._probe_at.pop(node, None)
+                why = "TLS on one side only ([cluster] peer_tls_*)"
+                self._fall_back(node, record, why, retry=False)
         if old is not None:
             self._drop_outgoing(node, "the node restarted")
 
-    def _fall_back(self, node: str, record: PeerRecord, why: str) -> None:
-        """Reach ``node`` through Redis until it advertises another record or a later
-        dial (``_probe``) gets accepted."""
+    def _fall_back(self, node: str, record: PeerRecord, why: str, retry: bool = True) -> None:
+        """Reach ``node`` through Redis until it advertises another record or (``retry``)
+        a later dial (``_probe``) gets accepted."""
         self._known.pop(node, None)
         self.via_redis[node] = why
-        self._probe_at[node] = (time.monotonic() + self.retry, self.retry)
+        if retry:
+            self._probe_at[node] = (time.monotonic() + self.retry, self.retry)
         log.warning(
             "cluster: no direct link to node %s at %s:%d (%s): its call traffic goes "
             "through Redis until a later dial gets through or it advertises another address",
@@ -275,9 +275,13 @@ class PeerLinks:
         if time.monotonic() < self._retry_at.get(node, 0.0):
             loop.call_soon(self.lost, node, "the direct link failed a moment ago")
             return None
+        conn = self._out[node] = self.by_channel[inbox(node)] = self._start_dial(node, record)
+        return conn
+
+    def _start_dial(self, node: str, record: PeerRecord) -> Outgoing:
+        """A new outgoing link to ``node``, its connection under way in a task."""
         conn = Outgoing(self, node, record.token)
-        self._out[node] = self.by_channel[inbox(node)] = conn
-        task = loop.create_task(self._connect(conn, record))
+        task = asyncio.get_running_loop().create_task(self._connect(conn, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return conn
@@ -313,16 +317,10 @@ class PeerLinks:
     # --- back from Redis to the link ----------------------------------------------------
     def _probe(self, node: str) -> None:
         """Dial ``node`` again if it is time (its traffic keeps taking Redis meanwhile)."""
-        when, _interval = self._probe_at[node]
         record = self._records.get(node)
-        if node in self._probes or record is None or time.monotonic() < when:
-            return
-        if self.switch is None:
-            return
-        conn = self._probes[node] = Outgoing(self, node, record.token)
-        task = asyncio.get_running_loop().create_task(self._connect(conn, record))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        due = time.monotonic() >= self._probe_at[node][0]
+        if record is not None and self.switch is not None and due and node not in self._probes:
+            self._probes[node] = self._start_dial(node, record)
 
     def _probe_failed(self, node: str, why: str) -> None:
         del self._probes[node]

@@ -546,7 +546,7 @@ async def test_a_redial_that_fails_is_lost_and_sends_fail_at_once_until_the_retr
 
 
 # --- back from Redis to the link --------------------------------------------------------------
-async def _fallen_back(make: Make) -> tuple[Node, Node, int]:
+async def _fallen_back(make: Make) -> tuple[Node, Node]:
     """x reaches y through Redis: y was not listening when x first dialed (y's port)."""
     x, y = await make("x", "y")
     await y.links.close()
@@ -560,7 +560,19 @@ async def _fallen_back(make: Make) -> tuple[Node, Node, int]:
     assert x.rerouted == [("y", b"early")]
     y.links.token = record.token
     await y.links.start(f"127.0.0.1:{port}")  # y now answers at the advertised address
-    return x, y, port
+    return x, y
+
+
+async def _switching(make: Make, marker_first: bool = False) -> tuple[Node, Node]:
+    """x reaches y through Redis, dials it again and switches: its marker is published (not
+    delivered to y, unless ``marker_first``: then before the link's ``W``)."""
+    x, y = await _fallen_back(make)
+    if marker_first:
+        x.marker_first = y.links
+    _due(x, "y")
+    x.links.send("y", b"redis")
+    await x.until(lambda: x.markers != [], "the marker")
+    return x, y
 
 
 def _due(x: Node, node: str) -> None:
@@ -579,7 +591,7 @@ async def _link_synced(y: Node, node: str) -> None:
 async def test_a_node_reached_through_redis_gets_its_link_back_behind_a_marker(
     make: Make,
 ) -> None:
-    x, y, _port = await _fallen_back(make)
+    x, y = await _fallen_back(make)
     assert not x.links.send("y", b"not yet")  # not due: Redis, and no dial
     assert x.links._probes == {}
     _due(x, "y")
@@ -601,11 +613,7 @@ async def test_a_node_reached_through_redis_gets_its_link_back_behind_a_marker(
 
 
 async def test_a_marker_that_comes_before_the_wait_frame_holds_nothing(make: Make) -> None:
-    x, y, _port = await _fallen_back(make)
-    x.marker_first = y.links
-    _due(x, "y")
-    x.links.send("y", b"redis")
-    await x.until(lambda: x.markers != [], "the marker")
+    x, y = await _switching(make, marker_first=True)
     x.links.send("y", b"direct")
     await y.until(lambda: y.received == b"direct", "the data, not held")
     assert y.links._in["x"].holding is None and y.links._markers == {}
@@ -615,10 +623,7 @@ async def test_a_wait_whose_marker_never_comes_ends_the_link(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(peer_wire, "SWITCH_TIMEOUT", 0.2)
-    x, y, _port = await _fallen_back(make)
-    _due(x, "y")
-    x.links.send("y", b"redis")
-    await x.until(lambda: x.markers != [], "the marker (never delivered)")
+    x, y = await _switching(make)  # the marker is never delivered
     x.links.send("y", b"held, then lost")
     await y.until(lambda: y.lost != [], "y ended the link")
     assert "switch marker" in y.lost[0][1] and y.frames == []
@@ -630,10 +635,7 @@ async def test_data_held_for_a_marker_is_bounded(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(peer_wire, "MAX_BUFFERED", 1000)
-    x, y, _port = await _fallen_back(make)
-    _due(x, "y")
-    x.links.send("y", b"redis")
-    await x.until(lambda: x.markers != [], "the marker (never delivered)")
+    x, y = await _switching(make)  # the marker is never delivered
     x.links.send("y", b"a" * 600)
     await _link_synced(y, "x")
     assert y.links._in["x"].held_size > 0 and y.lost == []  # held, within the bound
