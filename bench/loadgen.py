@@ -851,6 +851,7 @@ def assemble(
     record["broker"] = broker
     if broker and measured and scenario != "connections":
         record["broker"]["cpu_us_per_op"] = round(broker["cpu_s"] / measured * 1e6, 3)
+        record["broker"]["sys_us_per_op"] = round(broker["sys_s"] / measured * 1e6, 3)
         for key in ("slept", "preempted"):  # context switches of the broker processes
             record["broker"][f"{key}_per_op"] = round(broker[key] / measured, 4)
     record.update(extra)

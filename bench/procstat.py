@@ -13,8 +13,8 @@ from dataclasses import dataclass
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _read_stat(pid: int) -> tuple[int, float] | None:
-    """Return (ppid, utime+stime seconds) of ``pid``, or None when it is gone."""
+def _read_stat(pid: int) -> tuple[int, float, float] | None:
+    """Return (ppid, utime+stime seconds, stime seconds) of ``pid``, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -24,7 +24,7 @@ def _read_stat(pid: int) -> tuple[int, float] | None:
     fields = data[data.rindex(b")") + 2 :].split()
     ppid = int(fields[1])
     utime, stime = int(fields[11]), int(fields[12])
-    return ppid, (utime + stime) / _TICKS
+    return ppid, (utime + stime) / _TICKS, stime / _TICKS
 
 
 _STATUS_FIELDS = {
@@ -82,23 +82,25 @@ class Sample:
     pids: tuple[int, ...]
     slept: int = 0  # voluntary context switches, summed
     preempted: int = 0  # nonvoluntary context switches, summed
+    sys_s: float = 0.0  # of cpu_s, the seconds spent in the kernel (system time), summed
 
 
 def sample(pids: list[int]) -> Sample:
     """Read CPU seconds and RSS of ``pids`` and their descendants now."""
     tree = process_tree(pids)
-    cpu = 0.0
+    cpu = sys_s = 0.0
     rss = hwm = slept = preempted = 0
     for pid in tree:
         st = _read_stat(pid)
         if st is not None:
             cpu += st[1]
+            sys_s += st[2]
             now, peak, voluntary, involuntary = _read_status(pid)
             rss += now
             hwm += peak
             slept += voluntary
             preempted += involuntary
-    return Sample(time.perf_counter(), cpu, rss, hwm, tuple(tree), slept, preempted)
+    return Sample(time.perf_counter(), cpu, rss, hwm, tuple(tree), slept, preempted, sys_s)
 
 
 def delta(before: Sample | None, after: Sample | None) -> dict[str, object] | None:
@@ -110,6 +112,7 @@ def delta(before: Sample | None, after: Sample | None) -> dict[str, object] | No
     return {
         "pids": list(after.pids),
         "cpu_s": round(cpu, 3),
+        "sys_s": round(after.sys_s - before.sys_s, 3),
         "cpu_util": round(cpu / wall, 3),
         "rss_kib": after.rss_kib,
         "rss_mib": round(after.rss_kib / 1024, 1),

@@ -217,6 +217,7 @@ def run_case(
         "ops": ops,
         "errors": record["errors"],
         "router_cpu_us": broker.get("cpu_us_per_op"),
+        "router_sys_us": broker.get("sys_us_per_op"),
         "router_slept_per_op": broker.get("slept_per_op"),
         "router_preempted_per_op": broker.get("preempted_per_op"),
         "redis_idle_cpu": round(p.redis_idle, 4),
@@ -290,6 +291,7 @@ def summary(rows: list[dict[str, Any]]) -> None:
             if (tree, case) in by:
                 print(
                     f"  {case:18} router {med(tree, case, 'router_cpu_us'):8.2f} µs/op"
+                    f" (kernel {med(tree, case, 'router_sys_us'):6.2f})"
                     f"  redis {med(tree, case, 'redis_cpu_us'):7.2f} µs/op"
                     f" {med(tree, case, 'redis_cpu_us_per_publish'):7.2f} µs/publish-or-call"
                     f" {med(tree, case, 'redis_commands_per_publish_or_call'):6.3f} cmds"

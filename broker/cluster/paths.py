@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import partial
 
 from protocol_spec import errors
-from protocol_spec.cluster import ClusterProtocolError, InboxSwitch
+from protocol_spec.cluster import ClusterProtocolError, InboxMessage, InboxSwitch
 from protocol_spec.cluster_rows import decode_rows
 
 from . import keys
@@ -65,6 +65,12 @@ class CallPaths:
             self._malformed(exc)
         except Exception:
             log.exception("cluster: cannot apply envelopes from a direct link")
+
+    def heard(self, found: list[InboxMessage | ClusterProtocolError]) -> None:
+        """Envelopes that came through Redis: their nodes are alive (``PeerLinks.heard``)."""
+        for msg in found:
+            if not isinstance(msg, ClusterProtocolError):
+                self.peers.heard(msg.node)
 
     def _reroute(self, node: str, body: bytes) -> None:
         """Envelopes that waited for a dial to ``node`` that never connected: via Redis."""

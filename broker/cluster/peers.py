@@ -15,10 +15,11 @@ both sides agree on TLS (``PeerTLS``: mutual TLS with one CA, or plain TCP on bo
 otherwise the inbox channel in Redis carries the envelopes, as it always did. So does a
 node whose first dial was never accepted (wrong address, refused certificate): it is
 *reached through Redis*, dialed again now and then, and its traffic moves back to the
-link behind an ``InboxSwitch`` marker. Whatever breaks a link (either side closing, a
-write failing, a frame too large, a dial that fails) ends every call crossing between
-the two nodes with ``wamp.error.unavailable`` (``lost``): envelopes in flight on it are
-gone.
+link behind an ``InboxSwitch`` marker. So is a node whose link worked and then cannot be
+dialed while the node is known to live (``_alive_anyway``). Whatever breaks a link
+(either side closing, a write failing, a frame too large, a dial that fails) ends every
+call crossing between the two nodes with ``wamp.error.unavailable`` (``lost``):
+envelopes in flight on it are gone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 from protocol_spec.cluster import PeerRecord
@@ -69,6 +71,8 @@ RETRY_AFTER: Final = 0.5
 RETRY_DIRECT_MAX: Final = 300.0
 """A node reached through Redis after its first dial failed is dialed again after
 ``PeerLinks.retry`` seconds, doubling up to this, while there is traffic for it."""
+PING_TIMEOUT: Final = 2.0
+"""How long a node whose redial failed has to answer on its own link to this node."""
 
 
 class PeerLinks:
@@ -85,6 +89,8 @@ class PeerLinks:
         self.tls = tls
         self.retry = 10.0
         """Seconds before a node reached through Redis is dialed again (``peer_retry``)."""
+        self.grace = 7.0
+        """``_alive_anyway``: longer than a dead node takes to be dropped (set by RedisCluster)."""
         contexts = tls.contexts() if tls is not None else None
         self._accept_tls: ssl.SSLContext | None = contexts[0] if contexts else None
         self._dial_tls: ssl.SSLContext | None = contexts[1] if contexts else None
@@ -124,7 +130,9 @@ class PeerLinks:
         """Outgoing links by the node's inbox channel: the call path's lookup."""
         self._in: dict[str, Incoming] = {}
         self._retry_at: dict[str, float] = {}
-        self._syncs: dict[bytes, tuple[Incoming, Callable[[], None], asyncio.TimerHandle]] = {}
+        self.failing: dict[str, float] = {}  # node → when its link went down (redials fail)
+        self._heard: dict[str, float] = {}  # ``failing`` node → when it was last heard via Redis
+        self._syncs: dict[bytes, tuple[Incoming, Callable[[bool], None], asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.failures = 0
         """Links that broke so far (``wamp_cluster_peer_failures_total``)."""
@@ -172,9 +180,9 @@ class PeerLinks:
         self._probes.clear()
         self.by_channel.clear()
         self._in.clear()
-        for _conn, done, timer in self._syncs.values():
+        for _conn, answer, timer in self._syncs.values():
             timer.cancel()
-            done()
+            answer(False)
         self._syncs.clear()
 
     # --- the other nodes ------------------------------------------------------------------
@@ -196,6 +204,7 @@ class PeerLinks:
         self._unprobe(node)
         self.linked.discard(node)
         self._retry_at.pop(node, None)
+        self._unfail(node)
         self._known.pop(node, None)
         if record is not None and self.record is not None and reachable(record):
             if record.tls == (self.tls is not None):
@@ -210,6 +219,7 @@ class PeerLinks:
         """Reach ``node`` through Redis until it advertises another record or (``retry``)
         a later dial (``_probe``) gets accepted."""
         self._known.pop(node, None)
+        self._unfail(node)
         self.via_redis[node] = why
         if retry:
             self._probe_at[node] = (time.monotonic() + self.retry, self.retry)
@@ -230,6 +240,7 @@ class PeerLinks:
         self._markers.pop(node, None)
         self.linked.discard(node)
         self._retry_at.pop(node, None)
+        self._unfail(node)
         for conn in (self._unlist(node), self._in.pop(node, None)):
             if conn is not None:
                 conn.drop()
@@ -346,6 +357,7 @@ class PeerLinks:
         """``conn``'s hello was accepted; a probe takes over ``conn.node``'s traffic."""
         node = conn.node
         self.linked.add(node)
+        self._unfail(node)
         if self._probes.get(node) is not conn:
             return
         del self._probes[node]
@@ -383,23 +395,85 @@ class PeerLinks:
         node = conn.node
         if self._probes.get(node) is conn:
             self._probe_failed(node, why)
-        elif self._out.get(node) is conn:
+            return
+        if self._out.get(node) is not conn:
+            return
+        record = self._known.get(node)
+        if conn.accepted or record is None:  # a link that broke: the next envelope redials
             self._unlist(node)
-            record = self._known.get(node)
-            if conn.accepted:  # a link that broke: the next envelope redials
-                pass
-            elif record is not None and node not in self.linked:
-                # never accepted: a wrong address, a certificate or token refused, a node
-                # too old for this version: that will not mend by itself
-                self._fall_back(node, record, why)
-                if not conn.ready and self.reroute is not None:
-                    # nothing was written: what waited for the dial takes Redis, no call fails
-                    pending = conn.take_pending()
-                    if pending:
-                        self.reroute(node, pending)
-                    return
-            else:  # a redial failed (the node is going away?): no storm of dials
-                self._retry_at[node] = time.monotonic() + RETRY_AFTER
+            if record is not None:
+                self.failing.setdefault(node, time.monotonic())
+        elif node not in self.linked:
+            # never accepted: a wrong address, a certificate or token refused, a node
+            # too old for this version: that will not mend by itself
+            self._unlist(node)
+            self._fall_back(node, record, why)
+            self._hand_over(conn, why)
+            return
+        elif self._alive_anyway(conn, record, why):
+            return
+        else:  # a redial failed (the node is going away?): no storm of dials
+            self._unlist(node)
+            self._retry_at[node] = time.monotonic() + RETRY_AFTER
+        self._report(node, why)
+
+    def _hand_over(self, conn: Outgoing, why: str) -> None:
+        """The rows of a dial to a node now reached through Redis: if nothing was written,
+        they take Redis and no call fails; else they may have been read (``lost``)."""
+        if not conn.ready and self.reroute is not None:
+            pending = conn.take_pending()
+            if pending:
+                self.reroute(conn.node, pending)
+        else:
+            self._report(conn.node, why)
+
+    def _alive_anyway(self, conn: Outgoing, record: PeerRecord, why: str) -> bool:
+        """A redial of a node linked once failed: is the node alive all the same?
+
+        Yes when it is still in the cluster ``grace`` seconds after its link went down (a
+        dead node is dropped before that), or when its envelopes came through Redis since:
+        it is reached through Redis. Maybe when its own link to this node is up: asked
+        there (``ping``), the failed dial keeps queueing until the answer. False: the dial
+        failed as any other.
+        """
+        node = conn.node
+        now = time.monotonic()
+        since = self.failing.setdefault(node, now)
+        if now - since >= self.grace:
+            alive = f"still in the cluster {now - since:.0f} s after its link went down"
+        elif self._heard.get(node, -1.0) >= since:
+            alive = "its envelopes come through Redis"
+        elif node in self._in and not conn.ready:
+            answer = partial(self._pinged, conn, record, why)
+            self.ping(node, answer, PING_TIMEOUT)
+            return True
+        else:
+            return False
+        self._unlist(node)
+        self._fall_back(node, record, f"{why}; {alive}")
+        self._hand_over(conn, why)
+        return True
+
+    def heard(self, node: str) -> None:
+        """An envelope from ``node`` came through Redis: if its link is down, it is alive
+        all the same (its next failed redial takes Redis at once)."""
+        if node in self.failing:
+            self._heard[node] = time.monotonic()
+
+    def _unfail(self, node: str) -> None:
+        self.failing.pop(node, None)
+        self._heard.pop(node, None)
+
+    def _pinged(self, conn: Outgoing, record: PeerRecord, why: str, answered: bool) -> None:
+        node = conn.node
+        if self._out.get(node) is not conn:
+            return  # dropped meanwhile (a new record, or the node is gone): handled there
+        self._unlist(node)
+        if answered:  # alive: only the way to it is broken
+            self._fall_back(node, record, f"{why}; it answers on its own link to this node")
+            self._hand_over(conn, why)
+        else:
+            self._retry_at[node] = time.monotonic() + RETRY_AFTER
             self._report(node, why)
 
     def incoming_ready(self, conn: Incoming, node: str) -> None:
@@ -410,11 +484,11 @@ class PeerLinks:
             old.drop()
 
     def incoming_lost(self, conn: Incoming, why: str) -> None:
-        for key, (sync_conn, done, timer) in list(self._syncs.items()):
+        for key, (sync_conn, answer, timer) in list(self._syncs.items()):
             if sync_conn is conn:
                 del self._syncs[key]
                 timer.cancel()
-                done()
+                answer(False)
         if conn.node and self._in.get(conn.node) is conn:
             del self._in[conn.node]
             self._report(conn.node, why)
@@ -443,26 +517,31 @@ class PeerLinks:
         after everything it queued before: the answer arrives behind them. ``done`` is
         also called when the link breaks or after ``timeout`` seconds.
         """
+        self.ping(node, lambda _answered: done(), timeout)
+
+    def ping(self, node: str, answer: Callable[[bool], None], timeout: float) -> None:
+        """``sync``, telling ``answer`` whether ``node`` answered (False: it has no link to
+        this node, the link broke, or no answer came in ``timeout`` seconds)."""
         conn = self._in.get(node)
         if conn is None:
-            done()
+            answer(False)
             return
         key = secrets.token_bytes(8)
         timer = asyncio.get_running_loop().call_later(timeout, self._sync_timeout, key)
-        self._syncs[key] = (conn, done, timer)
+        self._syncs[key] = (conn, answer, timer)
         conn.write(SYNC, key)
 
     def synced(self, conn: Incoming, key: bytes) -> None:
         found = self._syncs.pop(key, None)
         if found is not None:
             found[2].cancel()
-            found[1]()
+            found[1](True)
 
     def _sync_timeout(self, key: bytes) -> None:
         found = self._syncs.pop(key, None)
         if found is not None:
             log.warning("cluster: node %s did not answer a sync on its direct link", found[0].node)
-            found[1]()
+            found[1](False)
 
     @property
     def links_up(self) -> int:

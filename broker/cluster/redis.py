@@ -197,6 +197,7 @@ class RedisCluster(Cluster):
         )
         self.peers = self.paths.peers
         self.peers.retry = self.timing.peer_retry
+        self.peers.grace = self.timing.node_timeout + 2 * self.timing.heartbeat_interval
         self.barrier = ControlBarrier(self.peers, self._apply_control, self.timing.command_timeout)
         self.directory.peer_known = self.peers.known
 
@@ -403,7 +404,10 @@ class RedisCluster(Cluster):
             if channel == CONTROL:
                 self._on_control(decode_control(data))
             elif channel == self._inbox:
-                self.mirror.inboxes(decode_inboxes(data), self._malformed_inbox)
+                found = decode_inboxes(data)
+                if self.peers.failing:  # rare: a link is down; whoever sends here lives
+                    self.paths.heard(found)
+                self.mirror.inboxes(found, self._malformed_inbox)
             else:
                 self.events.receive(decode_event(data))
         except ClusterProtocolError as exc:

@@ -428,3 +428,103 @@ async def test_a_node_reached_through_redis_moves_back_to_its_link_losing_no_cal
     assert published < 25  # the invocations take the link now
     assert _gauge(caller_node, "wamp_cluster_peer_fallbacks") == 0
     assert _gauge(caller_node, "wamp_cluster_peer_failures_total") == 0
+
+
+async def test_a_node_that_stops_taking_links_is_called_through_redis_then_linked_again(
+    redis_own: RedisProcess,
+    tmp_path: Path,
+    started: list[BrokerProcess],
+    connect: Connect,
+    proxy: Proxy,
+) -> None:
+    """The callee's advertised address stops answering after its link worked (the proxy
+    closes), while the callee lives and its own link to the caller's node stays up: the
+    caller's node asks it on that link and calls take Redis, none fails. When the address
+    answers again, the link takes the calls back."""
+    config = tmp_path / "broker.toml"
+    config.write_text(CLUSTER_TIMING + "peer_retry = 0.3\n", encoding="utf-8")
+    caller_node, callee_node = await _proxied_pair(redis_own, config, started, proxy)
+    caller = await connect(caller_node.url)
+    callee = await connect(callee_node.url)
+    await callee.register("direct.on", lambda n: n)
+    await eventually(lambda: _registered(caller, "direct.on"), what="registration propagated")
+    assert (await caller.call("direct.on", -1)).args == [-1]  # both links up
+    assert proxy.server is not None
+    port = int(proxy.server.sockets[0].getsockname()[1])
+    await proxy.close()  # the link breaks and the address refuses connections
+    await asyncio.to_thread(caller_node.wait_for_output, "direct link with node p1 broke")
+    before = publishes(redis_own)
+    for n in range(CALLS):
+        assert (await asyncio.wait_for(caller.call("direct.on", n), 10)).args == [n]
+    published = publishes(redis_own) - before
+    caller_node.wait_for_output("it answers on its own link to this node")
+    print(f"\n{CALLS} calls after the address stopped answering: {published} PUBLISHes")
+    assert published >= CALLS  # the invocations went through the callee's inbox
+    assert _gauge(caller_node, "wamp_cluster_peer_fallbacks") == 1
+    assert _gauge(caller_node, "wamp_cluster_peer_failures_total") == 1  # the break only
+
+    await proxy.start(port)  # the address answers again: the next retry takes the link
+    n = 0
+    while "its call traffic leaves Redis" not in caller_node.output:
+        assert (await asyncio.wait_for(caller.call("direct.on", n), 10)).args == [n]
+        n += 1
+        assert n < 5000, "the link never took the calls back"
+    before = publishes(redis_own)
+    for n in range(50):
+        assert (await caller.call("direct.on", n)).args == [n]
+    assert publishes(redis_own) - before < 25  # the invocations take the link again
+    assert _gauge(caller_node, "wamp_cluster_peer_fallbacks") == 0
+    assert _gauge(caller_node, "wamp_cluster_peer_failures_total") == 1
+
+
+async def test_nodes_cut_apart_both_ways_call_each_other_through_redis(
+    redis_own: RedisProcess,
+    tmp_path: Path,
+    started: list[BrokerProcess],
+    connect: Connect,
+    proxy: Proxy,
+) -> None:
+    """Neither node's advertised address answers any more (a partition between the nodes,
+    both still on Redis): calls fail at once while the other node may be going away, then
+    take Redis once it is still in the cluster after its timeout, and none hangs."""
+    config = tmp_path / "broker.toml"
+    config.write_text(CLUSTER_TIMING + "peer_retry = 60\n", encoding="utf-8")
+    other = Proxy()
+    try:
+        nodes = []
+        for name, through in (("q0", proxy), ("q1", other)):
+            port = await through.start()
+            env = {"BROKER_PEER_ADVERTISE": f"127.0.0.1:{port}"}
+            node = start(started, redis_own, config, name, env=env)
+            match = _PEER_PORT.search(node.wait_for_output(_PEER_PORT.pattern))
+            assert match is not None
+            through.target = ("127.0.0.1", int(match.group(1)))
+            nodes.append(node)
+        caller = await connect(nodes[0].url)
+        callee = await connect(nodes[1].url)
+        await callee.register("part.echo", lambda n: n)
+        await eventually(lambda: _registered(caller, "part.echo"), what="registration propagated")
+        assert (await caller.call("part.echo", -1)).args == [-1]
+        assert proxy.accepted == 1 and other.accepted == 1  # a link each way
+        await proxy.close()
+        await other.close()
+        cut = time.monotonic()
+        failed, n, in_a_row = 0, 0, 0
+        while in_a_row < 50:
+            n += 1
+            assert time.monotonic() - cut < 15 and n < 5000, "calls never took Redis"
+            try:
+                assert (await asyncio.wait_for(caller.call("part.echo", n), 5)).args == [n]
+                in_a_row += 1
+            except ApplicationError as exc:
+                assert exc.uri == "wamp.error.unavailable" and in_a_row == 0, exc
+                failed += 1
+                await asyncio.sleep(0.02)  # a paced caller while the link is down
+        took = time.monotonic() - cut
+        print(f"\ncalls took Redis {took:.1f} s after the cut; {failed} failed before")
+        for node in nodes:
+            node.wait_for_output("its call traffic goes through Redis")
+            assert _gauge(node, "wamp_cluster_peer_fallbacks") == 1
+        assert failed >= 1  # within the grace either node might have been going away
+    finally:
+        await other.close()

@@ -545,6 +545,84 @@ async def test_a_redial_that_fails_is_lost_and_sends_fail_at_once_until_the_retr
     assert "cannot connect" in x.lost[3][1]
 
 
+async def _broken_one_way(make: Make) -> tuple[Node, Node]:
+    """x and y linked both ways, then y takes no links any more (its listener and x's link
+    to it close) while its own link to x stays up."""
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    await _connected(y, x)
+    assert y.links._server is not None
+    y.links._server.close()
+    y.links._in["x"].drop()
+    await x.until(lambda: x.lost != [], "x's link to y broke")
+    return x, y
+
+
+async def test_a_redial_that_fails_while_the_node_answers_on_its_own_link_takes_redis(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, _y = await _broken_one_way(make)
+    ping = x.links.ping
+
+    def ping_then_send(node: str, answer: Callable[[bool], None], timeout: float) -> None:
+        ping(node, answer, timeout)
+        assert x.links.send("y", b"-during")  # the dial failed, no answer yet: it waits
+
+    monkeypatch.setattr(x.links, "ping", ping_then_send)
+    assert x.links.send("y", b"first") and x.links.send("y", b"-second")  # redial: refused
+    await x.until(lambda: "y" in x.links.via_redis, "the fallback")
+    assert "it answers on its own link to this node" in x.links.via_redis["y"]
+    # nothing was written: every row that waited takes Redis, no call fails
+    assert x.rerouted == [("y", b"first-second-during")] and len(x.lost) == 1  # the break
+    assert not x.links.send("y", b"then") and not x.links.direct("y")  # through Redis now
+    assert "y" in x.links._probe_at  # and dialed again later, as any node on Redis
+
+
+async def test_a_redial_that_fails_while_the_node_does_not_answer_is_lost(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peers, "PING_TIMEOUT", 0.2)
+    x, y = await _broken_one_way(make)
+    monkeypatch.setattr(y.links._out["x"], "frame", lambda kind, body: None)  # y hangs
+    x.links.send("y", b"lost")
+    await x.until(lambda: len(x.lost) == 2, "the failed redial reported")
+    assert "cannot connect" in x.lost[1][1]
+    assert x.links.via_redis == {} and x.rerouted == [] and x.links.direct("y")
+    assert x.links.send("y", b"again")  # the retry hold: lost at once, no dial
+    await x.until(lambda: len(x.lost) == 3, "the send in the retry hold reported")
+    assert x.lost[2] == ("y", "the direct link failed a moment ago")
+
+
+async def test_redials_that_fail_longer_than_the_grace_period_take_redis(make: Make) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    await y.links.close()  # no link from y either: nobody to ask
+    await x.until(lambda: x.lost != [], "the link broke")
+    x.links.send("y", b"lost")
+    await x.until(lambda: len(x.lost) == 2, "the failed redial")
+    assert x.links.direct("y")  # y may be going away: the cluster drops it within the grace
+    x.links.failing["y"] -= x.links.grace  # the grace period passes, y still known
+    del x.links._retry_at["y"]  # and so does the retry hold
+    x.links.send("y", b"kept")
+    await x.until(lambda: "y" in x.links.via_redis, "the fallback")
+    assert "still in the cluster" in x.links.via_redis["y"]
+    assert x.rerouted == [("y", b"kept")] and len(x.lost) == 2
+
+
+async def test_a_redial_that_fails_after_the_node_was_heard_through_redis_takes_redis(
+    make: Make,
+) -> None:
+    x, y = await make("x", "y")
+    await _connected(x, y)
+    await y.links.close()
+    await x.until(lambda: x.lost != [], "the link broke")
+    x.links.heard("y")  # an envelope from y came through Redis after the break: y lives
+    x.links.send("y", b"kept")
+    await x.until(lambda: "y" in x.links.via_redis, "the fallback")
+    assert "its envelopes come through Redis" in x.links.via_redis["y"]
+    assert x.rerouted == [("y", b"kept")] and len(x.lost) == 1
+
+
 # --- back from Redis to the link --------------------------------------------------------------
 async def _fallen_back(make: Make) -> tuple[Node, Node]:
     """x reaches y through Redis: y was not listening when x first dialed (y's port)."""
