@@ -125,12 +125,13 @@ async def _orphaned(stop: asyncio.Event) -> None:
 
 async def _run(settings: Settings, worker: bool = False) -> None:
     server = BrokerServer(settings)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     await server.start()
     endpoint = await serve_worker_endpoint(
         WorkerEndpoint(server.metrics.http_response, server.readiness)
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     watch = asyncio.create_task(_orphaned(stop)) if worker else None
@@ -145,6 +146,9 @@ async def _run(settings: Settings, worker: bool = False) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the broker until SIGINT/SIGTERM; return the exit status."""
+    # SIGHUP reloads the TLS files once serving (``BrokerServer.reload_tls``); until then,
+    # and in workers still starting (they inherit this), it is ignored rather than fatal
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(

@@ -244,6 +244,25 @@ class BrokerServer:
         if not self._closing:
             self._reclaim_timer = asyncio.get_running_loop().call_later(1.0, self._reclaim_tick)
 
+    def reload_tls(self) -> None:
+        """SIGHUP: load the TLS certificate files again, for the listeners and the direct
+        links; log what was reloaded, or why not (the old certificates then stay)."""
+        parts = [("listeners", self.transport.reload_tls)]
+        if self.cluster is not None:
+            parts.append(("direct links", self.cluster.peers.reload_tls))
+        reloaded = False
+        for what, reload in parts:
+            try:
+                if reload():
+                    reloaded = True
+                    log.info("reloaded the TLS certificate files of the %s", what)
+            except OSError as exc:  # ssl.SSLError is an OSError
+                log.error(
+                    "cannot reload the TLS files of the %s (the old ones stay): %s", what, exc
+                )
+        if not reloaded:
+            log.info("SIGHUP: nothing reloaded (no TLS files loaded, or they failed)")
+
     async def start(self) -> None:
         """Start listening; log the URL (tests read it back with port 0)."""
         self._closed = asyncio.Event()

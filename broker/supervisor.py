@@ -383,18 +383,26 @@ class Supervisor:
             return 1
         http_port = self._http.sockets[0].getsockname()[1]
         log.info("supervisor /metrics and /readyz on http://%s:%d", t.host, http_port)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         for worker in self.workers:
             await self._spawn(worker)
             worker.watcher = asyncio.create_task(self._watch(worker))
         checker = asyncio.create_task(self._check())
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         checker.cancel()
         await self._stop()
         return 0
+
+    def _reload(self) -> None:
+        """SIGHUP: every running worker reloads its TLS files (``BrokerServer.reload_tls``)."""
+        log.info("SIGHUP: workers reload their TLS files")
+        for worker in self.workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGHUP)
 
     async def _stop(self) -> None:
         """SIGTERM every worker, wait for their drain, SIGKILL what is left, clean up."""

@@ -168,6 +168,20 @@ class PeerLinks:
         )
         return self.record
 
+    def reload_tls(self) -> bool:
+        """Load the TLS files again (SIGHUP): links made from now on present the new
+        certificate, dials trust the new CA, and accepting trusts it as well as the old
+        one (a CA stays trusted there until the node restarts). Open links keep theirs.
+        False without TLS. Raises ``ssl.SSLError`` or ``OSError`` when the files do not
+        load: the old ones stay."""
+        if self.tls is None or self._accept_tls is None:
+            return False
+        _accept, dial = self.tls.contexts()  # they load and match: only then apply them
+        self._accept_tls.load_cert_chain(self.tls.cert, self.tls.key)  # the listener's
+        self._accept_tls.load_verify_locations(cafile=self.tls.ca)
+        self._dial_tls = dial
+        return True
+
     async def close(self) -> None:
         """Stop listening and close every link (no ``lost`` calls)."""
         if self._server is not None:

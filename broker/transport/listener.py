@@ -93,6 +93,8 @@ class Listener:
         self.longpoll = LongPoll(self.hub) if settings.longpoll_path else None
         self.servers: list[asyncio.Server] = []
         self.addresses: list[str] = []
+        self.tls: ssl.SSLContext | None = None
+        """The TLS context every listener serves (``reload_tls`` changes it in place)."""
 
     # --- what the server and the metrics read ----------------------------------------------
     @property
@@ -128,7 +130,7 @@ class Listener:
         """
         s = self.settings
         loop = asyncio.get_running_loop()
-        context = tls_context(s)
+        context = self.tls = tls_context(s)
         if sock is not None:
             main = await loop.create_server(
                 lambda: FirstOctet(self), sock=sock, ssl=context, backlog=1024
@@ -140,6 +142,17 @@ class Listener:
         self.servers.append(main)
         for extra in s.listeners:
             self.servers.append(await self._open_rawsocket(extra, context))
+
+    def reload_tls(self) -> bool:
+        """Load the certificate and key files again (SIGHUP): connections made from now on
+        get them, open ones keep theirs. False when no listener has TLS. Raises
+        ``ssl.SSLError`` or ``OSError`` when the files do not load: the old ones stay."""
+        s = self.settings
+        if self.tls is None or not s.tls_cert:
+            return False
+        tls_context(s)  # they load and match: only then is the live context changed
+        self.tls.load_cert_chain(s.tls_cert, s.tls_key)
+        return True
 
     async def _open_rawsocket(
         self, extra: ListenerSettings, context: ssl.SSLContext | None

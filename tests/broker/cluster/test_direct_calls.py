@@ -417,17 +417,26 @@ async def test_a_node_reached_through_redis_moves_back_to_its_link_losing_no_cal
     await asyncio.wait_for(asyncio.gather(*callers), 60)
     assert proxy.accepted >= 1
     assert all(answers == [[n]] for n, answers in outcomes.items()), "a call answered twice"
-    before = publishes(redis_own)
-    for n in range(50):
-        assert (await caller.call("direct.back", n)).args == [n]
-    published = publishes(redis_own) - before
+    published = await _on_the_link(caller, "direct.back", caller_node, redis_own)
     print(
         f"\n{len(outcomes)} calls through the switch, all answered once; after it, "
         f"50 calls made {published} PUBLISHes"
     )
-    assert published < 25  # the invocations take the link now
-    assert _gauge(caller_node, "wamp_cluster_peer_fallbacks") == 0
     assert _gauge(caller_node, "wamp_cluster_peer_failures_total") == 0
+
+
+async def _on_the_link(
+    caller: client_sdk.Session, procedure: str, caller_node: BrokerProcess, server: RedisProcess
+) -> int:
+    """50 calls take the link again (not Redis), and no node is reached through Redis; the
+    PUBLISHes Redis ran meanwhile."""
+    before = publishes(server)
+    for n in range(50):
+        assert (await caller.call(procedure, n)).args == [n]
+    published = publishes(server) - before
+    assert published < 25  # the invocations take the link
+    assert _gauge(caller_node, "wamp_cluster_peer_fallbacks") == 0
+    return published
 
 
 async def test_a_node_that_stops_taking_links_is_called_through_redis_then_linked_again(
@@ -469,11 +478,7 @@ async def test_a_node_that_stops_taking_links_is_called_through_redis_then_linke
         assert (await asyncio.wait_for(caller.call("direct.on", n), 10)).args == [n]
         n += 1
         assert n < 5000, "the link never took the calls back"
-    before = publishes(redis_own)
-    for n in range(50):
-        assert (await caller.call("direct.on", n)).args == [n]
-    assert publishes(redis_own) - before < 25  # the invocations take the link again
-    assert _gauge(caller_node, "wamp_cluster_peer_fallbacks") == 0
+    await _on_the_link(caller, "direct.on", caller_node, redis_own)
     assert _gauge(caller_node, "wamp_cluster_peer_failures_total") == 1
 
 

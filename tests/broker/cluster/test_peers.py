@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from cryptography import x509
 
 from broker.cluster import peer_wire, peers
 from broker.cluster.barrier import ControlBarrier
@@ -799,6 +800,56 @@ async def test_a_tls_peer_that_does_not_verify_gets_no_link(
         assert x.rerouted == [("y", b"unverified")] and x.lost == []
     assert not x.links.send("y", b"through Redis")
     assert y.frames == [] and not y.links.inbound("x")
+
+
+def _serial(cert: Path) -> int:
+    return x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
+
+
+def _peer_serial(transport: asyncio.BaseTransport | None) -> int:
+    assert transport is not None
+    return int(transport.get_extra_info("peercert")["serialNumber"], 16)
+
+
+async def test_reloaded_tls_files_serve_new_links_and_open_links_keep_going(
+    make: Make, authority: Authority
+) -> None:
+    certs = {name: authority.issue(name) for name in "xy"}
+    x, y = await make("x", "y", tls={name: _tls(cert) for name, cert in certs.items()})
+    await _connected(x, y)
+    old = y.links._in["x"]
+    assert _peer_serial(old.transport) == _serial(certs["x"].cert)
+    renewed = {name: authority.issue(name) for name in "xy"}  # over the same files
+    assert x.links.reload_tls() and y.links.reload_tls()
+    x.links.send("y", b"on the open link")
+    await y.until(lambda: y.received.endswith(b"on the open link"), "the open link's data")
+    assert y.links._in["x"] is old  # not redialed
+    # y's listener shows its renewed certificate (to a client with one the CA signed)
+    context = ssl.create_default_context(cafile=str(authority.ca))
+    context.load_cert_chain(str(renewed["x"].cert), str(renewed["x"].key))
+    _reader, writer = await asyncio.open_connection(
+        "127.0.0.1", y.record.port, ssl=context, server_hostname="127.0.0.1"
+    )
+    assert _peer_serial(writer.transport) == _serial(renewed["y"].cert)
+    writer.close()
+    # and a new link from x presents x's renewed certificate
+    x.links.forget("y")
+    x.links.known("y", y.record)
+    x.links.send("y", b"on a new link")
+    await y.until(lambda: y.received.endswith(b"on a new link"), "the new link's data")
+    assert _peer_serial(y.links._in["x"].transport) == _serial(renewed["x"].cert)
+
+
+async def test_tls_files_that_do_not_reload_leave_the_old_ones_working(
+    make: Make, authority: Authority
+) -> None:
+    certs = {name: authority.issue(name) for name in "xy"}
+    x, y = await make("x", "y", tls={name: _tls(cert) for name, cert in certs.items()})
+    certs["y"].key.write_text("not a key")
+    with pytest.raises(ssl.SSLError):
+        y.links.reload_tls()
+    await _connected(x, y)  # a new link: y still accepts with what it had
+    assert _peer_serial(y.links._in["x"].transport) == _serial(certs["x"].cert)
 
 
 async def test_tls_on_one_side_only_reaches_the_node_through_redis_without_dialing(

@@ -7,35 +7,14 @@ import http.client
 import json
 import socket
 import ssl
-import struct
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from broker.config import ConfigError, settings_from_toml
 from tests.support.certs import self_signed
 from tests.support.processes import start_broker
-
-HELLO = [1, "realm1", {"roles": {"caller": {}}}]
-
-
-def rawsocket_join(sock: socket.socket) -> list[Any]:
-    """Handshake (JSON, 16 MiB), HELLO, and the router's answer."""
-    sock.sendall(b"\x7f\xf1\x00\x00")
-    reply = b""
-    while len(reply) < 4:
-        reply += sock.recv(4 - len(reply))
-    assert reply[0] == 0x7F and reply[1] & 0x0F == 1
-    payload = json.dumps(HELLO).encode()
-    sock.sendall(struct.pack("!I", len(payload)) + payload)
-    data = b""
-    while len(data) < 4 or len(data) < 4 + (struct.unpack("!I", data[:4])[0] & 0xFFFFFF):
-        chunk = sock.recv(65536)
-        assert chunk, "closed"
-        data += chunk
-    decoded: list[Any] = json.loads(data[4:])
-    return decoded
+from tests.support.rawsocket import rawsocket_join
 
 
 def test_rawsocket_and_longpoll_through_tls(tmp_path: Path) -> None:
