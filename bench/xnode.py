@@ -17,7 +17,7 @@ more source trees (``--tree``; ``before`` vs ``after``), and runs, in the same r
 - ``fanout-cross``: publisher on A, subscribers on B.
 
 Per case it records the routers' CPU per operation (``/proc`` of the node processes,
-over the measured window) and Redis's CPU per operation (``INFO cpu``, over the whole
+over the measured window; ``router_sys_us`` is the part spent in the kernel) and Redis's CPU per operation (``INFO cpu``, over the whole
 load generator run divided by everything sent, less Redis's idle rate with both nodes
 connected, measured for 3 s first), and the µs Redis spent executing each ``PUBLISH``
 (``INFO commandstats``; ``redis_publish_cmd_us``), so the ratios the scale-out issue
