@@ -18,6 +18,7 @@ from protocol_spec.cluster import ClusterProtocolError, InboxMessage, InboxSwitc
 from protocol_spec.cluster_rows import decode_rows
 
 from . import keys
+from .link import ClusterTiming
 from .mirror import Mirror, RowSink
 from .outbox import Outbox
 from .peers import PeerLinks, PeerTLS
@@ -50,6 +51,15 @@ class CallPaths:
         mirror.route = self.route
         mirror.forget = self.peers.forget
         mirror.switched = self.peers.switched
+
+    def time_by(self, timing: ClusterTiming) -> None:
+        """The links' timings from the cluster's (protocol_spec/cluster.md)."""
+        peers = self.peers
+        peers.retry = timing.peer_retry
+        # a dead node is dropped within node_timeout + a heartbeat: one outliving that lives
+        peers.grace = timing.node_timeout + 2 * timing.heartbeat_interval
+        # a link silent for half node_timeout is asked; silent for node_timeout after: ended
+        peers.ping_after, peers.ping_timeout = timing.node_timeout / 2, timing.node_timeout
 
     def route(self, channel: bytes) -> RowSink | None:
         """The direct link of a node's inbox channel; None: through Redis (or not at all)."""

@@ -24,7 +24,9 @@ import secrets
 import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Final, cast
 
 import msgpack
@@ -154,6 +156,8 @@ class Framed(asyncio.Protocol):
         self._flush_soon = False
         self.max_frame = MAX_FRAME
         self.closed = False
+        self.received_at = 0.0
+        """When bytes last came in (``time.monotonic``)."""
         self.why = ""
         """Why this side ended the connection (``fail``)."""
 
@@ -165,6 +169,7 @@ class Framed(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        self.received_at = time.monotonic()
         buf = self._buf
         buf += data
         pos, end = 0, len(buf)
@@ -247,6 +252,7 @@ class Outgoing(Framed):
         """The other node accepted the hello (``A``): the address and token work."""
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._accept_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -258,6 +264,13 @@ class Outgoing(Framed):
         self.write(HELLO, msgpack.packb(hello))
         self.ready = True
         self._move_pending()
+        self._accept_timer = asyncio.get_running_loop().call_later(
+            HELLO_TIMEOUT, self._not_accepted
+        )
+
+    def _not_accepted(self) -> None:
+        if not self.accepted:  # a node too old to answer, or a way that swallows data
+            self.fail(f"the hello was not accepted in {HELLO_TIMEOUT:.0f} s")
 
     def send(self, data: bytes) -> None:
         """Queue one packed inbox envelope for the node."""
@@ -297,12 +310,16 @@ class Outgoing(Framed):
             self.write(SYNCED, body)
         elif kind == ACCEPTED and not self.accepted:
             self.accepted = True
+            if self._accept_timer is not None:
+                self._accept_timer.cancel()
             self.links.accepted(self)
         else:
             self.fail(f"unexpected frame {bytes([kind])!r} on an outgoing link")
 
     def gone(self, why: str) -> None:
         self._pending.clear()
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
         self.links.outgoing_lost(self, why)
 
 
@@ -317,6 +334,8 @@ class Incoming(Framed):
         self.held: list[bytes] = []
         self.held_size = 0
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._pinging = False
         self.max_frame = MAX_HELLO
         loop = asyncio.get_running_loop()
         self._hello_timer: asyncio.TimerHandle | None = loop.call_later(
@@ -367,6 +386,24 @@ class Incoming(Framed):
         if hello["v"] >= 2:
             self.write(ACCEPTED, b"")
 
+    def watch(self, every: float, timeout: float) -> None:
+        """Every ``every`` seconds: when nothing came in for that long, ask the other node
+        (``S``); when nothing at all comes in ``timeout`` seconds after asking, the way
+        from it is broken (or it hangs): ``PeerLinks.silent``."""
+        if self.closed:
+            return
+        now = time.monotonic()
+        if now - self.received_at >= every and not self._pinging:
+            self._pinging = True
+            self.links.ping_on(self, partial(self._answered, now, timeout), timeout)
+        loop = asyncio.get_running_loop()
+        self._watch = loop.call_later(every, self.watch, every, timeout)
+
+    def _answered(self, asked_at: float, timeout: float, answered: bool) -> None:
+        self._pinging = False
+        if not answered and not self.closed and self.received_at < asked_at:
+            self.links.silent(self, f"nothing came on it for {timeout:g} s, asked or not")
+
     def hold(self, key: str) -> None:
         """Hold data frames until ``release`` (or end the link after ``SWITCH_TIMEOUT``)."""
         self.holding = key
@@ -390,6 +427,8 @@ class Incoming(Framed):
             self._hello_timer.cancel()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         self.held = []
         self.links.incoming_lost(self, why)
 

@@ -89,8 +89,8 @@ class PeerLinks:
         self.tls = tls
         self.retry = 10.0
         """Seconds before a node reached through Redis is dialed again (``peer_retry``)."""
-        self.grace = 7.0
-        """``_alive_anyway``: longer than a dead node takes to be dropped (set by RedisCluster)."""
+        # set by RedisCluster from ``node_timeout``: ``_alive_anyway``, ``Incoming.watch``
+        self.grace, self.ping_after, self.ping_timeout = 7.0, 2.5, 5.0
         contexts = tls.contexts() if tls is not None else None
         self._accept_tls: ssl.SSLContext | None = contexts[0] if contexts else None
         self._dial_tls: ssl.SSLContext | None = contexts[1] if contexts else None
@@ -116,8 +116,7 @@ class PeerLinks:
         self.linked: set[str] = set()
         """Nodes whose current record was connected to at least once."""
         self.via_redis: dict[str, str] = {}
-        """Nodes that advertise a link this node cannot use, and why: reached through Redis
-        (``wamp_cluster_peer_fallbacks``)."""
+        """Nodes reached through Redis, and why (``wamp_cluster_peer_fallbacks``)."""
         self._probe_at: dict[str, tuple[float, float]] = {}
         """Nodes reached through Redis whose link is tried again: (when, interval)."""
         self._probes: dict[str, Outgoing] = {}
@@ -270,6 +269,7 @@ class PeerLinks:
         """
         conn = self._out.get(node)
         if conn is None:
+            self._follow(node)
             if node not in self._known:
                 if node in self._probe_at:
                     self._probe(node)
@@ -468,6 +468,13 @@ class PeerLinks:
         self._hand_over(conn, why)
         return True
 
+    def _follow(self, node: str) -> None:
+        """Reach ``node`` through Redis without dialing when its link went down and its
+        envelopes came through Redis since: that is how it reaches this node now."""
+        since, record = self.failing.get(node), self._known.get(node)
+        if since is not None and record is not None and self._heard.get(node, -1.0) >= since:
+            self._fall_back(node, record, "its link went down, its envelopes come through Redis")
+
     def heard(self, node: str) -> None:
         """An envelope from ``node`` came through Redis: if its link is down, it is alive
         all the same (its next failed redial takes Redis at once)."""
@@ -496,6 +503,20 @@ class PeerLinks:
         self._in[node] = conn
         if old is not None:
             old.drop()
+        conn.watch(self.ping_after, self.ping_timeout)
+
+    def silent(self, conn: Incoming, why: str) -> None:
+        """Nothing came on ``conn`` though asked: the way from its node is broken (or the
+        node hangs), and likely the way to it: both links end (``lost`` once)."""
+        node = conn.node
+        if self._in.get(node) is not conn:
+            return
+        out = self._unlist(node)
+        if out is not None:
+            out.drop()
+        if node in self._known:
+            self.failing.setdefault(node, time.monotonic())
+        conn.fail(why)
 
     def incoming_lost(self, conn: Incoming, why: str) -> None:
         for key, (sync_conn, answer, timer) in list(self._syncs.items()):
@@ -539,7 +560,11 @@ class PeerLinks:
         conn = self._in.get(node)
         if conn is None:
             answer(False)
-            return
+        else:
+            self.ping_on(conn, answer, timeout)
+
+    def ping_on(self, conn: Incoming, answer: Callable[[bool], None], timeout: float) -> None:
+        """``ping`` on the incoming link ``conn``."""
         key = secrets.token_bytes(8)
         timer = asyncio.get_running_loop().call_later(timeout, self._sync_timeout, key)
         self._syncs[key] = (conn, answer, timer)

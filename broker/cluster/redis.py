@@ -196,8 +196,7 @@ class RedisCluster(Cluster):
             self.node, self.mirror, self.outbox, self.link_state, self._malformed_envelope, peer_tls
         )
         self.peers = self.paths.peers
-        self.peers.retry = self.timing.peer_retry
-        self.peers.grace = self.timing.node_timeout + 2 * self.timing.heartbeat_interval
+        self.paths.time_by(self.timing)
         self.barrier = ControlBarrier(self.peers, self._apply_control, self.timing.command_timeout)
         self.directory.peer_known = self.peers.known
 

@@ -610,18 +610,93 @@ async def test_redials_that_fail_longer_than_the_grace_period_take_redis(make: M
     assert x.rerouted == [("y", b"kept")] and len(x.lost) == 2
 
 
-async def test_a_redial_that_fails_after_the_node_was_heard_through_redis_takes_redis(
-    make: Make,
-) -> None:
+async def _link_went_down(make: Make) -> tuple[Node, Node]:
     x, y = await make("x", "y")
     await _connected(x, y)
     await y.links.close()
     await x.until(lambda: x.lost != [], "the link broke")
-    x.links.heard("y")  # an envelope from y came through Redis after the break: y lives
-    x.links.send("y", b"kept")
+    return x, y
+
+
+async def test_a_redial_that_fails_after_the_node_was_heard_through_redis_takes_redis(
+    make: Make,
+) -> None:
+    x, _y = await _link_went_down(make)
+    assert x.links.send("y", b"kept")  # a redial starts
+    x.links.heard("y")  # meanwhile an envelope from y came through Redis: y lives
     await x.until(lambda: "y" in x.links.via_redis, "the fallback")
     assert "its envelopes come through Redis" in x.links.via_redis["y"]
     assert x.rerouted == [("y", b"kept")] and len(x.lost) == 1
+
+
+async def test_a_node_heard_through_redis_after_its_link_went_down_is_not_redialed(
+    make: Make,
+) -> None:
+    x, _y = await _link_went_down(make)
+    x.links.heard("y")  # y reaches x through Redis now
+    dials = set(x.links._tasks)
+    assert not x.links.send("y", b"through Redis")  # the caller publishes it: no wait
+    assert x.links._tasks == dials and "y" not in x.links._out
+    assert "its link went down" in x.links.via_redis["y"] and len(x.lost) == 1
+    assert "y" in x.links._probe_at  # the link is tried again later
+
+
+async def test_a_dial_whose_hello_is_never_accepted_ends_after_the_hello_timeout(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An address that takes the connection and swallows everything (a stalled proxy, a
+    node too old to answer ``A``): the dialer gives up and reaches the node through Redis."""
+    monkeypatch.setattr(peer_wire, "HELLO_TIMEOUT", 0.2)
+    (x,) = await make("x")
+    swallowed: list[bytes] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            swallowed.append(data)
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        x.links.known("z", PeerRecord("127.0.0.1", port, MACHINE, "t" * 32))
+        x.links.send("z", b"swallowed")
+        await x.until(lambda: "z" in x.links.via_redis, "the dial given up")
+        assert "not accepted in" in x.links.via_redis["z"]
+        assert swallowed  # it was written: its calls fail (they may have been read)
+        assert x.lost[0][0] == "z" and x.rerouted == []
+    finally:
+        server.close()
+
+
+async def _quiet(make: Make) -> tuple[Node, Node]:
+    """x and y linked both ways; y asks after 0.1 s of silence on its link from x, and x
+    answers no ``S`` any more (it hangs, or the way from it swallows everything)."""
+    x, y = await make("x", "y")
+    y.links.ping_after, y.links.ping_timeout = 0.1, 0.5
+    await _connected(x, y)
+    await _connected(y, x)
+    x_out = x.links._out["y"]
+    frame = x_out.frame
+    x_out.frame = lambda kind, body: None if kind == peer_wire.SYNC else frame(kind, body)  # type: ignore[method-assign]
+    return x, y
+
+
+async def test_a_link_silent_though_asked_ends_with_the_link_the_other_way(make: Make) -> None:
+    _x, y = await _quiet(make)
+    await y.until(lambda: y.lost != [], "the silent link ended")
+    assert y.lost == [("x", "nothing came on it for 0.5 s, asked or not")]  # once
+    assert "x" not in y.links._in and "x" not in y.links._out  # both ways
+    assert "x" in y.links.failing  # and a redial that fails may soon take Redis
+
+
+async def test_a_link_that_carries_data_is_not_ended_for_unanswered_pings(make: Make) -> None:
+    x, y = await _quiet(make)
+    for n in range(12):  # data every 0.05 s for 0.6 s: never 0.5 s of silence
+        row = b"%d," % n
+        x.links.send("y", row)
+        await y.until(lambda row=row: y.received.endswith(row), "the row")  # type: ignore[misc]
+        await asyncio.sleep(0.05)
+    assert y.lost == [] and y.links.inbound("x")
 
 
 # --- back from Redis to the link --------------------------------------------------------------
