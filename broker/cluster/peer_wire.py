@@ -24,7 +24,6 @@ import secrets
 import socket
 import ssl
 import struct
-import time
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Final, cast
@@ -156,8 +155,8 @@ class Framed(asyncio.Protocol):
         self._flush_soon = False
         self.max_frame = MAX_FRAME
         self.closed = False
-        self.received_at = 0.0
-        """When bytes last came in (``time.monotonic``)."""
+        self.heard = False
+        """Bytes came in since ``Incoming.watch`` last looked (no clock on the data path)."""
         self.why = ""
         """Why this side ended the connection (``fail``)."""
 
@@ -169,7 +168,7 @@ class Framed(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        self.received_at = time.monotonic()
+        self.heard = True
         buf = self._buf
         buf += data
         pos, end = 0, len(buf)
@@ -387,21 +386,23 @@ class Incoming(Framed):
             self.write(ACCEPTED, b"")
 
     def watch(self, every: float, timeout: float) -> None:
-        """Every ``every`` seconds: when nothing came in for that long, ask the other node
-        (``S``); when nothing at all comes in ``timeout`` seconds after asking, the way
-        from it is broken (or it hangs): ``PeerLinks.silent``."""
+        """Every ``every`` seconds: when nothing came in since the last look, ask the other
+        node (``S``); when nothing at all comes in ``timeout`` seconds after asking, the
+        way from it is broken (or it hangs): ``PeerLinks.silent``."""
         if self.closed:
             return
-        now = time.monotonic()
-        if now - self.received_at >= every and not self._pinging:
-            self._pinging = True
-            self.links.ping_on(self, partial(self._answered, now, timeout), timeout)
+        if not self._pinging:
+            if self.heard:
+                self.heard = False
+            else:
+                self._pinging = True
+                self.links.ping_on(self, partial(self._answered, timeout), timeout)
         loop = asyncio.get_running_loop()
         self._watch = loop.call_later(every, self.watch, every, timeout)
 
-    def _answered(self, asked_at: float, timeout: float, answered: bool) -> None:
+    def _answered(self, timeout: float, answered: bool) -> None:
         self._pinging = False
-        if not answered and not self.closed and self.received_at < asked_at:
+        if not answered and not self.closed and not self.heard:  # nothing since asking
             self.links.silent(self, f"nothing came on it for {timeout:g} s, asked or not")
 
     def hold(self, key: str) -> None:

@@ -595,10 +595,7 @@ async def test_a_redial_that_fails_while_the_node_does_not_answer_is_lost(
 
 
 async def test_redials_that_fail_longer_than_the_grace_period_take_redis(make: Make) -> None:
-    x, y = await make("x", "y")
-    await _connected(x, y)
-    await y.links.close()  # no link from y either: nobody to ask
-    await x.until(lambda: x.lost != [], "the link broke")
+    x, _y = await _link_went_down(make)  # no link from y either: nobody to ask
     x.links.send("y", b"lost")
     await x.until(lambda: len(x.lost) == 2, "the failed redial")
     assert x.links.direct("y")  # y may be going away: the cluster drops it within the grace
